@@ -1,0 +1,340 @@
+//! Spend, reservations and the usage ledger, all in integer micro-dollars.
+//!
+//! Counters are keyed by period id (`2026-11`, `2026-11-30`, `total`), so a new period
+//! starts at zero without a reset job. A reservation and its settlement are each one sled
+//! transaction over the tenant's counters (and, on settle, its ledger record), so
+//! concurrent requests can never together pass the budget by more than the amount by
+//! which actual usage exceeded what each reserved.
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::policy::BudgetStatus;
+use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+
+/// How often a budget starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// Per UTC day.
+    Day,
+    /// Per UTC calendar month.
+    #[default]
+    Month,
+    /// Never resets.
+    Total,
+}
+
+impl Period {
+    /// The id of the period containing `unix_millis`.
+    pub fn id_at(self, unix_millis: u64) -> String {
+        let at = chrono::DateTime::from_timestamp_millis(unix_millis as i64).unwrap_or_default();
+        match self {
+            Period::Day => at.format("%Y-%m-%d").to_string(),
+            Period::Month => at.format("%Y-%m").to_string(),
+            Period::Total => "total".into(),
+        }
+    }
+
+    /// `day`, `month` or `total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Total => "total",
+        }
+    }
+}
+
+/// A tenant's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// The most the tenant may spend per period, in micro-dollars.
+    pub limit_microdollars: u64,
+    /// The period.
+    #[serde(default)]
+    pub period: Period,
+}
+
+/// A reservation could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// Spent plus reserved plus this request would pass the budget.
+    #[error("budget exceeded: {spent} spent and {reserved} reserved of {limit} micro-dollars this {period}; this request needs up to {needed}")]
+    Exceeded {
+        /// Settled spend.
+        spent: u64,
+        /// In flight.
+        reserved: u64,
+        /// The budget.
+        limit: u64,
+        /// The request's reservation.
+        needed: u64,
+        /// `day`, `month` or `total`.
+        period: &'static str,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Money held for one request in flight. Persisted, so a crash before settlement charges
+/// it at the reserved amount on the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Request id.
+    pub request_id: String,
+    /// Period id the reservation counts against.
+    pub period_id: String,
+    /// Amount held.
+    pub microdollars: u64,
+}
+
+/// One usage ledger record: what a request did and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Milliseconds since the Unix epoch when the request arrived.
+    pub unix_millis: u64,
+    /// Request id.
+    pub request_id: String,
+    /// Provider that served it (empty if none).
+    pub provider: String,
+    /// Model that served it (empty if none).
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cached prompt tokens, where the provider reports them.
+    pub cached_tokens: u64,
+    /// Cost in micro-dollars.
+    pub cost_microdollars: u64,
+    /// Milliseconds from accept to last byte.
+    pub latency_ms: u64,
+    /// `success`, `upstream_error`, `client_disconnected`, `rejected`, `crash_recovered`.
+    pub outcome: String,
+    /// End user from the request.
+    pub end_user: Option<String>,
+    /// Plan tags.
+    pub tags: Vec<String>,
+    /// The policy that routed it.
+    pub policy_hash: String,
+}
+
+fn counter_key(tenant: &TenantKey, scope: &str, period_id: &str) -> Vec<u8> {
+    tenant.record(Kind::Spend, format!("{scope}\0{period_id}").as_bytes())
+}
+
+fn read_u64(bytes: Option<sled::IVec>) -> u64 {
+    bytes.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<BudgetError>>;
+
+fn tx_add(tx: &TransactionalTree, key: &[u8], delta: i128) -> TxResult<u64> {
+    let current = read_u64(tx.get(key)?) as i128;
+    let next = (current + delta).clamp(0, u64::MAX as i128) as u64;
+    tx.insert(key, &next.to_be_bytes())?;
+    Ok(next)
+}
+
+fn from_tx<T>(result: Result<T, TransactionError<BudgetError>>) -> Result<T, BudgetError> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => BudgetError::Store(e.into()),
+    })
+}
+
+/// Spend, reservations and the ledger over the store.
+#[derive(Clone)]
+pub struct Metering {
+    store: Store,
+}
+
+/// Scopes a settled cost is added to besides the tenant total.
+fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
+    let mut scopes = vec!["total".to_string()];
+    if let Some(user) = &record.end_user {
+        scopes.push(format!("user:{user}"));
+    }
+    scopes.extend(record.tags.iter().map(|t| format!("tag:{t}")));
+    scopes
+}
+
+impl Metering {
+    /// Metering over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Budget and spend of the period containing `now_millis`.
+    pub fn status(&self, tenant: &TenantKey, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
+        let period = budget.map(|b| b.period).unwrap_or_default();
+        let period_id = period.id_at(now_millis);
+        Ok(BudgetStatus {
+            period: period.as_str().into(),
+            limit_microdollars: budget.map(|b| b.limit_microdollars),
+            spent_microdollars: read_u64(self.store.tenant.get(counter_key(tenant, "total", &period_id))?),
+            reserved_microdollars: read_u64(self.store.tenant.get(counter_key(tenant, "reserved", &period_id))?),
+            period_id,
+        })
+    }
+
+    /// Settled spend of one scope (`user:alice`, `tag:x`) in a period.
+    pub fn scope_spend(&self, tenant: &TenantKey, scope: &str, period_id: &str) -> Result<u64, StoreError> {
+        Ok(read_u64(self.store.tenant.get(counter_key(tenant, scope, period_id))?))
+    }
+
+    /// Holds `microdollars` for a request if the budget allows it; with no budget the
+    /// reservation is still recorded so in-flight spend is visible.
+    pub fn reserve(&self, tenant_id: &str, budget: Option<Budget>, request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
+        let tenant = TenantKey::of(tenant_id);
+        let period = budget.map(|b| b.period).unwrap_or_default();
+        let reservation = Reservation { tenant_id: tenant_id.into(), request_id: request_id.into(), period_id: period.id_at(now_millis), microdollars };
+        let spent_key = counter_key(&tenant, "total", &reservation.period_id);
+        let reserved_key = counter_key(&tenant, "reserved", &reservation.period_id);
+        let record_key = tenant.record(Kind::Reservation, request_id.as_bytes());
+        from_tx(self.store.tenant.transaction(|tx| {
+            let spent = read_u64(tx.get(&spent_key)?);
+            let reserved = read_u64(tx.get(&reserved_key)?);
+            if let Some(budget) = budget {
+                if spent.saturating_add(reserved).saturating_add(microdollars) > budget.limit_microdollars {
+                    return Err(ConflictableTransactionError::Abort(BudgetError::Exceeded {
+                        spent,
+                        reserved,
+                        limit: budget.limit_microdollars,
+                        needed: microdollars,
+                        period: period.as_str(),
+                    }));
+                }
+            }
+            tx.insert(reserved_key.as_slice(), &(reserved.saturating_add(microdollars)).to_be_bytes())?;
+            tx.insert(record_key.as_slice(), encode(&reservation))?;
+            Ok(())
+        }))?;
+        Ok(reservation)
+    }
+
+    /// Replaces a reservation with the actual cost and writes the ledger record, in one
+    /// transaction: the record exists exactly when the spend was counted.
+    pub fn settle(&self, reservation: &Reservation, record: &LedgerRecord) -> Result<(), BudgetError> {
+        let tenant = TenantKey::of(&reservation.tenant_id);
+        let reserved_key = counter_key(&tenant, "reserved", &reservation.period_id);
+        let record_key = tenant.record(Kind::Reservation, reservation.request_id.as_bytes());
+        let ledger_key = ledger_key(&tenant, record.unix_millis, &record.request_id);
+        let scopes: Vec<Vec<u8>> = spend_scopes(record).iter().map(|s| counter_key(&tenant, s, &reservation.period_id)).collect();
+        let encoded = encode(record);
+        from_tx(self.store.tenant.transaction(|tx| {
+            // Settling twice (a retry after a crash) must not count twice.
+            if tx.get(&record_key)?.is_none() {
+                return Ok(());
+            }
+            tx_add(tx, &reserved_key, -(reservation.microdollars as i128))?;
+            for key in &scopes {
+                tx_add(tx, key, record.cost_microdollars as i128)?;
+            }
+            tx.remove(record_key.as_slice())?;
+            tx.insert(ledger_key.as_slice(), encoded.as_slice())?;
+            Ok(())
+        }))
+    }
+
+    /// Writes a ledger record for a request that reserved nothing (rejected, failed early).
+    pub fn record(&self, record: &LedgerRecord) -> Result<(), StoreError> {
+        let tenant = TenantKey::of(&record.tenant_id);
+        self.store.tenant.insert(ledger_key(&tenant, record.unix_millis, &record.request_id), encode(record))?;
+        Ok(())
+    }
+
+    /// Ledger records of a tenant between two times (inclusive start, exclusive end).
+    pub fn ledger(&self, tenant_id: &str, from_millis: u64, to_millis: u64, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        let tenant = TenantKey::of(tenant_id);
+        let start = tenant.record(Kind::Ledger, &from_millis.to_be_bytes());
+        let end = tenant.record(Kind::Ledger, &to_millis.to_be_bytes());
+        self.store.tenant.range(start..end).values().take(limit).map(|v| decode("ledger", &v?)).collect()
+    }
+
+    /// Charges every reservation left by a crash at its reserved amount (never dropped),
+    /// with a `crash_recovered` ledger record. Returns how many were settled.
+    pub fn recover_reservations(&self) -> Result<usize, BudgetError> {
+        let mut pending = Vec::new();
+        for item in self.store.tenant.iter() {
+            let (key, value) = item.map_err(StoreError::from)?;
+            if key.len() > 16 && key[16] == Kind::Reservation as u8 {
+                pending.push(decode::<Reservation>("reservations", &value)?);
+            }
+        }
+        for reservation in &pending {
+            let record = LedgerRecord {
+                tenant_id: reservation.tenant_id.clone(),
+                unix_millis: crate::clock::unix_millis(),
+                request_id: reservation.request_id.clone(),
+                provider: String::new(),
+                model: String::new(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+                cost_microdollars: reservation.microdollars,
+                latency_ms: 0,
+                outcome: "crash_recovered".into(),
+                end_user: None,
+                tags: Vec::new(),
+                policy_hash: String::new(),
+            };
+            self.settle(reservation, &record)?;
+        }
+        Ok(pending.len())
+    }
+}
+
+fn ledger_key(tenant: &TenantKey, unix_millis: u64, request_id: &str) -> Vec<u8> {
+    let mut rest = unix_millis.to_be_bytes().to_vec();
+    rest.extend_from_slice(request_id.as_bytes());
+    tenant.record(Kind::Ledger, &rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tenant: &str, request: &str, cost: u64) -> LedgerRecord {
+        LedgerRecord {
+            tenant_id: tenant.into(), unix_millis: 1, request_id: request.into(), provider: "demo".into(), model: "m".into(),
+            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cost_microdollars: cost, latency_ms: 1,
+            outcome: "success".into(), end_user: Some("alice".into()), tags: vec!["x".into()], policy_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn reserve_refuses_past_budget_and_settle_counts_once() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Metering::new(Store::temporary()?);
+        let budget = Some(Budget { limit_microdollars: 100, period: Period::Month });
+        let now = 1_764_460_800_000; // 2025-11-30
+        let a = metering.reserve("t", budget, "r1", 60, now)?;
+        assert!(matches!(metering.reserve("t", budget, "r2", 41, now), Err(BudgetError::Exceeded { spent: 0, reserved: 60, .. })));
+        metering.settle(&a, &record("t", "r1", 30))?;
+        metering.settle(&a, &record("t", "r1", 30))?;
+        let status = metering.status(&TenantKey::of("t"), budget, now)?;
+        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (30, 0));
+        assert_eq!(metering.scope_spend(&TenantKey::of("t"), "user:alice", &a.period_id)?, 30);
+        assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?.len(), 1);
+        metering.reserve("t", budget, "r3", 70, now)?;
+        Ok(())
+    }
+
+    #[test]
+    fn crash_left_reservations_are_charged() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Metering::new(Store::temporary()?);
+        let now = crate::clock::unix_millis();
+        metering.reserve("t", None, "lost", 42, now)?;
+        assert_eq!(metering.recover_reservations()?, 1);
+        let status = metering.status(&TenantKey::of("t"), None, now)?;
+        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (42, 0));
+        assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?[0].outcome, "crash_recovered");
+        Ok(())
+    }
+}

@@ -1,0 +1,469 @@
+//! The policy runtime: one wasmtime `Engine`, a linker with the tenant-scoped imports and a
+//! deny-all WASI, an LRU of compiled components keyed by content hash, and a fresh `Store`
+//! per call behind a semaphore sized to the instance pool.
+
+mod decision;
+mod host;
+pub mod limits;
+mod upload;
+mod view;
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
+
+pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
+pub use limits::PolicyLimits;
+pub use upload::UploadError;
+pub use view::{LogLine, TenantView};
+
+use crate::store::{Store, StoreError};
+use host::CallState;
+
+/// Host bindings generated from `wit/policy.wit`.
+pub mod bindings {
+    // Exports are async so calls run on a fiber inside the tokio task: WASI's blocking
+    // stream calls (a guest's `eprintln!`) then await instead of nesting a runtime.
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit", exports: { default: async } });
+}
+
+pub use bindings::tollgate::policy::catalog::ModelInfo;
+pub use bindings::tollgate::policy::credentials::CredentialInfo;
+pub use bindings::tollgate::policy::memory::MemoryError;
+pub use bindings::tollgate::policy::metering::BudgetStatus;
+pub use bindings::tollgate::policy::types::{ChatRequest, Completion, Context, Message, Outcome};
+
+type Pre = bindings::PolicyPre<CallState>;
+
+/// The content address of a policy: blake3 of its wasm bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyHash(pub [u8; 32]);
+
+impl PolicyHash {
+    /// The hash of `wasm`.
+    pub fn of(wasm: &[u8]) -> Self {
+        PolicyHash(*blake3::hash(wasm).as_bytes())
+    }
+
+    /// Parses 64 hex digits.
+    pub fn parse(hex: &str) -> Option<Self> {
+        blake3::Hash::from_hex(hex).ok().map(|h| PolicyHash(*h.as_bytes()))
+    }
+
+    /// The first 12 hex digits, for headers and messages.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_string()
+    }
+}
+
+impl fmt::Display for PolicyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+    }
+}
+
+impl fmt::Debug for PolicyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicyHash({self})")
+    }
+}
+
+/// A policy call or upload failed. Messages name the policy by hash and never include
+/// tenant data.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The upload was refused.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// No policy with this hash was uploaded.
+    #[error("policy {0} is not uploaded")]
+    NotFound(PolicyHash),
+    /// The call ran past its deadline.
+    #[error("policy {hash} exceeded its CPU deadline of {deadline_ms} ms")]
+    Timeout {
+        /// The policy.
+        hash: PolicyHash,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The guest tried to grow memory past the cap.
+    #[error("policy {hash} exceeded its memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// The policy.
+        hash: PolicyHash,
+        /// The cap.
+        limit: usize,
+    },
+    /// The guest overflowed its stack.
+    #[error("policy {0} exhausted its stack")]
+    StackOverflow(PolicyHash),
+    /// The guest trapped (a panic is a trap).
+    #[error("policy {hash} trapped: {reason}")]
+    Trap {
+        /// The policy.
+        hash: PolicyHash,
+        /// The trap.
+        reason: String,
+    },
+    /// The guest returned a value the host refuses to act on.
+    #[error("policy {hash} returned an invalid decision: {reason}")]
+    InvalidDecision {
+        /// The policy.
+        hash: PolicyHash,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Every sandbox slot stayed busy for the whole wait.
+    #[error("policy sandbox is at capacity; retry shortly")]
+    Busy,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runtime could not be set up (bad limits, engine failure).
+    #[error("policy runtime setup failed: {0}")]
+    Setup(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    /// Calls made (route and on-complete).
+    pub calls: AtomicU64,
+    /// Calls that trapped, timed out or returned an invalid decision.
+    pub failures: AtomicU64,
+    /// Calls that hit the CPU deadline.
+    pub timeouts: AtomicU64,
+    /// Calls shed because the pool stayed busy.
+    pub shed: AtomicU64,
+    /// Total call time, in nanoseconds.
+    pub call_nanos: AtomicU64,
+    /// Calls in flight.
+    pub in_flight: AtomicU64,
+    /// Compiled components loaded into the cache.
+    pub loads: AtomicU64,
+}
+
+/// A route call's result: the validated decision.
+#[derive(Debug)]
+pub struct RouteOutcome {
+    /// What the policy decided.
+    pub decision: Decision,
+    /// How long the call took.
+    pub elapsed: Duration,
+}
+
+/// The policy runtime. Cheap to share behind an `Arc`.
+pub struct PolicyRuntime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    limits: Arc<PolicyLimits>,
+    store: Store,
+    cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
+    permits: tokio::sync::Semaphore,
+    stop_ticker: Arc<AtomicBool>,
+    /// Counters for `/metrics`.
+    pub stats: PolicyStats,
+}
+
+impl Drop for PolicyRuntime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One call's store and start time.
+struct Call {
+    store: wasmtime::Store<CallState>,
+    started: Instant,
+}
+
+/// Core instances one Rust `wasm32-wasip2` component creates (main module plus the shims
+/// wit-component adds), with headroom.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
+    let mut pool = PoolingAllocationConfig::new();
+    let slots = limits.pool_instances;
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots * 2)
+        .max_memories_per_component(2)
+        .total_tables(slots * 4)
+        .max_tables_per_component(4)
+        .max_memory_size(limits.memory_bytes)
+        .total_stacks(slots);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.max_wasm_stack)
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| PolicyError::Setup(format!("{e:#}")))
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
+    std::thread::Builder::new()
+        .name("tollgate-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(limits::EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PolicyError::Setup(format!("epoch ticker: {e}")))
+}
+
+impl PolicyRuntime {
+    /// Builds the engine, the linker and the epoch ticker.
+    pub fn new(limits: PolicyLimits, store: Store) -> Result<Self, PolicyError> {
+        limits.validate().map_err(|e| PolicyError::Setup(e.into()))?;
+        let engine = engine_for(&limits)?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
+        bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self {
+            permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
+            cache: Mutex::new(LruCache::new(cache_size)),
+            engine,
+            linker: Arc::new(linker),
+            limits: Arc::new(limits),
+            store,
+            stop_ticker,
+            stats: PolicyStats::default(),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &PolicyLimits {
+        &self.limits
+    }
+
+    /// Compiled components resident in the cache.
+    pub fn cached_components(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Validates, compiles and stores a policy; returns its hash. Uploading the same bytes
+    /// twice is a no-op that returns the same hash. Compilation runs on a blocking thread.
+    pub async fn upload(&self, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
+        upload::check_bytes(&wasm, self.limits.upload_bytes)?;
+        let hash = PolicyHash::of(&wasm);
+        let key = hash.to_string();
+        if self.store.policies.contains_key(&key).map_err(StoreError::from)? {
+            return Ok(hash);
+        }
+        let (engine, linker) = (self.engine.clone(), self.linker.clone());
+        let (component, pre, artifact) = tokio::task::spawn_blocking(move || {
+            let component = upload::compile(&engine, &wasm)?;
+            let pre = instantiate_pre(&linker, &component)?;
+            let artifact = component.serialize().map_err(|e| UploadError::Compile(format!("{e:#}")))?;
+            Ok::<_, UploadError>((wasm, pre, artifact))
+        })
+        .await
+        .map_err(|e| PolicyError::Setup(format!("compile task: {e}")))??;
+        self.store.compiled.insert(&key, artifact).map_err(StoreError::from)?;
+        self.store.policies.insert(&key, component).map_err(StoreError::from)?;
+        self.store.flush().await?;
+        self.cache_put(hash, Arc::new(pre));
+        Ok(hash)
+    }
+
+    /// Whether a policy with this hash was uploaded.
+    pub fn exists(&self, hash: &PolicyHash) -> Result<bool, PolicyError> {
+        Ok(self.store.policies.contains_key(hash.to_string()).map_err(StoreError::from)?)
+    }
+
+    fn cache_put(&self, hash: PolicyHash, pre: Arc<Pre>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(hash, pre);
+        }
+    }
+
+    fn cache_get(&self, hash: &PolicyHash) -> Option<Arc<Pre>> {
+        self.cache.lock().ok().and_then(|mut c| c.get(hash).cloned())
+    }
+
+    /// The ready-to-instantiate policy: from the LRU, else from the stored artifact, else
+    /// compiled from the stored wasm (e.g. after a wasmtime upgrade).
+    async fn load(&self, hash: PolicyHash) -> Result<Arc<Pre>, PolicyError> {
+        if let Some(pre) = self.cache_get(&hash) {
+            return Ok(pre);
+        }
+        let key = hash.to_string();
+        let artifact = self.store.compiled.get(&key).map_err(StoreError::from)?;
+        let wasm = match artifact {
+            Some(_) => None,
+            None => Some(self.store.policies.get(&key).map_err(StoreError::from)?.ok_or(PolicyError::NotFound(hash))?),
+        };
+        let (engine, linker) = (self.engine.clone(), self.linker.clone());
+        let (pre, fresh_artifact) = tokio::task::spawn_blocking(move || -> Result<_, PolicyError> {
+            let from_artifact = artifact.and_then(|bytes| deserialize_own_artifact(&engine, &bytes));
+            let (component, fresh) = match (from_artifact, wasm) {
+                (Some(component), _) => (component, None),
+                (None, Some(wasm)) => {
+                    let component = upload::compile(&engine, &wasm)?;
+                    let bytes = component.serialize().ok();
+                    (component, bytes)
+                }
+                (None, None) => return Err(PolicyError::NotFound(hash)),
+            };
+            Ok((instantiate_pre(&linker, &component)?, fresh))
+        })
+        .await
+        .map_err(|e| PolicyError::Setup(format!("load task: {e}")))??;
+        if let Some(bytes) = fresh_artifact {
+            self.store.compiled.insert(&key, bytes).map_err(StoreError::from)?;
+        }
+        let pre = Arc::new(pre);
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        self.cache_put(hash, pre.clone());
+        Ok(pre)
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PolicyError> {
+        let wait = Duration::from_millis(self.limits.pool_wait_ms);
+        match tokio::time::timeout(wait, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                Err(PolicyError::Busy)
+            }
+        }
+    }
+
+    /// Calls `route` in a fresh instance of policy `hash`, scoped to `view`'s tenant.
+    pub async fn route(
+        &self,
+        hash: PolicyHash,
+        view: Arc<dyn TenantView>,
+        request: &ChatRequest,
+        context: &Context,
+    ) -> Result<RouteOutcome, PolicyError> {
+        let pre = self.load(hash).await?;
+        let _permit = self.slot().await?;
+        let started = Instant::now();
+        let mut call = self.begin(view, &context.request_id);
+        let result = match pre.instantiate_async(&mut call.store).await {
+            Ok(policy) => policy.call_route(&mut call.store, request, context).await,
+            Err(e) => Err(e),
+        };
+        let raw = self.finish(hash, call, result)?;
+        let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            PolicyError::InvalidDecision { hash, reason }
+        })?;
+        Ok(RouteOutcome { decision, elapsed: started.elapsed() })
+    }
+
+    /// Calls `on-complete` in a fresh instance of policy `hash`.
+    pub async fn on_complete(
+        &self,
+        hash: PolicyHash,
+        view: Arc<dyn TenantView>,
+        completion: &Completion,
+        context: &Context,
+    ) -> Result<(), PolicyError> {
+        let pre = self.load(hash).await?;
+        let _permit = self.slot().await?;
+        let mut call = self.begin(view, &context.request_id);
+        let result = match pre.instantiate_async(&mut call.store).await {
+            Ok(policy) => policy.call_on_complete(&mut call.store, completion, context).await,
+            Err(e) => Err(e),
+        };
+        self.finish(hash, call, result)
+    }
+
+    /// A fresh store for one call, with its limiter and epoch deadline.
+    fn begin(&self, view: Arc<dyn TenantView>, request_id: &str) -> Call {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), request_id.into()));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        Call { store, started: Instant::now() }
+    }
+
+    /// Ends a call: drops the store, hands its log lines to the tenant (also when the call
+    /// failed), and classifies a failure.
+    fn finish<R>(&self, hash: PolicyHash, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
+        let state = call.store.into_data();
+        let memory_limit_hit = state.limiter.memory_limit_hit;
+        flush_log(state);
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.call_nanos.fetch_add(call.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result.map_err(|error| {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let failure = self.classify(hash, &error, memory_limit_hit);
+            if matches!(failure, PolicyError::Timeout { .. }) {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(policy = %hash, error = %failure, "policy call failed");
+            failure
+        })
+    }
+
+    fn classify(&self, hash: PolicyHash, error: &wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
+        if memory_limit_hit {
+            return PolicyError::MemoryLimit { hash, limit: self.limits.memory_bytes };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Timeout { hash, deadline_ms: self.limits.cpu_deadline_ms },
+            Some(Trap::StackOverflow) => PolicyError::StackOverflow(hash),
+            Some(Trap::UnreachableCodeReached) => PolicyError::Trap { hash, reason: "the policy panicked (see its policy log)".into() },
+            Some(trap) => PolicyError::Trap { hash, reason: trap.to_string() },
+            None => PolicyError::Trap { hash, reason: format!("{error:#}") },
+        }
+    }
+}
+
+fn instantiate_pre(linker: &Linker<CallState>, component: &Component) -> Result<Pre, UploadError> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| UploadError::ForbiddenImport(format!("{e:#}")))?;
+    Pre::new(instance_pre).map_err(|e| UploadError::WrongWorld(format!("{e:#}")))
+}
+
+/// Turns an artifact this host compiled and stored back into a component; `None` if it
+/// is stale (another wasmtime version or engine config), so the caller recompiles.
+#[allow(unsafe_code)]
+fn deserialize_own_artifact(engine: &Engine, bytes: &[u8]) -> Option<Component> {
+    // SAFETY: `deserialize` trusts its input to be wasmtime's own output. These bytes are
+    // only ever produced by `Component::serialize` in this host and kept in the host's own
+    // store; uploads are wasm and always go through `Component::new`. Wasmtime still checks
+    // the version and engine configuration and refuses a mismatched artifact.
+    unsafe { Component::deserialize(engine, bytes) }.ok()
+}
+
+/// Moves a finished call's log lines (and captured stderr) into the tenant's policy log.
+fn flush_log(mut state: CallState) {
+    let stderr = state.stderr.contents();
+    if !stderr.is_empty() {
+        let text = String::from_utf8_lossy(&stderr).into_owned();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            state.push_log("stderr", line);
+        }
+    }
+    if state.dropped_log_lines > 0 {
+        let dropped = state.dropped_log_lines;
+        state.dropped_log_lines = 0;
+        let note = format!("{dropped} log lines dropped (limit {} per call)", state.limits.log_lines_per_call);
+        // The note itself must get through even when the per-call limit is used up.
+        let mut line = LogLine { unix_millis: crate::clock::unix_millis(), level: "warn".into(), message: note, request_id: state.request_id.clone() };
+        line.message.truncate(state.limits.log_line_bytes);
+        state.log.push(line);
+    }
+    if !state.log.is_empty() {
+        let lines = std::mem::take(&mut state.log);
+        state.view.append_log(lines);
+    }
+}

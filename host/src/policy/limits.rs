@@ -1,0 +1,145 @@
+//! Every sandbox limit in one documented struct. Each field names the threat it defends
+//! against; every one is settable under `[policy]` in the operator's config.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Wall-clock budget of one policy call. Defends against a guest that loops forever or
+/// computes for long enough to stall the worker thread that runs it.
+pub const DEFAULT_CPU_DEADLINE: Duration = Duration::from_millis(5);
+/// Epoch granularity: the deadline is enforced to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Linear memory a guest may grow to. Defends against memory bombs; 16 MiB is ample for
+/// routing logic yet keeps 64 concurrent calls under 1 GiB.
+pub const DEFAULT_MEMORY_BYTES: usize = 16 << 20;
+/// Wasm stack. Defends against unbounded recursion overflowing the host thread's stack.
+pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+/// Concurrent policy instances; sized to concurrency, not tenant count.
+pub const DEFAULT_POOL_INSTANCES: u32 = 64;
+/// How long a call waits for a free instance before the request is shed with 503.
+pub const DEFAULT_POOL_WAIT: Duration = Duration::from_millis(250);
+/// Largest accepted policy upload. Defends against memory and compile-time exhaustion.
+pub const DEFAULT_UPLOAD_BYTES: usize = 8 << 20;
+/// Compiled components kept resident; tenants sharing a hash share one entry.
+pub const DEFAULT_COMPILED_CACHE: usize = 512;
+/// Log lines one call may write; the rest are counted and dropped (log floods).
+pub const DEFAULT_LOG_LINES_PER_CALL: usize = 32;
+/// Longest log line kept; longer lines are truncated.
+pub const DEFAULT_LOG_LINE_BYTES: usize = 1024;
+/// Lines kept in a tenant's policy log (a ring: the oldest go first).
+pub const DEFAULT_LOG_LINES_KEPT: usize = 500;
+/// Bytes of keys plus values a tenant may keep in its policy memory.
+pub const DEFAULT_MEMORY_QUOTA_BYTES: u64 = 1 << 20;
+/// Largest single memory value.
+pub const DEFAULT_MEMORY_VALUE_BYTES: usize = 64 << 10;
+/// Memory calls one policy call may make: bounds the store work a guest can cause.
+pub const DEFAULT_MEMORY_OPS_PER_CALL: u32 = 256;
+/// Targets a plan may hold; more is a bad return value, not a longer retry chain.
+pub const DEFAULT_MAX_TARGETS: usize = 8;
+/// Longest trace string (it becomes a response header).
+pub const DEFAULT_MAX_TRACE_BYTES: usize = 256;
+/// Tags a plan may carry, and the longest tag.
+pub const DEFAULT_MAX_TAGS: usize = 16;
+/// Longest tag.
+pub const DEFAULT_MAX_TAG_BYTES: usize = 64;
+
+/// The sandbox limits. `Default` gives the documented defaults above.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyLimits {
+    /// Per-call wall-clock deadline, in milliseconds.
+    pub cpu_deadline_ms: u64,
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wasm stack size, in bytes.
+    pub max_wasm_stack: usize,
+    /// Concurrent instances (pooling allocator slots).
+    pub pool_instances: u32,
+    /// Wait for a free slot before shedding with 503, in milliseconds.
+    pub pool_wait_ms: u64,
+    /// Largest policy upload, in bytes.
+    pub upload_bytes: usize,
+    /// Compiled components kept resident (LRU).
+    pub compiled_cache: usize,
+    /// Log lines per call.
+    pub log_lines_per_call: usize,
+    /// Longest log line, in bytes.
+    pub log_line_bytes: usize,
+    /// Lines kept per tenant.
+    pub log_lines_kept: usize,
+    /// Per-tenant memory quota, in bytes.
+    pub memory_quota_bytes: u64,
+    /// Largest memory value, in bytes.
+    pub memory_value_bytes: usize,
+    /// Memory operations per call.
+    pub memory_ops_per_call: u32,
+    /// Targets per plan.
+    pub max_targets: usize,
+    /// Trace length, in bytes.
+    pub max_trace_bytes: usize,
+    /// Tags per plan.
+    pub max_tags: usize,
+    /// Tag length, in bytes.
+    pub max_tag_bytes: usize,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        Self {
+            cpu_deadline_ms: DEFAULT_CPU_DEADLINE.as_millis() as u64,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            pool_instances: DEFAULT_POOL_INSTANCES,
+            pool_wait_ms: DEFAULT_POOL_WAIT.as_millis() as u64,
+            upload_bytes: DEFAULT_UPLOAD_BYTES,
+            compiled_cache: DEFAULT_COMPILED_CACHE,
+            log_lines_per_call: DEFAULT_LOG_LINES_PER_CALL,
+            log_line_bytes: DEFAULT_LOG_LINE_BYTES,
+            log_lines_kept: DEFAULT_LOG_LINES_KEPT,
+            memory_quota_bytes: DEFAULT_MEMORY_QUOTA_BYTES,
+            memory_value_bytes: DEFAULT_MEMORY_VALUE_BYTES,
+            memory_ops_per_call: DEFAULT_MEMORY_OPS_PER_CALL,
+            max_targets: DEFAULT_MAX_TARGETS,
+            max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
+            max_tags: DEFAULT_MAX_TAGS,
+            max_tag_bytes: DEFAULT_MAX_TAG_BYTES,
+        }
+    }
+}
+
+impl PolicyLimits {
+    /// Checks the limits make sense together; the message says which one does not.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.cpu_deadline_ms == 0 {
+            return Err("policy.cpu_deadline_ms must be at least 1");
+        }
+        if self.memory_bytes < (1 << 20) {
+            return Err("policy.memory_bytes must be at least 1 MiB (Rust guests need it to start)");
+        }
+        if self.max_wasm_stack < (64 << 10) {
+            return Err("policy.max_wasm_stack must be at least 64 KiB");
+        }
+        if self.pool_instances == 0 {
+            return Err("policy.pool_instances must be at least 1");
+        }
+        if self.compiled_cache == 0 {
+            return Err("policy.compiled_cache must be at least 1");
+        }
+        if self.max_targets == 0 {
+            return Err("policy.max_targets must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The per-call deadline.
+    pub fn cpu_deadline(&self) -> Duration {
+        Duration::from_millis(self.cpu_deadline_ms)
+    }
+
+    /// Epoch ticks from call start to interruption (one extra tick so a call that starts
+    /// just before a tick still gets the whole deadline).
+    pub fn deadline_ticks(&self) -> u64 {
+        (self.cpu_deadline().as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
+    }
+}

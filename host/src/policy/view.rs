@@ -1,0 +1,44 @@
+//! What a policy call may see of its tenant: one small trait, implemented by the gateway
+//! over its store, metering and catalog, and by tests over fakes. Every method is already
+//! scoped to one tenant; nothing here takes a tenant id.
+
+use super::bindings::tollgate::policy::{catalog::ModelInfo, credentials::CredentialInfo, memory::MemoryError, metering::BudgetStatus};
+
+/// One line a policy wrote to its log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub unix_millis: u64,
+    /// `trace`, `debug`, `info`, `warn`, `error` or `stderr`.
+    pub level: String,
+    /// The message, truncated to the per-line limit.
+    pub message: String,
+    /// The request during which it was written.
+    pub request_id: String,
+}
+
+/// The tenant-scoped capabilities behind the policy imports.
+pub trait TenantView: Send + Sync {
+    /// Names and providers of the tenant's credentials.
+    fn credentials(&self) -> Vec<CredentialInfo>;
+    /// Reads a memory value.
+    fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError>;
+    /// Writes a memory value within the quota.
+    fn memory_set(&self, key: &str, value: &[u8]) -> Result<(), MemoryError>;
+    /// Deletes a memory value.
+    fn memory_delete(&self, key: &str) -> Result<(), MemoryError>;
+    /// Lists memory keys by prefix.
+    fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError>;
+    /// Budget and spend of the current period.
+    fn budget(&self) -> BudgetStatus;
+    /// An end user's settled spend this period.
+    fn user_spend(&self, end_user: &str) -> u64;
+    /// A tag's settled spend this period.
+    fn tag_spend(&self, tag: &str) -> u64;
+    /// The catalog with the tenant's prices.
+    fn models(&self) -> Vec<ModelInfo>;
+    /// One catalog entry.
+    fn lookup_model(&self, model: &str) -> Option<ModelInfo>;
+    /// Appends lines to the tenant's bounded policy log.
+    fn append_log(&self, lines: Vec<LogLine>);
+}

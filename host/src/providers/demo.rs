@@ -1,0 +1,111 @@
+//! The built-in `demo` provider: deterministic answers with usage and no network, so the
+//! quickstart works with no keys. It speaks through the same trait as real providers: its
+//! "upstream" is a pure function of the request.
+//!
+//! The answer echoes the last user message; usage counts 4 bytes of prompt text per token
+//! (at least 1) and one token per word of the answer.
+
+use serde_json::{json, Map, Value};
+
+use super::{chunk, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use crate::secret::Secret;
+
+/// The demo adapter.
+pub struct Demo;
+
+/// The demo's answer text and usage for an OpenAI-shaped body.
+pub fn answer(body: &Map<String, Value>) -> (String, Usage) {
+    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let prompt_bytes: usize = messages.iter().map(|m| super::openai_text(m).len()).sum();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(super::openai_text)
+        .unwrap_or_default();
+    let max_tokens = body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64).unwrap_or(u64::MAX);
+    let full = format!("Hello from the Tollgate demo provider. You said: {last_user}");
+    let words: Vec<&str> = full.split_whitespace().take(max_tokens.min(4096) as usize).collect();
+    let text = words.join(" ");
+    let usage = Usage { prompt_tokens: (prompt_bytes as u64).div_ceil(4).max(1), completion_tokens: words.len() as u64, cached_tokens: 0 };
+    (text, usage)
+}
+
+impl Provider for Demo {
+    fn build(&self, base_url: &str, call: &ChatCall<'_>, _key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        let body = serde_json::to_vec(call.body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        Ok(UpstreamRequest { url: base_url.into(), headers: Vec::new(), body: body.into() })
+    }
+
+    fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
+        let body: Map<String, Value> = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let (text, usage) = answer(&body);
+        let response = json!({
+            "id": format!("chatcmpl-{request_id}"),
+            "object": "chat.completion",
+            "created": crate::clock::unix_millis() / 1000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": super::usage_json(usage),
+        });
+        Ok((response, usage))
+    }
+
+    fn stream(&self, model: &str, request_id: &str) -> Box<dyn StreamTranslator> {
+        Box::new(DemoStream { model: model.into(), request_id: request_id.into(), usage: Usage::default(), text_bytes: 0, done: false })
+    }
+}
+
+/// Demo streams are produced locally as one event per word; see [`stream_events`].
+struct DemoStream {
+    model: String,
+    request_id: String,
+    usage: Usage,
+    text_bytes: u64,
+    done: bool,
+}
+
+/// The events the demo "upstream" sends for a streamed body: one per word, then usage.
+pub fn stream_events(body: &Map<String, Value>) -> Vec<SseEvent> {
+    let (text, usage) = answer(body);
+    let mut events: Vec<SseEvent> = text
+        .split(' ')
+        .enumerate()
+        .map(|(i, word)| SseEvent { event: Some("word".into()), data: if i == 0 { word.to_string() } else { format!(" {word}") } })
+        .collect();
+    events.push(SseEvent { event: Some("usage".into()), data: format!("{} {}", usage.prompt_tokens, usage.completion_tokens) });
+    events
+}
+
+impl StreamTranslator for DemoStream {
+    fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, ProviderError> {
+        let created = crate::clock::unix_millis() / 1000;
+        match event.event.as_deref() {
+            Some("word") => {
+                let first = self.text_bytes == 0;
+                self.text_bytes += event.data.len() as u64;
+                let delta = if first { json!({"role": "assistant", "content": event.data}) } else { json!({"content": event.data}) };
+                Ok(vec![chunk(&self.request_id, &self.model, created, delta, None)])
+            }
+            Some("usage") => {
+                let mut parts = event.data.split(' ').map(|p| p.parse::<u64>().unwrap_or(0));
+                self.usage = Usage { prompt_tokens: parts.next().unwrap_or(0), completion_tokens: parts.next().unwrap_or(0), cached_tokens: 0 };
+                self.done = true;
+                Ok(vec![chunk(&self.request_id, &self.model, created, json!({}), Some("stop"))])
+            }
+            _ => Err(ProviderError::BadResponse("unknown demo event".into())),
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn completion_bytes(&self) -> u64 {
+        self.text_bytes
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+}

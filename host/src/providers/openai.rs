@@ -1,0 +1,133 @@
+//! OpenAI-compatible chat completions: OpenAI itself, Azure-style deployments, vLLM,
+//! Ollama, Groq and the rest. The body passes through unchanged (tools, response_format,
+//! seed, logprobs, ...); streaming asks for usage with `stream_options.include_usage`.
+
+use serde_json::{Map, Value};
+
+use super::{header_value, join_url, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use crate::secret::Secret;
+
+/// The OpenAI-compatible adapter.
+pub struct OpenAi;
+
+/// Usage from an OpenAI `usage` object.
+pub fn parse_usage(usage: &Value) -> Option<Usage> {
+    let prompt = usage.get("prompt_tokens")?.as_u64()?;
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+        cached_tokens: usage.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+impl Provider for OpenAi {
+    fn build(&self, base_url: &str, call: &ChatCall<'_>, key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        let mut body: Map<String, Value> = call.body.clone();
+        body.insert("model".into(), Value::String(call.model.into()));
+        if call.stream {
+            body.insert("stream".into(), Value::Bool(true));
+            let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        } else {
+            body.remove("stream_options");
+        }
+        let mut headers = vec![(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))];
+        if let Some(key) = key {
+            headers.push((http::header::AUTHORIZATION, header_value(&format!("Bearer {}", key.expose()))?));
+        }
+        let body = serde_json::to_vec(&body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        Ok(UpstreamRequest { url: join_url(base_url, "chat/completions"), headers, body: body.into() })
+    }
+
+    fn translate(&self, body: &[u8], _model: &str, _request_id: &str) -> Result<(Value, Usage), ProviderError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        if value.get("choices").and_then(Value::as_array).is_none() {
+            return Err(ProviderError::BadResponse("no choices in chat completion".into()));
+        }
+        let usage = value.get("usage").and_then(parse_usage).unwrap_or_default();
+        Ok((value, usage))
+    }
+
+    fn stream(&self, _model: &str, _request_id: &str) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream::default())
+    }
+}
+
+/// Passes chunks through, noting usage and `[DONE]`.
+#[derive(Default)]
+struct OpenAiStream {
+    usage: Usage,
+    text_bytes: u64,
+    done: bool,
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, ProviderError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunk: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream chunk: {e}")))?;
+        if let Some(usage) = chunk.get("usage").and_then(parse_usage) {
+            self.usage = usage;
+        }
+        if let Some(choices) = chunk.get("choices").and_then(Value::as_array) {
+            for choice in choices {
+                if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                    self.text_bytes += text.len() as u64;
+                }
+            }
+        }
+        Ok(vec![chunk])
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn completion_bytes(&self) -> u64 {
+        self.text_bytes
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_keeps_unknown_fields_and_asks_for_stream_usage() -> Result<(), ProviderError> {
+        let body: Map<String, Value> = serde_json::from_str(r#"{"model":"x","messages":[],"tools":[{"type":"function"}],"seed":7}"#).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        let call = ChatCall { body: &body, model: "gpt-4o", stream: true };
+        let req = OpenAi.build("http://127.0.0.1:9/v1/", &call, Some(&Secret::new("sk-t".into())))?;
+        assert_eq!(req.url, "http://127.0.0.1:9/v1/chat/completions");
+        let sent: Value = serde_json::from_slice(&req.body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        assert_eq!(sent["model"], "gpt-4o");
+        assert_eq!(sent["seed"], 7);
+        assert_eq!(sent["tools"][0]["type"], "function");
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        assert!(req.headers.iter().any(|(k, v)| k == http::header::AUTHORIZATION && v == "Bearer sk-t"));
+        Ok(())
+    }
+
+    #[test]
+    fn stream_collects_usage_and_done() -> Result<(), ProviderError> {
+        let mut s = OpenAi.stream("m", "r");
+        s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"content":"hey"}}]}"#.into() })?;
+        s.event(&SseEvent { event: None, data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.into() })?;
+        s.event(&SseEvent { event: None, data: "[DONE]".into() })?;
+        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0 });
+        assert_eq!(s.completion_bytes(), 3);
+        assert!(s.finished());
+        Ok(())
+    }
+}

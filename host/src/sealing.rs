@@ -1,0 +1,361 @@
+//! Envelope encryption of tenant credentials.
+//!
+//! A master key (KEK) wraps one random data key (DEK) per tenant; the DEK seals that
+//! tenant's credentials with XChaCha20-Poly1305. Associated data binds every ciphertext to
+//! its tenant, credential name and key version, so bytes copied to another tenant or name
+//! fail to open. Deleting a tenant's DEK makes every sealed byte of it unreadable
+//! (crypto-shredding). Rotating the master key re-wraps the DEKs online; credentials are
+//! untouched.
+
+use std::path::Path;
+use std::sync::RwLock;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::secret::Secret;
+use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+
+/// Name of the generated master key file in the data dir.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Sealing failed. Messages never contain key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The master key is malformed.
+    #[error("master key must be 32 bytes, given as 64 hex digits or base64")]
+    BadMasterKey,
+    /// The master key file could not be read or written.
+    #[error("master key file: {0}")]
+    KeyFile(String),
+    /// A ciphertext did not open: wrong tenant, wrong name, wrong key or tampered bytes.
+    #[error("sealed data failed authentication")]
+    Tampered,
+    /// No credential with that name.
+    #[error("no credential named '{0}'")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A 32-byte key, zeroized on drop.
+#[derive(Clone)]
+pub struct Key(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key([redacted])")
+    }
+}
+
+impl Key {
+    /// A fresh random key.
+    pub fn random() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(bytes.as_mut());
+        Key(bytes)
+    }
+
+    /// Parses 64 hex digits or standard base64 of 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, SealError> {
+        let text = text.trim();
+        let decoded = Zeroizing::new(if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32).map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)).collect::<Result<Vec<u8>, _>>().map_err(|_| SealError::BadMasterKey)?
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| SealError::BadMasterKey)?
+        });
+        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| SealError::BadMasterKey)?;
+        Ok(Key(Zeroizing::new(bytes)))
+    }
+
+    /// Hex encoding, for writing a generated key file.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// A short, non-secret identifier of the key (first 8 hex digits of its blake3).
+    pub fn fingerprint(&self) -> String {
+        blake3::hash(self.0.as_ref()).to_hex()[..8].to_string()
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.0.as_ref().into())
+    }
+}
+
+/// Reads the master key from `TOLLGATE_MASTER_KEY` (passed in as `from_env`), or from
+/// `master.key` in the data dir, generating that file (mode 0600) on first start.
+pub fn load_master_key(from_env: Option<&str>, data_dir: &Path) -> Result<Key, SealError> {
+    if let Some(text) = from_env {
+        return Key::parse(text);
+    }
+    let path = data_dir.join(MASTER_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Key::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::random();
+            write_private(&path, key.to_hex().as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(SealError::KeyFile(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp).map_err(|e| SealError::KeyFile(format!("{}: {e}", tmp.display())))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| SealError::KeyFile(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| SealError::KeyFile(e.to_string()))
+}
+
+/// What is stored for a sealed value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sealed {
+    version: u32,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+fn seal(key: &Key, plaintext: &[u8], aad: &[u8], version: u32) -> Sealed {
+    let mut nonce = [0u8; 24];
+    rand::rng().fill_bytes(&mut nonce);
+    // Encryption with a valid key and nonce cannot fail; an empty ciphertext would fail to
+    // open later rather than silently succeed.
+    let ciphertext = key.cipher().encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad }).unwrap_or_default();
+    Sealed { version, nonce: nonce.to_vec(), ciphertext }
+}
+
+fn open(key: &Key, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    if sealed.nonce.len() != 24 {
+        return Err(SealError::Tampered);
+    }
+    key.cipher()
+        .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| SealError::Tampered)
+}
+
+fn dek_aad(tenant_id: &str, version: u32) -> Vec<u8> {
+    format!("tollgate/dek/v1\0{tenant_id}\0{version}").into_bytes()
+}
+
+fn credential_aad(tenant_id: &str, name: &str, version: u32) -> Vec<u8> {
+    format!("tollgate/credential/v1\0{tenant_id}\0{name}\0{version}").into_bytes()
+}
+
+/// A wrapped data key, with the tenant it belongs to (so rotation needs no lookup).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DataKeyRecord {
+    tenant_id: String,
+    sealed: Sealed,
+}
+
+/// A stored credential: public metadata plus the sealed secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CredentialRecord {
+    name: String,
+    provider: String,
+    created_millis: u64,
+    sealed: Sealed,
+}
+
+/// What may be shown of a credential: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialMeta {
+    /// Name.
+    pub name: String,
+    /// Provider.
+    pub provider: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_millis: u64,
+}
+
+/// Seals, opens, lists and deletes credentials; rotates the master key.
+pub struct Vault {
+    store: Store,
+    master: RwLock<(Key, u32)>,
+}
+
+/// Longest credential name.
+pub const MAX_CREDENTIAL_NAME_BYTES: usize = 64;
+/// Largest secret accepted.
+pub const MAX_SECRET_BYTES: usize = 8192;
+
+impl Vault {
+    /// A vault over `store` with the master key `master` (version from the store).
+    pub fn new(store: Store, master: Key) -> Result<Self, SealError> {
+        let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
+        Ok(Self { store, master: RwLock::new((master, version)) })
+    }
+
+    fn master(&self) -> (Key, u32) {
+        match self.master.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The tenant's data key, created on first use.
+    fn data_key(&self, tenant_id: &str) -> Result<Key, SealError> {
+        let tenant = TenantKey::of(tenant_id);
+        let (master, version) = self.master();
+        let slot = tenant.prefix(Kind::DataKey);
+        if let Some(bytes) = self.store.tenant.get(&slot).map_err(StoreError::from)? {
+            let record: DataKeyRecord = decode("data keys", &bytes)?;
+            let plain = open(&master, &record.sealed, &dek_aad(tenant_id, record.sealed.version))?;
+            let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| SealError::Tampered)?;
+            return Ok(Key(Zeroizing::new(bytes)));
+        }
+        let dek = Key::random();
+        let sealed = seal(&master, dek.0.as_ref(), &dek_aad(tenant_id, version), version);
+        // compare_and_swap so two first uses racing agree on one key.
+        let record = DataKeyRecord { tenant_id: tenant_id.into(), sealed };
+        match self.store.tenant.compare_and_swap(&slot, None as Option<&[u8]>, Some(encode(&record))).map_err(StoreError::from)? {
+            Ok(()) => Ok(dek),
+            Err(_) => self.data_key(tenant_id),
+        }
+    }
+
+    /// Seals and stores a credential, replacing one of the same name.
+    pub async fn put(&self, tenant_id: &str, name: &str, provider: &str, secret: &Secret) -> Result<CredentialMeta, SealError> {
+        let dek = self.data_key(tenant_id)?;
+        let sealed = seal(&dek, secret.expose().as_bytes(), &credential_aad(tenant_id, name, 1), 1);
+        let record = CredentialRecord { name: name.into(), provider: provider.into(), created_millis: crate::clock::unix_millis(), sealed };
+        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
+        self.store.tenant.insert(key, encode(&record)).map_err(StoreError::from)?;
+        self.store.flush().await?;
+        Ok(CredentialMeta { name: record.name, provider: record.provider, created_millis: record.created_millis })
+    }
+
+    /// Opens one credential. The plaintext lives only in the returned [`Secret`].
+    pub fn open(&self, tenant_id: &str, name: &str) -> Result<(String, Secret), SealError> {
+        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
+        let bytes = self.store.tenant.get(key).map_err(StoreError::from)?.ok_or_else(|| SealError::NotFound(name.into()))?;
+        let record: CredentialRecord = decode("credentials", &bytes)?;
+        let dek = self.data_key(tenant_id)?;
+        let plain = open(&dek, &record.sealed, &credential_aad(tenant_id, name, record.sealed.version))?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| SealError::Tampered)?;
+        Ok((record.provider, Secret::new(text)))
+    }
+
+    /// Names, providers and creation times of a tenant's credentials.
+    pub fn list(&self, tenant_id: &str) -> Result<Vec<CredentialMeta>, SealError> {
+        let prefix = TenantKey::of(tenant_id).prefix(Kind::Credential);
+        self.store
+            .tenant
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| {
+                let record: CredentialRecord = decode("credentials", &v.map_err(StoreError::from)?)?;
+                Ok(CredentialMeta { name: record.name, provider: record.provider, created_millis: record.created_millis })
+            })
+            .collect()
+    }
+
+    /// Deletes one credential; `false` if there was none.
+    pub async fn delete(&self, tenant_id: &str, name: &str) -> Result<bool, SealError> {
+        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
+        let existed = self.store.tenant.remove(key).map_err(StoreError::from)?.is_some();
+        self.store.flush().await?;
+        Ok(existed)
+    }
+
+    /// Forgets a tenant's data key: every credential sealed under it becomes unreadable.
+    pub async fn shred(&self, tenant_id: &str) -> Result<(), SealError> {
+        self.store.tenant.remove(TenantKey::of(tenant_id).prefix(Kind::DataKey)).map_err(StoreError::from)?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Re-wraps every tenant data key under `new_master`, online. Returns how many keys
+    /// were re-wrapped. Requests keep working throughout: a DEK is readable under the old
+    /// key until its re-wrapped copy is written, and under the new one after.
+    pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
+        let (old, old_version) = self.master();
+        let new_version = old_version + 1;
+        let mut count = 0;
+        let mut write = self.master.write().unwrap_or_else(|p| p.into_inner());
+        for item in self.store.tenant.iter() {
+            let (key, value) = item.map_err(StoreError::from)?;
+            if key.len() != 17 || key[16] != Kind::DataKey as u8 {
+                continue;
+            }
+            let record: DataKeyRecord = decode("data keys", &value)?;
+            let plain = open(&old, &record.sealed, &dek_aad(&record.tenant_id, record.sealed.version))?;
+            let sealed = seal(&new_master, &plain, &dek_aad(&record.tenant_id, new_version), new_version);
+            self.store.tenant.insert(&key, encode(&DataKeyRecord { tenant_id: record.tenant_id, sealed })).map_err(StoreError::from)?;
+            count += 1;
+        }
+        self.store.meta.insert("master-version", &new_version.to_be_bytes()).map_err(StoreError::from)?;
+        self.store.flush().await?;
+        *write = (new_master, new_version);
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault() -> Result<(Store, Vault), SealError> {
+        let store = Store::temporary()?;
+        let vault = Vault::new(store.clone(), Key::random())?;
+        Ok((store, vault))
+    }
+
+    #[tokio::test]
+    async fn ciphertext_moved_to_another_tenant_or_name_fails() -> Result<(), Box<dyn std::error::Error>> {
+        let (store, vault) = vault()?;
+        vault.put("a", "main", "openai", &Secret::new("sk-canary-a".into())).await?;
+        vault.put("b", "main", "openai", &Secret::new("sk-b".into())).await?;
+        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-canary-a");
+        let a_bytes = store.tenant.get(TenantKey::of("a").record(Kind::Credential, b"main"))?.ok_or("missing")?;
+        store.tenant.insert(TenantKey::of("b").record(Kind::Credential, b"main"), a_bytes.clone())?;
+        assert!(matches!(vault.open("b", "main"), Err(SealError::Tampered)));
+        store.tenant.insert(TenantKey::of("a").record(Kind::Credential, b"other"), a_bytes)?;
+        assert!(matches!(vault.open("a", "other"), Err(SealError::Tampered)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn flipped_byte_fails_and_rotation_keeps_secrets() -> Result<(), Box<dyn std::error::Error>> {
+        let (store, vault) = vault()?;
+        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        assert_eq!(vault.rotate(Key::random()).await?, 1);
+        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-1");
+        let key = TenantKey::of("a").record(Kind::Credential, b"main");
+        let mut record: CredentialRecord = decode("t", &store.tenant.get(&key)?.ok_or("missing")?)?;
+        record.sealed.ciphertext[0] ^= 1;
+        store.tenant.insert(&key, encode(&record))?;
+        assert!(matches!(vault.open("a", "main"), Err(SealError::Tampered)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn shredded_tenant_cannot_open() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, vault) = vault()?;
+        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        vault.shred("a").await?;
+        assert!(matches!(vault.open("a", "main"), Err(SealError::Tampered)));
+        Ok(())
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        assert_eq!(format!("{:?} {}", Secret::new("sk-x".into()), Secret::new("sk-x".into())), "[redacted] [redacted]");
+        assert_eq!(format!("{:?}", Key::random()), "Key([redacted])");
+    }
+}

@@ -1,0 +1,7 @@
+//! Tollgate's end-to-end suite, built into one binary (one link, shared helpers).
+
+mod support;
+
+mod policy_sandbox;
+mod policy_upload;
+mod stock_policies;

@@ -1,0 +1,184 @@
+//! Hostile guests: each attack fails only its own call, with the exact error the caller
+//! sees, while a well-behaved tenant served at the same time is unaffected.
+
+use std::sync::Arc;
+
+use tollgate::policy::{Decision, PolicyLimits};
+use tollgate::{PolicyError, PolicyHash, Secret};
+
+use crate::support::{context, request, Sandbox};
+
+/// Test limits: the defaults, but a CPU deadline with room for a loaded 2-core CI machine
+/// to preempt a well-behaved call without failing it.
+fn test_limits() -> PolicyLimits {
+    PolicyLimits { cpu_deadline_ms: 40, ..PolicyLimits::default() }
+}
+
+async fn hostile() -> (Arc<Sandbox>, PolicyHash) {
+    hostile_with(test_limits()).await
+}
+
+async fn hostile_with(limits: PolicyLimits) -> (Arc<Sandbox>, PolicyHash) {
+    let sandbox = Arc::new(Sandbox::new(limits));
+    let hash = sandbox.runtime.upload(tollgate_tests::guests::wasm("tollgate-guest-hostile")).await.expect("upload hostile");
+    (sandbox, hash)
+}
+
+async fn attack(sandbox: &Sandbox, hash: PolicyHash, tenant: &str, model: &str) -> Result<Decision, PolicyError> {
+    sandbox
+        .runtime
+        .route(hash, sandbox.scope(tenant), &request(model), &context(tenant, "{}"))
+        .await
+        .map(|outcome| outcome.decision)
+}
+
+fn trace(decision: Decision) -> String {
+    match decision {
+        Decision::Route(plan) => plan.trace,
+        Decision::Reject(r) => panic!("unexpected rejection {r:?}"),
+    }
+}
+
+/// Runs an attack on one tenant while a neighbour makes well-behaved calls; returns the
+/// attack's result after checking every neighbour call succeeded.
+async fn with_neighbour(model: &str) -> (Arc<Sandbox>, PolicyHash, Result<Decision, PolicyError>) {
+    let (sandbox, hash) = hostile().await;
+    let neighbour = {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let decision = attack(&sandbox, hash, "neighbour", "fine").await.expect("neighbour call");
+                assert_eq!(trace(decision), "well-behaved");
+            }
+        })
+    };
+    let result = attack(&sandbox, hash, "attacker", model).await;
+    neighbour.await.expect("neighbour task");
+    (sandbox, hash, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_hits_the_cpu_deadline() {
+    let (_, hash, result) = with_neighbour("loop").await;
+    let error = result.expect_err("loop must not finish");
+    assert!(matches!(error, PolicyError::Timeout { deadline_ms: 40, .. }), "{error:?}");
+    assert_eq!(error.to_string(), format!("policy {hash} exceeded its CPU deadline of 40 ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_hits_the_memory_cap() {
+    let (_, hash, result) = with_neighbour("memory-bomb").await;
+    let error = result.expect_err("bomb must fail");
+    assert_eq!(error.to_string(), format!("policy {hash} exceeded its memory limit of 16777216 bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_exhausts_only_the_guest_stack() {
+    let (_, hash, result) = with_neighbour("recursion").await;
+    assert_eq!(result.expect_err("recursion must fail").to_string(), format!("policy {hash} exhausted its stack"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_is_a_trap_and_its_message_lands_in_the_policy_log() {
+    let (sandbox, hash, result) = with_neighbour("panic").await;
+    assert_eq!(
+        result.expect_err("panic must fail").to_string(),
+        format!("policy {hash} trapped: the policy panicked (see its policy log)")
+    );
+    let log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("attacker"), 100);
+    let lines = log.read(100).expect("read log");
+    assert!(lines.iter().any(|l| l.level == "stderr" && l.message.contains("hostile guest panicked on purpose")), "{lines:?}");
+    let neighbour_log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("neighbour"), 100);
+    assert!(neighbour_log.read(100).expect("read").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_return_value_is_refused_as_invalid() {
+    let (_, hash, result) = with_neighbour("huge-return").await;
+    assert_eq!(
+        result.expect_err("huge plan must be refused").to_string(),
+        format!("policy {hash} returned an invalid decision: plan has 10000 targets (limit 8)")
+    );
+}
+
+#[tokio::test]
+async fn rejection_cannot_pretend_to_succeed() {
+    let (sandbox, hash) = hostile().await;
+    match attack(&sandbox, hash, "t", "bad-status").await.expect("call") {
+        Decision::Reject(r) => assert_eq!((r.status, r.code.as_str()), (403, "ok")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn log_flood_is_bounded_per_call() {
+    let (sandbox, hash) = hostile().await;
+    assert_eq!(trace(attack(&sandbox, hash, "flooder", "log-flood").await.expect("call")), "flooded");
+    let log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("flooder"), 1000);
+    let lines = log.read(1000).expect("read");
+    assert_eq!(lines.len(), 33, "32 lines plus the drop note");
+    assert_eq!(lines[0].message, "flood line 0");
+    assert!(lines[32].message.ends_with("log lines dropped (limit 32 per call)"), "{:?}", lines[32]);
+}
+
+#[tokio::test]
+async fn memory_operations_per_call_are_bounded() {
+    let (sandbox, hash) = hostile().await;
+    let got = trace(attack(&sandbox, hash, "hoarder", "quota-abuse").await.expect("call"));
+    assert_eq!(got, "wrote 256 then: too many memory operations");
+}
+
+#[tokio::test]
+async fn memory_quota_abuse_gets_error_values_not_traps() {
+    let (sandbox, hash) = hostile_with(PolicyLimits { memory_ops_per_call: 5000, cpu_deadline_ms: 5000, ..test_limits() }).await;
+    let got = trace(attack(&sandbox, hash, "hoarder", "quota-abuse").await.expect("call"));
+    // A thousand store writes take longer than the default deadline (host calls count
+    // against it), hence the long deadline above.
+    // 1 MiB quota; 1 KiB values under keys `abuse/N` of 7 to 10 bytes: 1015 writes fit.
+    assert_eq!(got, "wrote 1015 then: memory quota exceeded");
+    let used = tollgate::memory::TenantMemory::new(sandbox.store.clone(), tollgate::store::TenantKey::of("hoarder"), 1 << 20).used_bytes().expect("usage");
+    assert!(used <= 1 << 20, "{used}");
+}
+
+#[tokio::test]
+async fn guessing_names_never_reaches_another_tenants_keys_or_memory() {
+    let (sandbox, hash) = hostile().await;
+    sandbox.services.vault.put("victim", "victim-openai", "openai", &Secret::new("sk-victim-canary".into())).await.expect("put");
+    let victim_memory = tollgate::memory::TenantMemory::new(sandbox.store.clone(), tollgate::store::TenantKey::of("victim"), 1 << 20);
+    victim_memory.set("secret", b"victim data").expect("set");
+    let got = trace(attack(&sandbox, hash, "thief", "steal-keys").await.expect("call"));
+    assert_eq!(got, "creds=[] found=[] keys=[]");
+    assert!(!got.contains("sk-victim"));
+}
+
+#[tokio::test]
+async fn same_memory_key_in_two_tenants_is_two_values() {
+    let (sandbox, hash) = hostile().await;
+    assert_eq!(trace(attack(&sandbox, hash, "a", "memory-roundtrip").await.expect("a1")), "saw=none");
+    assert_eq!(trace(attack(&sandbox, hash, "b", "memory-roundtrip").await.expect("b1")), "saw=none");
+    assert_eq!(trace(attack(&sandbox, hash, "a", "memory-roundtrip").await.expect("a2")), "saw=a");
+    assert_eq!(trace(attack(&sandbox, hash, "b", "memory-roundtrip").await.expect("b2")), "saw=b");
+}
+
+#[tokio::test]
+async fn guest_sees_no_filesystem_or_environment() {
+    let (sandbox, hash) = hostile().await;
+    assert_eq!(trace(attack(&sandbox, hash, "t", "wasi-probe").await.expect("call")), "fs-denied env-empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_sheds_with_busy_instead_of_crashing() {
+    let limits = PolicyLimits { pool_instances: 1, pool_wait_ms: 20, cpu_deadline_ms: 300, ..PolicyLimits::default() };
+    let sandbox = Arc::new(Sandbox::new(limits));
+    let hash = sandbox.runtime.upload(tollgate_tests::guests::wasm("tollgate-guest-hostile")).await.expect("upload");
+    let hog = {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move { attack(&sandbox, hash, "hog", "loop").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let shed = attack(&sandbox, hash, "other", "fine").await;
+    assert!(matches!(shed, Err(PolicyError::Busy)), "{shed:?}");
+    assert!(matches!(hog.await.expect("hog task"), Err(PolicyError::Timeout { .. })));
+    assert_eq!(trace(attack(&sandbox, hash, "other", "fine").await.expect("after the hog")), "well-behaved");
+    assert_eq!(sandbox.runtime.stats.shed.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

@@ -1,0 +1,108 @@
+//! Upload validation: every refusal says what is wrong; content addressing shares one
+//! compiled copy; the LRU bounds residency without losing policies.
+
+use tollgate::policy::{PolicyLimits, UploadError};
+use tollgate::PolicyError;
+
+use crate::support::{context, request, Sandbox};
+
+async fn upload_error(sandbox: &Sandbox, bytes: Vec<u8>) -> String {
+    match sandbox.runtime.upload(bytes).await {
+        Err(PolicyError::Upload(e)) => e.to_string(),
+        other => panic!("expected an upload error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn random_bytes_are_not_wasm() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    assert_eq!(upload_error(&sandbox, noise).await, "not a WebAssembly binary (missing the \\0asm header)");
+    assert_eq!(upload_error(&sandbox, Vec::new()).await, "not a WebAssembly binary (missing the \\0asm header)");
+}
+
+#[tokio::test]
+async fn core_module_is_refused_with_a_hint() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let module = wat::parse_str("(module (func (export \"route\")))").expect("wat");
+    assert_eq!(
+        upload_error(&sandbox, module).await,
+        "this is a core WebAssembly module, not a component; build the policy with `--target wasm32-wasip2`"
+    );
+}
+
+#[tokio::test]
+async fn component_of_another_world_is_refused() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let empty = wat::parse_str("(component)").expect("wat");
+    let message = upload_error(&sandbox, empty).await;
+    assert!(message.starts_with("policy does not implement the tollgate:policy@0.1.0 world:"), "{message}");
+}
+
+#[tokio::test]
+async fn forbidden_imports_are_named() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let sockets = wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#).expect("wat");
+    assert_eq!(
+        upload_error(&sandbox, sockets).await,
+        "policy imports 'wasi:sockets/tcp@0.2.0', which policies may not use (allowed: tollgate:policy/*, and the wasi:cli, io, clocks, random, filesystem interfaces Rust's std links)"
+    );
+}
+
+#[tokio::test]
+async fn broken_component_reports_a_compile_error() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let mut wasm = tollgate_tests::guests::wasm("tollgate-policy-default");
+    let cut = wasm.len() / 2;
+    wasm.truncate(cut);
+    let message = upload_error(&sandbox, wasm).await;
+    assert!(message.starts_with("policy does not compile:"), "{message}");
+}
+
+#[tokio::test]
+async fn oversized_upload_is_refused_before_compiling() {
+    let sandbox = Sandbox::new(PolicyLimits { upload_bytes: 1000, ..PolicyLimits::default() });
+    let wasm = tollgate_tests::guests::wasm("tollgate-policy-default");
+    let size = wasm.len();
+    assert_eq!(upload_error(&sandbox, wasm).await, format!("policy is {size} bytes; the limit is 1000"));
+    assert!(matches!(sandbox.runtime.upload(vec![0; 2000]).await, Err(PolicyError::Upload(UploadError::TooLarge { .. }))));
+}
+
+/// A copy of `wasm` with a custom section appended: a distinct, equally valid component.
+fn variant(wasm: &[u8], n: u32) -> Vec<u8> {
+    let name = format!("variant-{n}");
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    out.push((1 + name.len()) as u8); // section size (small: one LEB byte)
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn same_bytes_share_one_compiled_copy_and_the_lru_reloads_evicted_ones() {
+    let sandbox = Sandbox::new(PolicyLimits { compiled_cache: 2, ..PolicyLimits::default() });
+    let wasm = tollgate_tests::guests::wasm("tollgate-policy-default");
+    let a = sandbox.runtime.upload(wasm.clone()).await.expect("upload");
+    assert_eq!(sandbox.runtime.upload(wasm.clone()).await.expect("again"), a);
+    assert_eq!(sandbox.runtime.cached_components(), 1);
+    let mut hashes = vec![a];
+    for n in 0..3 {
+        hashes.push(sandbox.runtime.upload(variant(&wasm, n)).await.expect("variant"));
+    }
+    assert_eq!(sandbox.runtime.cached_components(), 2, "the LRU holds at most its capacity");
+    for (i, hash) in hashes.iter().enumerate() {
+        let tenant = format!("t{i}");
+        let outcome = sandbox.runtime.route(*hash, sandbox.scope(&tenant), &request("gpt-4o"), &context(&tenant, "{}")).await;
+        assert!(outcome.is_ok(), "evicted policy {hash} must reload: {outcome:?}");
+    }
+    assert_eq!(sandbox.runtime.cached_components(), 2);
+}
+
+#[tokio::test]
+async fn unknown_hash_is_not_found() {
+    let sandbox = Sandbox::new(PolicyLimits::default());
+    let hash = tollgate::PolicyHash::of(b"never uploaded");
+    let result = sandbox.runtime.route(hash, sandbox.scope("t"), &request("x"), &context("t", "{}")).await;
+    assert_eq!(result.expect_err("not found").to_string(), format!("policy {hash} is not uploaded"));
+}

@@ -1,0 +1,102 @@
+//! A policy that misbehaves on request: the request's `model` names the attack. The sandbox
+//! tests build it once per run and assert what the gateway does about each attack.
+
+use tollgate_sdk::{credentials, export_policy, log, memory, Context, Decision, Plan, Policy, Request, Target};
+
+/// The hostile policy.
+pub struct Hostile;
+
+/// Recursion the optimiser cannot turn into a loop: the result indexes memory.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let r = recurse(depth + 1, std::hint::black_box(pad));
+    r.wrapping_mul(31) ^ u64::from(pad[(r % 256) as usize])
+}
+
+fn plan(trace: String) -> Decision {
+    Plan::to(Target::new("demo", "demo-small", "")).trace(trace).into()
+}
+
+impl Policy for Hostile {
+    fn route(request: &Request, context: &Context) -> Decision {
+        let attack = request.model.as_str();
+        match attack {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => {
+                let mut pad = [0u8; 256];
+                let n = recurse(0, &mut pad);
+                plan(format!("{n}"))
+            }
+            "panic" => panic!("hostile guest panicked on purpose"),
+            "huge-return" => {
+                let targets = (0..10_000).map(|i| Target::new("demo", format!("m{i}"), "")).collect();
+                Plan { targets, trace: "x".repeat(256 << 10), ..Plan::default() }.into()
+            }
+            "bad-status" => Decision::reject(200, "ok", "a rejection that pretends to succeed"),
+            "log-flood" => {
+                for i in 0..2_000 {
+                    log::info(&format!("flood line {i}"));
+                    eprintln!("stderr flood line {i}");
+                }
+                plan("flooded".into())
+            }
+            "quota-abuse" => {
+                let chunk = vec![7u8; 1024];
+                let mut written = 0;
+                let outcome = loop {
+                    match memory::set(&format!("abuse/{written}"), &chunk) {
+                        Ok(()) => written += 1,
+                        Err(e) => break e.to_string(),
+                    }
+                    if written > 100_000 {
+                        break "no limit".into();
+                    }
+                };
+                plan(format!("wrote {written} then: {outcome}"))
+            }
+            "steal-keys" => {
+                let mine: Vec<String> = credentials::list().into_iter().map(|c| format!("{}:{}", c.provider, c.name)).collect();
+                let mut found = Vec::new();
+                for guess in ["secret", "../secret", "victim/secret", "\0victim\0secret", "tenant/victim/memory/secret"] {
+                    if let Ok(Some(v)) = memory::get(guess) {
+                        found.push(format!("{guess}={}", String::from_utf8_lossy(&v)));
+                    }
+                }
+                let listed = memory::list_keys("", 1000).unwrap_or_default();
+                // Try to route with a credential name this tenant does not hold.
+                let victim_cred = context.config.trim_matches('"').to_string();
+                Plan::to(Target::new("openai", "gpt-4o", victim_cred))
+                    .trace(format!("creds=[{}] found=[{}] keys=[{}]", mine.join(","), found.join(","), listed.join(",")))
+                    .into()
+            }
+            "wasi-probe" => {
+                let fs = std::fs::read_dir("/").map(|_| "fs-open").unwrap_or("fs-denied");
+                let env = if std::env::vars().next().is_some() { "env-visible" } else { "env-empty" };
+                // No network probe: a component that links `wasi:sockets` is refused at
+                // upload (see policy_upload::forbidden_imports_are_named).
+                plan(format!("{fs} {env}"))
+            }
+            "memory-roundtrip" => {
+                let seen = memory::get("note").ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned());
+                let _ = memory::set("note", context.tenant_id.as_bytes());
+                plan(format!("saw={}", seen.unwrap_or_else(|| "none".into())))
+            }
+            _ => plan("well-behaved".into()),
+        }
+    }
+}
+
+export_policy!(Hostile);

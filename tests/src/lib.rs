@@ -1,0 +1,5 @@
+//! Test support for Tollgate: guest builds, the mock upstream, and helpers the
+//! end-to-end suite in `all/` shares.
+
+pub mod guests;
+pub mod mock;
