@@ -284,10 +284,19 @@ impl Vault {
     /// were re-wrapped. Requests keep working throughout: a DEK is readable under the old
     /// key until its re-wrapped copy is written, and under the new one after.
     pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
-        let (old, old_version) = self.master();
+        let count = self.rewrap(new_master)?;
+        self.store.flush().await?;
+        Ok(count)
+    }
+
+    /// Re-wraps every DEK in one atomic batch (a crash leaves all old or all new), then
+    /// switches the in-memory key. Holds the key lock so no DEK is created meanwhile.
+    fn rewrap(&self, new_master: Key) -> Result<usize, SealError> {
+        let mut current = self.master.write().unwrap_or_else(|p| p.into_inner());
+        let (old, old_version) = current.clone();
         let new_version = old_version + 1;
+        let mut batch = sled::Batch::default();
         let mut count = 0;
-        let mut write = self.master.write().unwrap_or_else(|p| p.into_inner());
         for item in self.store.tenant.iter() {
             let (key, value) = item.map_err(StoreError::from)?;
             if key.len() != 17 || key[16] != Kind::DataKey as u8 {
@@ -296,12 +305,12 @@ impl Vault {
             let record: DataKeyRecord = decode("data keys", &value)?;
             let plain = open(&old, &record.sealed, &dek_aad(&record.tenant_id, record.sealed.version))?;
             let sealed = seal(&new_master, &plain, &dek_aad(&record.tenant_id, new_version), new_version);
-            self.store.tenant.insert(&key, encode(&DataKeyRecord { tenant_id: record.tenant_id, sealed })).map_err(StoreError::from)?;
+            batch.insert(key, encode(&DataKeyRecord { tenant_id: record.tenant_id, sealed }));
             count += 1;
         }
+        self.store.tenant.apply_batch(batch).map_err(StoreError::from)?;
         self.store.meta.insert("master-version", &new_version.to_be_bytes()).map_err(StoreError::from)?;
-        self.store.flush().await?;
-        *write = (new_master, new_version);
+        *current = (new_master, new_version);
         Ok(count)
     }
 }

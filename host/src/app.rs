@@ -1,0 +1,115 @@
+//! The gateway's shared state: every service a request touches, built once at start.
+
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::metering::Metering;
+use crate::metrics::Metrics;
+use crate::policy::PolicyHash;
+use crate::sealing::{Key, Vault};
+use crate::store::Store;
+use crate::tenant_scope::ScopeServices;
+use crate::tenants::Tenants;
+use crate::tokens::AdminToken;
+use crate::upstream::Upstream;
+use crate::{PolicyRuntime, Secret};
+
+/// The stock default policy, built from `policies/default` at compile time.
+pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// The store.
+    pub store: Store,
+    /// Tenant registry.
+    pub tenants: Tenants,
+    /// Sealed credentials.
+    pub vault: Arc<Vault>,
+    /// Spend and ledger.
+    pub metering: Metering,
+    /// Models and prices.
+    pub catalog: Arc<Catalog>,
+    /// Policy sandbox.
+    pub policies: PolicyRuntime,
+    /// Upstream client.
+    pub upstream: Upstream,
+    /// Operator token.
+    pub admin: AdminToken,
+    /// Hash of the stock default policy.
+    pub default_policy: PolicyHash,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Per-tenant scope factory.
+    pub services: ScopeServices,
+}
+
+/// Startup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir could not be created.
+    #[error("data dir {0}: {1}")]
+    DataDir(String, String),
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The master key was unusable.
+    #[error(transparent)]
+    Seal(#[from] crate::sealing::SealError),
+    /// The policy runtime failed to start.
+    #[error(transparent)]
+    Policy(#[from] crate::PolicyError),
+    /// Reservations left by a crash could not be settled.
+    #[error("recovering reservations: {0}")]
+    Recovery(String),
+}
+
+impl App {
+    /// Opens the store in the data dir and builds every service. `master_key` and
+    /// `admin_token` come from the environment when set.
+    pub async fn start(config: Config, master_key: Option<&str>, admin_token: &Secret) -> Result<Arc<App>, StartError> {
+        let dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e.to_string()))?;
+        let store = Store::open(&dir)?;
+        let master: Key = crate::sealing::load_master_key(master_key, &dir)?;
+        Self::with_store(config, store, master, admin_token).await
+    }
+
+    /// Builds the services over an open store (tests use a temporary one).
+    pub async fn with_store(config: Config, store: Store, master: Key, admin_token: &Secret) -> Result<Arc<App>, StartError> {
+        let vault = Arc::new(Vault::new(store.clone(), master)?);
+        let metering = Metering::new(store.clone());
+        let recovered = metering.recover_reservations().map_err(|e| StartError::Recovery(e.to_string()))?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "charged reservations left unsettled by a crash at their reserved amount");
+        }
+        let catalog = Arc::new(Catalog::new(&config.models));
+        let policies = PolicyRuntime::new(config.policy.clone(), store.clone())?;
+        let default_policy = policies.upload(DEFAULT_POLICY_WASM.to_vec()).await?;
+        let services = ScopeServices {
+            vault: vault.clone(),
+            metering: metering.clone(),
+            catalog: catalog.clone(),
+            store: store.clone(),
+            memory_quota_bytes: config.policy.memory_quota_bytes,
+            log_lines_kept: config.policy.log_lines_kept,
+        };
+        let app = App {
+            tenants: Tenants::load(store.clone())?,
+            upstream: Upstream::new(config.upstream.clone()),
+            admin: AdminToken::new(admin_token.expose()),
+            metrics: Metrics::default(),
+            config,
+            store,
+            vault,
+            metering,
+            catalog,
+            policies,
+            default_policy,
+            services,
+        };
+        Ok(Arc::new(app))
+    }
+}

@@ -1,0 +1,217 @@
+//! The hyper server: accept loop (TCP_NODELAY), header timeout and limits, body cap
+//! enforced while the body streams in, authentication, routing, and graceful shutdown
+//! with a bounded drain.
+
+pub mod admin;
+pub mod chat;
+pub mod stream;
+pub mod wire;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::error::GatewayError;
+use crate::secret::Secret;
+use crate::tenants::Tenant;
+use crate::tokens::{self, Scope};
+
+/// Response body type.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The error response for `error` (the one place errors become HTTP).
+pub fn error_response(error: &GatewayError) -> Response<Body> {
+    let (status, _, _) = error.parts();
+    if status.is_server_error() {
+        tracing::warn!(error = %error, "request failed");
+    }
+    json_response(status, &error.body())
+}
+
+/// The bearer token of a request, if any.
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
+    let value = request.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+/// Who a request is from.
+pub enum Principal {
+    /// The operator.
+    Admin,
+    /// A tenant token.
+    Tenant(Arc<Tenant>, Scope),
+}
+
+/// Authenticates a request: the admin token or a tenant token; anything else is 401.
+/// A request that names a tenant in `X-Tenant-ID` must name the token's own.
+pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, GatewayError> {
+    let token = bearer(request).ok_or(GatewayError::Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'"))?;
+    if app.admin.matches(token) {
+        return Ok(Principal::Admin);
+    }
+    let record = tokens::lookup(&app.store, token)?.ok_or(GatewayError::Unauthorized("invalid token"))?;
+    let tenant = app.tenants.get(&record.tenant_id).ok_or(GatewayError::Unauthorized("invalid token"))?;
+    if let Some(claimed) = request.headers().get("x-tenant-id") {
+        if claimed.as_bytes() != tenant.id.as_bytes() {
+            return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token's tenant".into()));
+        }
+    }
+    Ok(Principal::Tenant(tenant, record.scope))
+}
+
+/// Reads the body up to the cap, refusing larger ones while they stream in.
+pub async fn read_capped(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge(limit)),
+        Err(_) => Err(GatewayError::bad_request("body_read_failed", "the request body could not be read")),
+    }
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, started: Instant) -> Result<Response<Body>, GatewayError> {
+    let path = request.uri().path().to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (Method::GET, "/metrics") => Ok(text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len()),
+        )),
+        (Method::POST, "/v1/chat/completions") => {
+            let Principal::Tenant(tenant, _) = authenticate(&app, &request)? else {
+                return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
+            };
+            let provider_key = request.headers().get("x-provider-api-key").and_then(|v| v.to_str().ok()).map(|v| Secret::new(v.to_string()));
+            if provider_key.is_some() && !tenant.allow_request_keys {
+                return Err(GatewayError::Forbidden("this tenant does not allow per-request provider keys (X-Provider-API-Key)".into()));
+            }
+            let session_id = request.headers().get("x-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let body = read_capped(request.into_body(), app.config.server.max_body_bytes).await?;
+            let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, provider_key, session_id };
+            chat::handle(&app, caller, body).await
+        }
+        (Method::GET, "/v1/models") => {
+            let Principal::Tenant(_, _) = authenticate(&app, &request)? else {
+                return Err(GatewayError::Forbidden("use a tenant token".into()));
+            };
+            let data: Vec<serde_json::Value> = app
+                .catalog
+                .models()
+                .iter()
+                .filter(|m| app.config.providers.contains_key(&m.provider))
+                .map(|m| serde_json::json!({"id": format!("{}/{}", m.provider, m.model), "object": "model", "created": 0, "owned_by": m.provider}))
+                .collect();
+            Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
+        }
+        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
+        _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
+    }
+}
+
+fn endpoint(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat",
+        "/v1/models" => "models",
+        "/healthz" | "/metrics" => "ops",
+        p if p.starts_with("/admin/") || p.starts_with("/api/") => "admin",
+        _ => "other",
+    }
+}
+
+async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    let endpoint = endpoint(request.uri().path());
+    app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
+        Ok(response) => response,
+        Err(error) => span.in_scope(|| error_response(&error)),
+    };
+    app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    app.metrics.request(endpoint, response.status().as_u16());
+    span.in_scope(|| tracing::info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "done"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight connections for at most the
+/// configured drain timeout.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    let config = app.config.server.clone();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |request| serve_request(app.clone(), request));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_headers(config.max_headers)
+            .max_buf_size(64 << 10);
+        let connection = builder.serve_connection(TokioIo::new(socket), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    app.store.flush_blocking().map_err(std::io::Error::other)?;
+    Ok(())
+}

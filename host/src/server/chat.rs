@@ -1,0 +1,397 @@
+//! `POST /v1/chat/completions`: the request path of DESIGN §2.
+//!
+//! parse -> policy route -> reserve -> unseal -> try targets (retry, fallback) ->
+//! translate (whole or streamed) -> settle, always, also on error or disconnect.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::stream::{self, StreamJob};
+use super::wire::{self, ChatBody};
+use super::{json_response, Body};
+use crate::app::App;
+use crate::catalog::cost_microdollars;
+use crate::config::ProviderConfig;
+use crate::error::GatewayError;
+use crate::metering::{LedgerRecord, Reservation};
+use crate::policy::{Completion, Context, Decision, Outcome, PlanTarget, PolicyHash, RoutePlan};
+use crate::providers::{ChatCall, ProviderKind, Usage};
+use crate::secret::Secret;
+use crate::tenants::Tenant;
+use crate::upstream::{failure_status, read_body, AttemptError, MAX_UPSTREAM_BODY_BYTES};
+
+/// Completion tokens assumed for the reservation when neither client nor policy set
+/// `max_tokens`.
+pub const DEFAULT_RESERVED_COMPLETION_TOKENS: u64 = 4096;
+
+/// Who is asking, established by the server before the body is read.
+pub struct Caller {
+    /// Request id (also the `x-request-id` header).
+    pub request_id: String,
+    /// Accept time.
+    pub started: Instant,
+    /// Wall-clock accept time.
+    pub unix_millis: u64,
+    /// The token's tenant.
+    pub tenant: Arc<Tenant>,
+    /// A per-request provider key, only when the tenant allows them.
+    pub provider_key: Option<Secret>,
+    /// `X-Session-ID`.
+    pub session_id: Option<String>,
+}
+
+/// What settles a request: its reservation and the facts for its ledger record.
+pub struct Settlement {
+    pub(crate) app: Arc<App>,
+    pub(crate) reservation: Reservation,
+    pub(crate) record: LedgerRecord,
+    pub(crate) prompt_estimate: u64,
+    pub(crate) started: Instant,
+    pub(crate) notify: Option<(PolicyHash, Context)>,
+}
+
+impl Settlement {
+    /// Settles at the actual usage (estimating what the upstream did not report), writes
+    /// the ledger record, and calls the policy's `on-complete` if its plan asked.
+    pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) {
+        let usage = usage.filter(|u| u.prompt_tokens > 0 || u.completion_tokens > 0).unwrap_or(Usage {
+            // Bill what flowed even when the upstream never said: the prompt as estimated,
+            // the completion at 4 bytes per token.
+            prompt_tokens: if target.is_some() && outcome != "upstream_error" { self.prompt_estimate } else { 0 },
+            completion_tokens: completion_bytes.div_ceil(4),
+            cached_tokens: 0,
+        });
+        if let Some(t) = target {
+            self.record.provider = t.provider.clone();
+            self.record.model = t.model.clone();
+        }
+        self.record.prompt_tokens = usage.prompt_tokens;
+        self.record.completion_tokens = usage.completion_tokens;
+        self.record.cached_tokens = usage.cached_tokens;
+        self.record.cost_microdollars = target
+            .and_then(|t| self.app.catalog.price(&t.provider, &t.model))
+            .map(|price| cost_microdollars(price, usage.prompt_tokens, usage.completion_tokens))
+            .unwrap_or(0);
+        self.record.latency_ms = self.started.elapsed().as_millis() as u64;
+        self.record.outcome = outcome.into();
+        if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
+            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
+        }
+        if let Err(e) = self.app.store.flush().await {
+            tracing::error!(error = %e, "flushing the ledger failed");
+        }
+        self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
+        if let Some((hash, context)) = self.notify.take() {
+            let completion = Completion {
+                request_id: self.record.request_id.clone(),
+                outcome: match outcome {
+                    "success" => Outcome::Success,
+                    "client_disconnected" => Outcome::ClientDisconnected,
+                    _ => Outcome::UpstreamError,
+                },
+                provider: self.record.provider.clone(),
+                model: self.record.model.clone(),
+                end_user: self.record.end_user.clone(),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost_microdollars: self.record.cost_microdollars,
+                latency_ms: self.record.latency_ms,
+                tags: self.record.tags.clone(),
+            };
+            let tenant = self.reservation.tenant_id.clone();
+            let view = Arc::new(self.app.services.scope(&tenant, self.app.tenants.get(&tenant).and_then(|t| t.budget), crate::clock::unix_millis()));
+            if let Err(e) = self.app.policies.on_complete(hash, view, &completion, &context).await {
+                tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
+            }
+        }
+    }
+}
+
+/// The body for one target: the client's, with model, `max_tokens` and temperature set.
+fn body_for(body: &Map<String, Value>, target: &PlanTarget) -> Map<String, Value> {
+    let mut out = body.clone();
+    out.insert("model".into(), Value::String(target.model.clone()));
+    let client_max = out.get("max_completion_tokens").or_else(|| out.get("max_tokens")).and_then(Value::as_u64);
+    if let Some(cap) = target.max_tokens.map(u64::from) {
+        let effective = client_max.map_or(cap, |m| m.min(cap));
+        let key = if out.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
+        out.insert(key.into(), Value::from(effective));
+    }
+    if let Some(t) = target.temperature {
+        out.insert("temperature".into(), Value::from(t as f64));
+    }
+    out
+}
+
+/// Worst-case cost of a plan: prompt estimate plus max completion at the dearest target.
+fn worst_case(app: &App, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, (String, String)> {
+    let mut worst = 0;
+    for target in &plan.targets {
+        let Some(price) = app.catalog.price(&target.provider, &target.model) else {
+            return Err((target.provider.clone(), target.model.clone()));
+        };
+        let completion = target.max_tokens.or(parsed.summary.max_tokens).map(u64::from).unwrap_or(DEFAULT_RESERVED_COMPLETION_TOKENS);
+        worst = worst.max(cost_microdollars(price, parsed.summary.prompt_token_estimate as u64, completion));
+    }
+    Ok(worst)
+}
+
+/// Handles one chat request.
+pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+    let parsed = wire::parse(&bytes)?;
+    let tenant = caller.tenant.clone();
+    let (hash, config) = match &tenant.policy {
+        Some(assignment) => (
+            PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,
+            assignment.config.clone(),
+        ),
+        None => (app.default_policy, "{}".to_string()),
+    };
+    let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
+    let context = Context {
+        tenant_id: tenant.id.clone(),
+        request_id: caller.request_id.clone(),
+        session_id,
+        unix_millis: caller.unix_millis,
+        config,
+    };
+    let view = Arc::new(app.services.scope(&tenant.id, tenant.budget, caller.unix_millis));
+    let outcome = app.policies.route(hash, view, &parsed.summary, &context).await?;
+    let plan = match outcome.decision {
+        Decision::Reject(rejection) => return Err(GatewayError::PolicyRejected(rejection)),
+        Decision::Route(plan) => plan,
+    };
+    let reserve = match plan.reserve_microdollars {
+        Some(amount) => amount,
+        None => match worst_case(app, &plan, &parsed) {
+            Ok(amount) => amount,
+            Err((provider, model)) if tenant.budget.is_some() => {
+                return Err(GatewayError::bad_request("price_unknown", format!("no price is known for {provider}/{model}, and this tenant has a budget; the operator must add it to the catalog")));
+            }
+            Err(_) => 0,
+        },
+    };
+    let reservation = app.metering.reserve(&tenant.id, tenant.budget, &caller.request_id, reserve, caller.unix_millis)?;
+    let settlement = Settlement {
+        app: app.clone(),
+        reservation,
+        record: LedgerRecord {
+            tenant_id: tenant.id.clone(),
+            unix_millis: caller.unix_millis,
+            request_id: caller.request_id.clone(),
+            provider: String::new(),
+            model: String::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_microdollars: 0,
+            latency_ms: 0,
+            outcome: String::new(),
+            end_user: parsed.summary.end_user.clone(),
+            tags: plan.tags.clone(),
+            policy_hash: hash.to_string(),
+        },
+        prompt_estimate: parsed.summary.prompt_token_estimate as u64,
+        started: caller.started,
+        notify: plan.notify_complete.then(|| (hash, context.clone())),
+    };
+    let headers = ResponseHeaders { policy: hash.short(), trace: plan.trace.clone(), reservation: reserve };
+    dispatch(app, &caller, &tenant, &plan, parsed, settlement, headers).await
+}
+
+/// Facts reported in response headers.
+struct ResponseHeaders {
+    policy: String,
+    trace: String,
+    reservation: u64,
+}
+
+impl ResponseHeaders {
+    fn apply(&self, response: &mut Response<Body>, target: &PlanTarget) {
+        let headers = response.headers_mut();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        put("x-tollgate-policy", self.policy.clone());
+        put("x-tollgate-target", format!("{}/{}", target.provider, target.model));
+        put("x-tollgate-reservation-microdollars", self.reservation.to_string());
+        if !self.trace.is_empty() {
+            put("x-tollgate-policy-trace", self.trace.clone());
+        }
+    }
+}
+
+/// A target's key: its named credential (which must be for that provider), else the
+/// per-request key where allowed, else none.
+fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
+    if !target.credential.is_empty() {
+        let (provider, secret) = app.vault.open(&tenant.id, &target.credential).map_err(|e| match e {
+            crate::sealing::SealError::NotFound(name) => format!("the tenant has no credential named '{name}'"),
+            _ => "the credential could not be opened".into(),
+        })?;
+        // A key only ever goes to the provider it was stored for.
+        if provider != target.provider {
+            return Err(format!("credential '{}' is for provider '{provider}', not '{}'", target.credential, target.provider));
+        }
+        return Ok(Some(secret));
+    }
+    Ok(caller.provider_key.clone())
+}
+
+/// Tries the plan's targets in order.
+async fn dispatch(
+    app: &Arc<App>,
+    caller: &Caller,
+    tenant: &Tenant,
+    plan: &RoutePlan,
+    parsed: ChatBody,
+    settlement: Settlement,
+    headers: ResponseHeaders,
+) -> Result<Response<Body>, GatewayError> {
+    let mut last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "no_target", message: "no target could be tried".into() };
+    let stream = parsed.summary.stream;
+    for target in &plan.targets {
+        let Some(provider) = app.config.providers.get(&target.provider) else {
+            last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "unknown_provider", message: format!("the policy chose provider '{}', which this gateway does not configure", target.provider) };
+            continue;
+        };
+        let cooldown_key = format!("{}/{}", target.provider, target.model);
+        if app.upstream.cooling_down(&cooldown_key) && plan.targets.len() > 1 {
+            last_error = GatewayError::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, code: "target_cooling_down", message: format!("{cooldown_key} is cooling down after repeated failures") };
+            continue;
+        }
+        let key = match key_for(app, caller, tenant, target) {
+            Ok(key) => key,
+            Err(message) => {
+                last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "credential_unavailable", message };
+                continue;
+            }
+        };
+        let body = body_for(&parsed.body, target);
+        let adapter = provider.kind.adapter();
+        let call = ChatCall { body: &body, model: &target.model, stream };
+        let request_for = || adapter.build(&provider.base_url, &call, key.as_ref());
+        if provider.kind == ProviderKind::Demo {
+            return demo(app, caller, target, &body, stream, parsed.include_usage, settlement, &headers).await;
+        }
+        match try_target(app, provider, &target.provider, &cooldown_key, request_for).await {
+            Ok(response) => {
+                if stream {
+                    let translator = adapter.stream(&target.model, &caller.request_id);
+                    let job = StreamJob { source: stream::Source::Upstream(response.into_body()), translator, include_usage: parsed.include_usage, model: target.model.clone(), request_id: caller.request_id.clone(), idle_timeout: app.upstream.config.timeout, settlement, target: target.clone() };
+                    let mut response = stream::respond(job);
+                    headers.apply(&mut response, target);
+                    return Ok(response);
+                }
+                let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
+                    Ok(bytes) => bytes,
+                    Err(message) => {
+                        settlement.finish(None, 0, "upstream_error", Some(target)).await;
+                        return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
+                    }
+                };
+                return match adapter.translate(&bytes, &target.model, &caller.request_id) {
+                    Ok((value, usage)) => {
+                        settlement.finish(Some(usage), 0, "success", Some(target)).await;
+                        let mut response = json_response(StatusCode::OK, &value);
+                        headers.apply(&mut response, target);
+                        Ok(response)
+                    }
+                    Err(e) => {
+                        settlement.finish(None, 0, "upstream_error", Some(target)).await;
+                        Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: e.to_string() })
+                    }
+                };
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    settlement.finish(None, 0, "upstream_error", None).await;
+    Err(last_error)
+}
+
+/// Attempts one target with retries. Returns the 2xx response, or the error to report if
+/// this was the last target.
+async fn try_target(
+    app: &App,
+    provider: &ProviderConfig,
+    provider_name: &str,
+    cooldown_key: &str,
+    request_for: impl Fn() -> Result<crate::providers::UpstreamRequest, crate::providers::ProviderError>,
+) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
+    let attempts = app.upstream.config.attempts_per_target;
+    let mut last: Option<AttemptError> = None;
+    for attempt in 1..=attempts {
+        let request = request_for().map_err(|e| GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "request_unsupported", message: e.to_string() })?;
+        match app.upstream.attempt(provider, request).await {
+            Ok(response) => {
+                app.upstream.record(cooldown_key, true);
+                return Ok(response);
+            }
+            Err(error) => {
+                app.metrics.upstream_error(provider_name);
+                app.upstream.record(cooldown_key, false);
+                let retry = error.retryable() && attempt < attempts;
+                let wait = match &error {
+                    AttemptError::Status { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                last = Some(error);
+                if !retry {
+                    break;
+                }
+                tokio::time::sleep(app.upstream.backoff(attempt, wait)).await;
+            }
+        }
+    }
+    let error = last.unwrap_or(AttemptError::Timeout);
+    let (status, code) = failure_status(&error);
+    let message = match &error {
+        AttemptError::Status { status, body, .. } => format!("{provider_name}: {}", provider.kind.adapter().error_message(*status, body)),
+        AttemptError::Timeout => format!("{provider_name}: no response within {} ms", app.upstream.config.timeout.as_millis()),
+        AttemptError::Connect(reason) => format!("{provider_name}: {reason}"),
+    };
+    Err(GatewayError::Upstream { status, code, message })
+}
+
+/// The built-in demo provider: answered in process.
+#[allow(clippy::too_many_arguments)]
+async fn demo(
+    _app: &Arc<App>,
+    caller: &Caller,
+    target: &PlanTarget,
+    body: &Map<String, Value>,
+    stream: bool,
+    include_usage: bool,
+    settlement: Settlement,
+    headers: &ResponseHeaders,
+) -> Result<Response<Body>, GatewayError> {
+    let adapter = ProviderKind::Demo.adapter();
+    if stream {
+        let job = StreamJob {
+            source: stream::Source::Events(crate::providers::demo::stream_events(body)),
+            translator: adapter.stream(&target.model, &caller.request_id),
+            include_usage,
+            model: target.model.clone(),
+            request_id: caller.request_id.clone(),
+            idle_timeout: std::time::Duration::from_secs(30),
+            settlement,
+            target: target.clone(),
+        };
+        let mut response = stream::respond(job);
+        headers.apply(&mut response, target);
+        return Ok(response);
+    }
+    let raw = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let (value, usage) = adapter.translate(&raw, &target.model, &caller.request_id).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    settlement.finish(Some(usage), 0, "success", Some(target)).await;
+    let mut response = json_response(StatusCode::OK, &value);
+    headers.apply(&mut response, target);
+    Ok(response)
+}

@@ -1,0 +1,182 @@
+//! Streaming responses: a task pumps the upstream's SSE through the provider's
+//! translator into OpenAI chunks for the client, then settles what flowed. A stream cut by
+//! either side is still billed for what flowed; once bytes reached the client the stream is
+//! never switched to another target.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::chat::Settlement;
+use super::Body;
+use crate::policy::PlanTarget;
+use crate::providers::{usage_chunk, SseEvent, SseParser, StreamTranslator};
+
+/// Where the events come from.
+pub enum Source {
+    /// An upstream response body carrying SSE.
+    Upstream(hyper::body::Incoming),
+    /// Events produced in process (the demo provider).
+    Events(Vec<SseEvent>),
+}
+
+/// Everything the pump needs.
+pub struct StreamJob {
+    /// The events.
+    pub source: Source,
+    /// The provider's translator.
+    pub translator: Box<dyn StreamTranslator>,
+    /// Whether the client asked for a usage chunk.
+    pub include_usage: bool,
+    /// Model name for synthesized chunks.
+    pub model: String,
+    /// Request id.
+    pub request_id: String,
+    /// Longest silence from the upstream before the stream counts as cut.
+    pub idle_timeout: Duration,
+    /// Settles the request when the stream ends.
+    pub settlement: Settlement,
+    /// The target serving the stream.
+    pub target: PlanTarget,
+}
+
+/// Chunks buffered between the pump and the client.
+const CHANNEL_CHUNKS: usize = 64;
+
+fn sse(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// Starts the pump and returns the streaming response.
+pub fn respond(job: StreamJob) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    tokio::spawn(pump(job, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx)) });
+    let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// What ended the stream.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum End {
+    Finished,
+    ClientGone,
+    UpstreamCut,
+}
+
+struct Pump {
+    tx: mpsc::Sender<Bytes>,
+    translator: Box<dyn StreamTranslator>,
+    include_usage: bool,
+    usage_sent: bool,
+}
+
+impl Pump {
+    /// Translates one event and forwards its chunks; `Err` ends the stream.
+    async fn event(&mut self, event: &SseEvent) -> Result<(), End> {
+        let chunks = self.translator.event(event).map_err(|_| End::UpstreamCut)?;
+        for mut chunk in chunks {
+            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+                if !self.include_usage {
+                    // The gateway always asks upstream for usage; a client that did not
+                    // ask must not get the extra chunk.
+                    if chunk.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty()) {
+                        continue;
+                    }
+                    if let Some(map) = chunk.as_object_mut() {
+                        map.remove("usage");
+                    }
+                } else {
+                    self.usage_sent = true;
+                }
+            }
+            self.tx.send(sse(&chunk)).await.map_err(|_| End::ClientGone)?;
+        }
+        Ok(())
+    }
+}
+
+async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
+    let StreamJob { source, translator, include_usage, model, request_id, idle_timeout, settlement, target } = job;
+    let mut pump = Pump { tx, translator, include_usage, usage_sent: false };
+    let end = match source {
+        Source::Events(events) => {
+            let mut end = End::Finished;
+            for event in &events {
+                if let Err(e) = pump.event(event).await {
+                    end = e;
+                    break;
+                }
+            }
+            end
+        }
+        Source::Upstream(mut body) => {
+            let mut parser = SseParser::new();
+            loop {
+                match tokio::time::timeout(idle_timeout, body.frame()).await {
+                    Err(_) | Ok(Some(Err(_))) => break End::UpstreamCut,
+                    Ok(None) => {
+                        if let Ok(Some(event)) = parser.finish() {
+                            if let Err(e) = pump.event(&event).await {
+                                break e;
+                            }
+                        }
+                        break if pump.translator.finished() { End::Finished } else { End::UpstreamCut };
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        let Some(data) = frame.data_ref() else { continue };
+                        let events = match parser.feed(data) {
+                            Ok(events) => events,
+                            Err(_) => break End::UpstreamCut,
+                        };
+                        let mut stop = None;
+                        for event in &events {
+                            if let Err(e) = pump.event(event).await {
+                                stop = Some(e);
+                                break;
+                            }
+                        }
+                        if let Some(end) = stop {
+                            break end;
+                        }
+                        if pump.translator.finished() {
+                            break End::Finished;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let usage = pump.translator.usage();
+    match end {
+        End::Finished => {
+            if pump.include_usage && !pump.usage_sent {
+                let created = crate::clock::unix_millis() / 1000;
+                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, usage))).await;
+            }
+            let _ = pump.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        }
+        End::UpstreamCut => {
+            let error = serde_json::json!({"error": {"message": "the upstream stream ended early", "type": "server_error", "code": "upstream_stream_cut"}});
+            let _ = pump.tx.send(sse(&error)).await;
+        }
+        End::ClientGone => {}
+    }
+    let outcome = match end {
+        End::Finished => "success",
+        End::ClientGone => "client_disconnected",
+        End::UpstreamCut => "upstream_cut",
+    };
+    let reported = (usage.prompt_tokens > 0 || usage.completion_tokens > 0).then_some(usage);
+    settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
+}

@@ -1,0 +1,181 @@
+//! Parsing and validating an OpenAI chat-completions request body. The body stays a JSON
+//! map so fields the gateway does not interpret pass through unchanged; the fields it does
+//! interpret are checked here and summarised for the policy.
+
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+use crate::policy::{ChatRequest, Message};
+
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 4096;
+/// Deepest JSON nesting accepted (serde_json's own recursion limit is 128; we refuse well
+/// before, with a clear error, so hostile nesting never reaches the policy or an upstream).
+pub const MAX_JSON_DEPTH: usize = 64;
+/// Most metadata pairs handed to the policy.
+pub const MAX_METADATA: usize = 16;
+/// Longest `model` field.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// A validated chat request.
+#[derive(Debug)]
+pub struct ChatBody {
+    /// The body as sent, minus fields the gateway owns (`stream_options` is re-derived).
+    pub body: Map<String, Value>,
+    /// What the policy sees.
+    pub summary: ChatRequest,
+    /// Whether the client asked for usage in the stream.
+    pub include_usage: bool,
+    /// The session id from the body (`session_id`), if any.
+    pub session_id: Option<String>,
+}
+
+fn depth_of(value: &Value) -> usize {
+    // Iterative, so hostile nesting cannot overflow our own stack either.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(code, message)
+}
+
+fn message_text(message: &Value) -> (String, u32) {
+    match message.get("content") {
+        Some(Value::String(s)) => (s.clone(), 0),
+        Some(Value::Array(parts)) => {
+            let images = parts.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url")).count() as u32;
+            (crate::providers::openai_text(message), images)
+        }
+        _ => (String::new(), 0),
+    }
+}
+
+/// Parses and validates a body.
+pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| bad("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    if depth_of(&value) > MAX_JSON_DEPTH {
+        return Err(bad("invalid_json", format!("request body nests deeper than {MAX_JSON_DEPTH} levels")));
+    }
+    let Value::Object(mut body) = value else {
+        return Err(bad("invalid_request", "request body must be a JSON object"));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if m.len() <= MAX_MODEL_BYTES => m.clone(),
+        Some(Value::String(_)) => return Err(bad("invalid_model", format!("'model' is longer than {MAX_MODEL_BYTES} bytes"))),
+        None => String::new(),
+        Some(_) => return Err(bad("invalid_type", "'model' must be a string")),
+    };
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return Err(bad("missing_messages", "'messages' must be a non-empty array"));
+    };
+    if messages.is_empty() || messages.len() > MAX_MESSAGES {
+        return Err(bad("invalid_messages", format!("'messages' must hold 1 to {MAX_MESSAGES} messages")));
+    }
+    let message_count = messages.len() as u32;
+    let mut summary_messages = Vec::with_capacity(messages.len());
+    let mut prompt_bytes = 0usize;
+    for (i, m) in messages.iter().enumerate() {
+        let Some(role) = m.get("role").and_then(Value::as_str) else {
+            return Err(bad("invalid_messages", format!("messages[{i}].role must be a string")));
+        };
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool" | "function") {
+            return Err(bad("invalid_messages", format!("messages[{i}].role '{role}' is not one of system, developer, user, assistant, tool")));
+        }
+        match m.get("content") {
+            None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            Some(_) => return Err(bad("invalid_messages", format!("messages[{i}].content must be a string or an array of parts"))),
+        }
+        let (text, image_count) = message_text(m);
+        prompt_bytes += text.len();
+        let tool_call_count = m.get("tool_calls").and_then(Value::as_array).map(|a| a.len() as u32).unwrap_or(0);
+        summary_messages.push(Message { role: role.into(), text, image_count, tool_call_count });
+    }
+    let max_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n > 0 && *n <= u32::MAX as u64).ok_or_else(|| bad("invalid_type", "'max_tokens' must be a positive integer"))? as u32),
+    };
+    let temperature = match body.get("temperature") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_f64().filter(|t| (0.0..=2.0).contains(t)).ok_or_else(|| bad("invalid_type", "'temperature' must be a number from 0 to 2"))? as f32),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("invalid_type", "'stream' must be a boolean")),
+    };
+    let include_usage = body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    body.remove("stream_options");
+    let end_user = match body.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.len() <= 256 => Some(u.clone()),
+        Some(_) => return Err(bad("invalid_type", "'user' must be a string of at most 256 bytes")),
+    };
+    let metadata = match body.get("metadata") {
+        Some(Value::Object(map)) => map.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).take(MAX_METADATA).collect(),
+        _ => Vec::new(),
+    };
+    let session_id = body.remove("session_id").and_then(|v| v.as_str().map(str::to_owned));
+    let tool_count = body.get("tools").and_then(Value::as_array).map(|a| a.len() as u32).unwrap_or(0);
+    let summary = ChatRequest {
+        model,
+        messages: summary_messages,
+        max_tokens,
+        temperature,
+        stream,
+        tool_count,
+        end_user,
+        metadata,
+        prompt_token_estimate: (prompt_bytes as u64).div_ceil(4).min(u32::MAX as u64) as u32 + 3 * message_count,
+    };
+    Ok(ChatBody { body, summary, include_usage, session_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(bytes: &[u8]) -> String {
+        match parse(bytes) {
+            Err(GatewayError::BadRequest { code, .. }) => code.into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_get_specific_codes() {
+        assert_eq!(code(b"{not json"), "invalid_json");
+        assert_eq!(code(b"[]"), "invalid_request");
+        assert_eq!(code(br#"{"model":1,"messages":[]}"#), "invalid_type");
+        assert_eq!(code(br#"{"model":"m"}"#), "missing_messages");
+        assert_eq!(code(br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#), "invalid_messages");
+        assert_eq!(code(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#), "invalid_type");
+        assert_eq!(code(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":9}"#), "invalid_type");
+        let deep = format!("{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"x\"}}],\"x\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(code(deep.as_bytes()), "invalid_json");
+        let very_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(very_deep.as_bytes()), "invalid_json");
+    }
+
+    #[test]
+    fn summary_and_passthrough() -> Result<(), GatewayError> {
+        let parsed = parse(br#"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]}],
+            "stream":true,"stream_options":{"include_usage":true},"tools":[{}],"seed":3,"user":"u1","max_tokens":10}"#)?;
+        assert!(parsed.include_usage && parsed.summary.stream);
+        assert_eq!(parsed.summary.messages[0].image_count, 1);
+        assert_eq!(parsed.summary.tool_count, 1);
+        assert_eq!(parsed.summary.end_user.as_deref(), Some("u1"));
+        assert_eq!(parsed.body["seed"], 3);
+        assert!(!parsed.body.contains_key("stream_options"));
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! Access tokens: random, shown once, stored as blake3 hashes. Lookup hashes the
+//! presented token and reads by hash, so no comparison against stored secrets happens;
+//! the operator token is compared in constant time.
+
+use base64::Engine as _;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::store::{decode, encode, Store, StoreError};
+
+/// Prefix of tenant tokens, so leaked ones are recognisable in scanners.
+pub const TOKEN_PREFIX: &str = "tg_";
+/// Longest bearer token considered at all; longer ones are refused without hashing.
+pub const MAX_TOKEN_BYTES: usize = 256;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Call `/v1/chat/completions` and `/v1/models`.
+    Inference,
+    /// Manage the tenant's own keys, policy and usage (and infer).
+    Manage,
+}
+
+/// A stored token (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Short id for listing and revoking (first 8 hex digits of the hash).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Scope.
+    pub scope: Scope,
+    /// Creation time.
+    pub created_millis: u64,
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// A fresh random token: `tg_` + 32 random bytes in URL-safe base64.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Issues a token for a tenant; returns the token (shown once) and its record.
+pub async fn issue(store: &Store, tenant_id: &str, scope: Scope) -> Result<(String, TokenRecord), StoreError> {
+    let token = generate();
+    let digest = hash(&token);
+    let record = TokenRecord {
+        id: blake3::Hash::from_bytes(digest).to_hex()[..8].to_string(),
+        tenant_id: tenant_id.into(),
+        scope,
+        created_millis: crate::clock::unix_millis(),
+    };
+    store.tokens.insert(digest, encode(&record))?;
+    store.flush().await?;
+    Ok((token, record))
+}
+
+/// The record of a presented token, if it is valid.
+pub fn lookup(store: &Store, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Ok(None);
+    }
+    match store.tokens.get(hash(token))? {
+        Some(bytes) => Ok(Some(decode("tokens", &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// A tenant's tokens.
+pub fn list(store: &Store, tenant_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut out = Vec::new();
+    for item in store.tokens.iter() {
+        let (_, value) = item?;
+        let record: TokenRecord = decode("tokens", &value)?;
+        if record.tenant_id == tenant_id {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// Revokes a tenant's token by id; `false` if none matched.
+pub async fn revoke(store: &Store, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+    let mut found = false;
+    for item in store.tokens.iter() {
+        let (key, value) = item?;
+        let record: TokenRecord = decode("tokens", &value)?;
+        if record.tenant_id == tenant_id && record.id == id {
+            store.tokens.remove(key)?;
+            found = true;
+        }
+    }
+    store.flush().await?;
+    Ok(found)
+}
+
+/// Revokes every token of a tenant.
+pub fn revoke_all(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+    for item in store.tokens.iter() {
+        let (key, value) = item?;
+        if decode::<TokenRecord>("tokens", &value)?.tenant_id == tenant_id {
+            store.tokens.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The operator token, held as a hash so it is compared in constant time.
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// From the plaintext token.
+    pub fn new(token: &str) -> Self {
+        AdminToken(hash(token))
+    }
+
+    /// Whether `presented` is the admin token (constant time over the hashes).
+    pub fn matches(&self, presented: &str) -> bool {
+        presented.len() <= MAX_TOKEN_BYTES && bool::from(self.0.ct_eq(&hash(presented)))
+    }
+}

@@ -1,0 +1,165 @@
+//! Sending a plan's targets upstream: the shared HTTP client (TCP_NODELAY, rustls), one
+//! attempt with a timeout, retries with capped exponential backoff and jitter for
+//! retryable failures (connect errors, timeouts, 429 honouring `Retry-After`, 5xx), and a
+//! cool-down for targets that keep failing. 4xx other than 429 is never retried.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+
+use crate::config::{ProviderConfig, UpstreamConfig};
+use crate::providers::UpstreamRequest;
+
+/// Largest non-streaming upstream body read.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 32 << 20;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// Could not connect, or the connection broke before a response.
+    Connect(String),
+    /// No response headers within the timeout.
+    Timeout,
+    /// The upstream answered with a non-2xx status.
+    Status {
+        /// The status.
+        status: u16,
+        /// `Retry-After`, if sent (429/503).
+        retry_after: Option<Duration>,
+        /// The body (capped), for the error message.
+        body: Bytes,
+    },
+}
+
+impl AttemptError {
+    /// Whether trying the same target again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Connect(_) | AttemptError::Timeout => true,
+            AttemptError::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+/// The shared client and the per-target failure counts.
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    /// Retry and timeout settings.
+    pub config: UpstreamConfig,
+    failures: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+}
+
+impl Upstream {
+    /// A client over rustls with the bundled web PKI roots.
+    pub fn new(config: UpstreamConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Self { client, config, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `key` (provider/model) is cooling down after repeated failures.
+    pub fn cooling_down(&self, key: &str) -> bool {
+        let Ok(failures) = self.failures.lock() else { return false };
+        matches!(failures.get(key), Some((_, Some(until))) if Instant::now() < *until)
+    }
+
+    /// Records the outcome of an attempt for cool-down accounting.
+    pub fn record(&self, key: &str, ok: bool) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if ok {
+            failures.remove(key);
+            return;
+        }
+        let entry = failures.entry(key.to_string()).or_insert((0, None));
+        entry.0 += 1;
+        if entry.0 >= self.config.cooldown_after {
+            entry.1 = Some(Instant::now() + self.config.cooldown);
+            entry.0 = 0;
+        }
+    }
+
+    /// How long to wait before retry number `attempt` (1-based): exponential, capped,
+    /// with jitter; a `Retry-After` is honoured up to the cap.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.config.backoff_cap);
+        }
+        let exp = self.config.backoff_base.saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        let capped = exp.min(self.config.backoff_cap);
+        capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// One attempt: sends the request and waits for response headers within the timeout.
+    /// On 2xx returns the response with its body unread (it may be a stream).
+    pub async fn attempt(&self, _provider: &ProviderConfig, request: UpstreamRequest) -> Result<http::Response<hyper::body::Incoming>, AttemptError> {
+        let mut builder = http::Request::post(&request.url);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        let http_request = builder.body(Full::new(request.body)).map_err(|e| AttemptError::Connect(format!("building request: {e}")))?;
+        let response = match tokio::time::timeout(self.config.timeout, self.client.request(http_request)).await {
+            Err(_) => return Err(AttemptError::Timeout),
+            Ok(Err(e)) => return Err(AttemptError::Connect(connect_reason(&e))),
+            Ok(Ok(response)) => response,
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_body(response.into_body(), 64 << 10, self.config.timeout).await.unwrap_or_default();
+        Err(AttemptError::Status { status, retry_after, body })
+    }
+}
+
+/// A connect error's reason without URLs (which could carry query-string secrets).
+fn connect_reason(error: &hyper_util::client::legacy::Error) -> String {
+    if error.is_connect() { "could not connect to the upstream".into() } else { "the upstream connection failed before a response".into() }
+}
+
+/// Reads a whole body, up to `limit` bytes, within `timeout`.
+pub async fn read_body(body: hyper::body::Incoming, limit: usize, timeout: Duration) -> Result<Bytes, String> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err("timed out reading the upstream body".into()),
+        Ok(Err(e)) => Err(format!("reading the upstream body: {e}")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Maps the last failure of a plan to the client's status and code.
+pub fn failure_status(error: &AttemptError) -> (StatusCode, &'static str) {
+    match error {
+        AttemptError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        AttemptError::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+        AttemptError::Status { status: 429, .. } => (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited"),
+        // The tenant's provider key was refused: not the client's gateway token.
+        AttemptError::Status { status: 401 | 403, .. } => (StatusCode::BAD_GATEWAY, "upstream_auth_failed"),
+        AttemptError::Status { status, .. } if (400..500).contains(status) => {
+            (StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST), "upstream_rejected")
+        }
+        AttemptError::Status { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+    }
+}
