@@ -2,6 +2,7 @@
 
 mod support;
 
+mod gateway;
 mod policy_sandbox;
 mod policy_upload;
 mod stock_policies;

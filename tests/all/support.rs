@@ -60,3 +60,105 @@ pub fn context(tenant: &str, config: &str) -> Context {
         config: config.into(),
     }
 }
+
+/// A gateway serving on a loopback port for the duration of a test.
+pub struct Gateway {
+    pub addr: std::net::SocketAddr,
+    pub app: Arc<tollgate::App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub const ADMIN: &str = "test-admin-token";
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(tollgate::Config::embedded()).await
+    }
+
+    pub async fn start_with(config: tollgate::Config) -> Self {
+        let store = Store::temporary().expect("store");
+        let app = tollgate::App::with_store(config, store, Key::random(), &tollgate::Secret::new(ADMIN.into())).await.expect("app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = app.clone();
+        tokio::spawn(async move {
+            let _ = tollgate::server::serve(served, listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Gateway { addr, app, shutdown: Some(tx) }
+    }
+
+    /// Sends a request; returns status, headers and body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(connection);
+        let mut request = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr)).header("host", self.addr.to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).expect("request")))
+            .await
+            .expect("response in time")
+            .expect("response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
+        self.call(method, path, Some(ADMIN), &[], body.to_string().into_bytes()).await
+    }
+
+    /// Creates a tenant on the demo provider through the user-requested shape; returns its token.
+    pub async fn demo_tenant(&self, id: &str, budget_usd: f64) -> String {
+        let reply = self
+            .admin("POST", "/api/v1/tenants", serde_json::json!({"tenant_id": id, "provider": "demo", "api_key": format!("sk-canary-{id}"), "model": "demo-small", "budget_usd_per_month": budget_usd}))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn chat(&self, token: &str, body: serde_json::Value) -> Reply {
+        self.call("POST", "/v1/chat/completions", Some(token), &[], body.to_string().into_bytes()).await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
