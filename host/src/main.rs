@@ -5,10 +5,14 @@ use tollgate::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // `RUST_LOG` picks the level; `TOLLGATE_LOG_FORMAT=json` gives one JSON object per line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     match Cli::parse().command {
         Command::Serve { config, data_dir, listen } => tollgate::cli::serve(tollgate::cli::serve_config(config, data_dir, listen)?).await,
         Command::PolicyUpload { file, url } => tollgate::cli::policy_upload(file, url).await,

@@ -204,6 +204,8 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
         .epoch_interruption(true)
         .max_wasm_stack(limits.max_wasm_stack)
         .wasm_component_model(true)
+        // Proposals a routing policy has no use for are attack surface: GC, exceptions and
+        // threads are not even compiled in (wasmtime's `gc` and `threads` features are off).
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| PolicyError::Setup(format!("{e:#}")))
 }

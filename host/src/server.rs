@@ -125,14 +125,21 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             chat::handle(&app, caller, body).await
         }
         (Method::GET, "/v1/models") => {
-            let Principal::Tenant(_, _) = authenticate(&app, &request)? else {
+            let Principal::Tenant(tenant, _) = authenticate(&app, &request)? else {
                 return Err(GatewayError::Forbidden("use a tenant token".into()));
+            };
+            // What this tenant can be served: the demo provider, providers it holds a
+            // credential for, and every configured provider if it may bring its own key.
+            let held: Vec<String> = app.vault.list(&tenant.id)?.into_iter().map(|c| c.provider).collect();
+            let usable = |provider: &str| match app.config.providers.get(provider) {
+                Some(p) => p.kind == crate::providers::ProviderKind::Demo || tenant.allow_request_keys || held.iter().any(|h| h == provider),
+                None => false,
             };
             let data: Vec<serde_json::Value> = app
                 .catalog
                 .models()
                 .iter()
-                .filter(|m| app.config.providers.contains_key(&m.provider))
+                .filter(|m| usable(&m.provider))
                 .map(|m| serde_json::json!({"id": format!("{}/{}", m.provider, m.model), "object": "model", "created": 0, "owned_by": m.provider}))
                 .collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))

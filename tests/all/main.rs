@@ -3,6 +3,8 @@
 mod support;
 
 mod gateway;
+mod http_limits;
+mod openai_sdk;
 mod policy_sandbox;
 mod policy_upload;
 mod stock_policies;

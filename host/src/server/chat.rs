@@ -280,7 +280,7 @@ async fn dispatch(
         if provider.kind == ProviderKind::Demo {
             return demo(app, caller, target, &body, stream, parsed.include_usage, settlement, &headers).await;
         }
-        match try_target(app, provider, &target.provider, &cooldown_key, request_for).await {
+        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), request_for).await {
             Ok(response) => {
                 if stream {
                     let translator = adapter.stream(&target.model, &caller.request_id);
@@ -323,6 +323,7 @@ async fn try_target(
     provider: &ProviderConfig,
     provider_name: &str,
     cooldown_key: &str,
+    key: Option<&Secret>,
     request_for: impl Fn() -> Result<crate::providers::UpstreamRequest, crate::providers::ProviderError>,
 ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
     let attempts = app.upstream.config.attempts_per_target;
@@ -356,6 +357,11 @@ async fn try_target(
         AttemptError::Status { status, body, .. } => format!("{provider_name}: {}", provider.kind.adapter().error_message(*status, body)),
         AttemptError::Timeout => format!("{provider_name}: no response within {} ms", app.upstream.config.timeout.as_millis()),
         AttemptError::Connect(reason) => format!("{provider_name}: {reason}"),
+    };
+    // An upstream may echo the key it refused; it must not reach the client.
+    let message = match key {
+        Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "[redacted]"),
+        _ => message,
     };
     Err(GatewayError::Upstream { status, code, message })
 }

@@ -1,0 +1,78 @@
+//! The official `openai` Python client against the gateway: plain and streaming chat, and
+//! the exception classes its error statuses raise. The test creates a virtual environment
+//! under `target/py-openai` with a pinned client (once; later runs reuse it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::Gateway;
+
+/// The client version the test pins.
+const OPENAI_CLIENT: &str = "openai==3.57.0";
+
+const SCRIPT: &str = r#"
+import sys, openai
+base, token = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base, api_key=token, max_retries=0)
+r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Hello SDK"}])
+print("plain:", r.choices[0].message.content, r.usage.prompt_tokens, r.usage.completion_tokens)
+text, usage = "", None
+for chunk in client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Hi"}],
+                                            stream=True, stream_options={"include_usage": True}):
+    if chunk.choices and chunk.choices[0].delta.content:
+        text += chunk.choices[0].delta.content
+    if chunk.usage:
+        usage = chunk.usage
+print("stream:", text, usage.completion_tokens)
+try:
+    openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
+except openai.AuthenticationError as e:
+    print("auth:", e.status_code, e.body["code"])
+try:
+    client.chat.completions.create(model="default", messages="not a list")
+except openai.BadRequestError as e:
+    print("bad:", e.status_code, e.body["code"])
+"#;
+
+fn venv() -> PathBuf {
+    tollgate_tests::guests::workspace_root().join("target").join("py-openai")
+}
+
+async fn ensure_client() -> PathBuf {
+    let python = venv().join("bin").join("python");
+    if python.exists() {
+        return python;
+    }
+    let created = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(venv()).status().await.expect("python3 -m venv");
+    assert!(created.success(), "creating the virtual environment failed");
+    let pip = venv().join("bin").join("pip");
+    let installed = tokio::time::timeout(Duration::from_secs(300), tokio::process::Command::new(pip).args(["install", "--quiet", OPENAI_CLIENT]).status())
+        .await
+        .expect("pip install within 5 minutes")
+        .expect("pip");
+    assert!(installed.success(), "pip install {OPENAI_CLIENT} failed");
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_works_plain_streaming_and_errors() {
+    let python = ensure_client().await;
+    let gw = Gateway::start().await;
+    let token = gw.demo_tenant("sdk", 10.0).await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python).arg("-c").arg(SCRIPT).arg(format!("http://{}/v1", gw.addr)).arg(&token).output(),
+    )
+    .await
+    .expect("script within 60 s")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, vec![
+        "plain: Hello from the Tollgate demo provider. You said: Hello SDK 3 10",
+        "stream: Hello from the Tollgate demo provider. You said: Hi 9",
+        "auth: 401 invalid_api_key",
+        "bad: 400 missing_messages",
+    ]);
+}
