@@ -44,6 +44,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Per-tenant scope factory.
     pub services: ScopeServices,
+    /// Rate limits.
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 /// Startup failed.
@@ -109,6 +111,7 @@ impl App {
             policies,
             default_policy,
             services,
+            limiter: crate::ratelimit::Limiter::default(),
         };
         Ok(Arc::new(app))
     }

@@ -36,6 +36,9 @@ pub enum GatewayError {
     /// Body larger than the cap (413).
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A rate limit was hit (429 `rate_limit_exceeded`, with `Retry-After`).
+    #[error(transparent)]
+    RateLimited(#[from] crate::ratelimit::RateLimited),
     /// Over budget (402 `budget_exceeded`).
     #[error("{0}")]
     BudgetExceeded(String),
@@ -77,6 +80,7 @@ impl GatewayError {
             Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict".into()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed".into()),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large".into()),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded".into()),
             BudgetExceeded(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "budget_exceeded".into()),
             PolicyRejected(r) => (StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), "invalid_request_error", r.code.clone()),
             Policy(PolicyError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded".into()),

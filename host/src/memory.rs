@@ -64,7 +64,13 @@ impl TenantMemory {
     }
 
     fn write(&self, key: &str, value: Option<&[u8]>) -> Result<(), MemoryError> {
-        let record = self.tenant.record(Kind::Memory, key.as_bytes());
+        self.put_record(Kind::Memory, key.as_bytes(), value)
+    }
+
+    /// Writes (or with `None` deletes) any quota-counted record of this tenant, e.g. a
+    /// session turn: policy memory and sessions share one quota.
+    pub fn put_record(&self, kind: Kind, key: &[u8], value: Option<&[u8]>) -> Result<(), MemoryError> {
+        let record = self.tenant.record(kind, key);
         let usage_key = self.tenant.prefix(Kind::MemoryUsage);
         let quota = self.quota_bytes;
         let result = self.store.tenant.transaction(|tx| {

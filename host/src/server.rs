@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod chat;
 pub mod stream;
+pub mod tenant_api;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -26,7 +27,7 @@ use crate::app::App;
 use crate::error::GatewayError;
 use crate::secret::Secret;
 use crate::tenants::Tenant;
-use crate::tokens::{self, Scope};
+use crate::tokens;
 
 /// Response body type.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -39,7 +40,8 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     response
 }
 
-fn text_response(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
+/// A plain-text response.
+pub fn text_response(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -52,7 +54,13 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
     if status.is_server_error() {
         tracing::warn!(error = %error, "request failed");
     }
-    json_response(status, &error.body())
+    let mut response = json_response(status, &error.body());
+    if let GatewayError::RateLimited(limited) = error {
+        if let Ok(value) = HeaderValue::from_str(&limited.retry_after_secs.to_string()) {
+            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 /// The bearer token of a request, if any.
@@ -67,7 +75,7 @@ pub enum Principal {
     /// The operator.
     Admin,
     /// A tenant token.
-    Tenant(Arc<Tenant>, Scope),
+    Tenant(Arc<Tenant>, tokens::TokenRecord),
 }
 
 /// Authenticates a request: the admin token or a tenant token; anything else is 401.
@@ -84,7 +92,7 @@ pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal,
             return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token's tenant".into()));
         }
     }
-    Ok(Principal::Tenant(tenant, record.scope))
+    Ok(Principal::Tenant(tenant, record))
 }
 
 /// Reads the body up to the cap, refusing larger ones while they stream in.
@@ -112,7 +120,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len()),
         )),
         (Method::POST, "/v1/chat/completions") => {
-            let Principal::Tenant(tenant, _) = authenticate(&app, &request)? else {
+            let Principal::Tenant(tenant, token) = authenticate(&app, &request)? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
             let provider_key = request.headers().get("x-provider-api-key").and_then(|v| v.to_str().ok()).map(|v| Secret::new(v.to_string()));
@@ -120,8 +128,9 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 return Err(GatewayError::Forbidden("this tenant does not allow per-request provider keys (X-Provider-API-Key)".into()));
             }
             let session_id = request.headers().get("x-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let session_history = request.headers().get("x-session-history").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes).await?;
-            let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, provider_key, session_id };
+            let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history };
             chat::handle(&app, caller, body).await
         }
         (Method::GET, "/v1/models") => {
@@ -146,6 +155,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
         }
         (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
+        (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
     }
 }
@@ -155,7 +165,7 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
-        p if p.starts_with("/admin/") || p.starts_with("/api/") => "admin",
+        p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",
         _ => "other",
     }
 }

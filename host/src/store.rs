@@ -85,6 +85,8 @@ pub enum Kind {
     Ledger = b'u',
     /// Session turns, keyed by session id and sequence.
     Session = b'h',
+    /// Daily usage rollups, keyed by day, dimension and value.
+    Rollup = b'd',
 }
 
 /// The gateway's store.
@@ -127,6 +129,19 @@ impl Store {
             meta: db.open_tree("meta")?,
             db,
         })
+    }
+
+    /// Removes every per-tenant record of `tenant` (one prefix scan: every kind shares the
+    /// tenant key). Returns how many records were removed.
+    pub fn purge_tenant(&self, tenant: &TenantKey) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for key in self.tenant.scan_prefix(tenant.0).keys() {
+            batch.remove(key?);
+            count += 1;
+        }
+        self.tenant.apply_batch(batch)?;
+        Ok(count)
     }
 
     /// Makes every write so far durable. Concurrent callers share one flush (group commit).

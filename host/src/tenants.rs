@@ -44,6 +44,9 @@ pub struct Tenant {
     /// Creation time, milliseconds since the Unix epoch.
     #[serde(default)]
     pub created_millis: u64,
+    /// Requests, tokens and concurrency limits.
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 /// Why a tenant id is refused.

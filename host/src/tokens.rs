@@ -35,6 +35,9 @@ pub struct TokenRecord {
     pub scope: Scope,
     /// Creation time.
     pub created_millis: u64,
+    /// Limits of this token on top of its tenant's.
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -49,7 +52,7 @@ pub fn generate() -> String {
 }
 
 /// Issues a token for a tenant; returns the token (shown once) and its record.
-pub async fn issue(store: &Store, tenant_id: &str, scope: Scope) -> Result<(String, TokenRecord), StoreError> {
+pub async fn issue(store: &Store, tenant_id: &str, scope: Scope, rate_limits: crate::ratelimit::RateLimits) -> Result<(String, TokenRecord), StoreError> {
     let token = generate();
     let digest = hash(&token);
     let record = TokenRecord {
@@ -57,6 +60,7 @@ pub async fn issue(store: &Store, tenant_id: &str, scope: Scope) -> Result<(Stri
         tenant_id: tenant_id.into(),
         scope,
         created_millis: crate::clock::unix_millis(),
+        rate_limits,
     };
     store.tokens.insert(digest, encode(&record))?;
     store.flush().await?;

@@ -1,5 +1,6 @@
 //! Tollgate's end-to-end suite, built into one binary (one link, shared helpers).
 
+mod mocked;
 mod support;
 
 mod gateway;
@@ -8,3 +9,5 @@ mod openai_sdk;
 mod policy_sandbox;
 mod policy_upload;
 mod stock_policies;
+mod tenancy;
+mod conformance;

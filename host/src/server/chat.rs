@@ -38,10 +38,14 @@ pub struct Caller {
     pub unix_millis: u64,
     /// The token's tenant.
     pub tenant: Arc<Tenant>,
+    /// The token.
+    pub token: crate::tokens::TokenRecord,
     /// A per-request provider key, only when the tenant allows them.
     pub provider_key: Option<Secret>,
     /// `X-Session-ID`.
     pub session_id: Option<String>,
+    /// `X-Session-History: true`.
+    pub session_history: bool,
 }
 
 /// What settles a request: its reservation and the facts for its ledger record.
@@ -52,6 +56,13 @@ pub struct Settlement {
     pub(crate) prompt_estimate: u64,
     pub(crate) started: Instant,
     pub(crate) notify: Option<(PolicyHash, Context)>,
+    /// Rate-limit scopes to charge the completion to, and the concurrency slot.
+    pub(crate) limits: Vec<(String, crate::ratelimit::RateLimits)>,
+    pub(crate) _permit: crate::ratelimit::Permit,
+    /// Session to append the turn to on success: id and the user's text.
+    pub(crate) session: Option<(String, String)>,
+    /// The assistant's reply text, set by whoever saw the answer.
+    pub(crate) reply: String,
 }
 
 impl Settlement {
@@ -78,8 +89,13 @@ impl Settlement {
             .unwrap_or(0);
         self.record.latency_ms = self.started.elapsed().as_millis() as u64;
         self.record.outcome = outcome.into();
+        let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = self.limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+        self.app.limiter.charge_tokens(&scopes, usage.completion_tokens);
         if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
             tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
+        }
+        if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
+            self.append_turns(&session, user_text);
         }
         if let Err(e) = self.app.store.flush().await {
             tracing::error!(error = %e, "flushing the ledger failed");
@@ -108,6 +124,33 @@ impl Settlement {
                 tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
             }
         }
+    }
+}
+
+impl Settlement {
+    fn append_turns(&mut self, session: &str, user_text: String) {
+        let tenant_id = &self.reservation.tenant_id;
+        let key = crate::store::TenantKey::of(tenant_id);
+        let memory = crate::memory::TenantMemory::new(self.app.store.clone(), key, self.app.config.policy.memory_quota_bytes);
+        let sessions = crate::sessions::Sessions::new(self.app.store.clone(), key, memory);
+        let mut reply = std::mem::take(&mut self.reply);
+        truncate_utf8(&mut reply, crate::sessions::MAX_TURN_BYTES);
+        let now = crate::clock::unix_millis();
+        let turn = |role: &str, content: String| crate::sessions::Turn { role: role.into(), content, unix_millis: now, request_id: self.record.request_id.clone() };
+        if let Err(e) = sessions.append(session, &[turn("user", user_text), turn("assistant", reply)]) {
+            tracing::warn!(tenant = %tenant_id, error = ?e, "session turn not stored");
+        }
+    }
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 
@@ -142,8 +185,22 @@ fn worst_case(app: &App, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, (St
 
 /// Handles one chat request.
 pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
-    let parsed = wire::parse(&bytes)?;
+    let mut parsed = wire::parse(&bytes)?;
     let tenant = caller.tenant.clone();
+    let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
+    if let Some(session) = &session_id {
+        crate::sessions::validate_id(session).map_err(|e| GatewayError::bad_request("invalid_session_id", e))?;
+        if caller.session_history || parsed.session_history {
+            let key = crate::store::TenantKey::of(&tenant.id);
+            let memory = crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes);
+            let turns = crate::sessions::Sessions::new(app.store.clone(), key, memory).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
+            parsed.prepend_history(&turns);
+        }
+    }
+    let session_turn = session_id.clone().and_then(|s| parsed.last_user_text().map(|text| (s, text)));
+    let limits = vec![(format!("t:{}", tenant.id), tenant.rate_limits), (format!("k:{}", caller.token.id), caller.token.rate_limits)];
+    let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    let permit = app.limiter.admit(&scopes, parsed.summary.prompt_token_estimate as u64)?;
     let (hash, config) = match &tenant.policy {
         Some(assignment) => (
             PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,
@@ -151,7 +208,6 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         ),
         None => (app.default_policy, "{}".to_string()),
     };
-    let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
     let context = Context {
         tenant_id: tenant.id.clone(),
         request_id: caller.request_id.clone(),
@@ -198,6 +254,10 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         prompt_estimate: parsed.summary.prompt_token_estimate as u64,
         started: caller.started,
         notify: plan.notify_complete.then(|| (hash, context.clone())),
+        limits,
+        _permit: permit,
+        session: session_turn,
+        reply: String::new(),
     };
     let headers = ResponseHeaders { policy: hash.short(), trace: plan.trace.clone(), reservation: reserve };
     dispatch(app, &caller, &tenant, &plan, parsed, settlement, headers).await
@@ -298,6 +358,8 @@ async fn dispatch(
                 };
                 return match adapter.translate(&bytes, &target.model, &caller.request_id) {
                     Ok((value, usage)) => {
+                        let mut settlement = settlement;
+                        settlement.reply = reply_text(&value);
                         settlement.finish(Some(usage), 0, "success", Some(target)).await;
                         let mut response = json_response(StatusCode::OK, &value);
                         headers.apply(&mut response, target);
@@ -366,6 +428,11 @@ async fn try_target(
     Err(GatewayError::Upstream { status, code, message })
 }
 
+/// The assistant text of an OpenAI `chat.completion`.
+fn reply_text(value: &Value) -> String {
+    value.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
 /// The built-in demo provider: answered in process.
 #[allow(clippy::too_many_arguments)]
 async fn demo(
@@ -396,6 +463,8 @@ async fn demo(
     }
     let raw = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let (value, usage) = adapter.translate(&raw, &target.model, &caller.request_id).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let mut settlement = settlement;
+    settlement.reply = reply_text(&value);
     settlement.finish(Some(usage), 0, "success", Some(target)).await;
     let mut response = json_response(StatusCode::OK, &value);
     headers.apply(&mut response, target);

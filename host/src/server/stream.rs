@@ -79,6 +79,8 @@ struct Pump {
     translator: Box<dyn StreamTranslator>,
     include_usage: bool,
     usage_sent: bool,
+    /// Reply text seen so far, for the session turn (capped).
+    text: String,
 }
 
 impl Pump {
@@ -100,6 +102,11 @@ impl Pump {
                     self.usage_sent = true;
                 }
             }
+            if let Some(delta) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+                if self.text.len() < crate::sessions::MAX_TURN_BYTES {
+                    self.text.push_str(delta);
+                }
+            }
             self.tx.send(sse(&chunk)).await.map_err(|_| End::ClientGone)?;
         }
         Ok(())
@@ -107,8 +114,8 @@ impl Pump {
 }
 
 async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
-    let StreamJob { source, translator, include_usage, model, request_id, idle_timeout, settlement, target } = job;
-    let mut pump = Pump { tx, translator, include_usage, usage_sent: false };
+    let StreamJob { source, translator, include_usage, model, request_id, idle_timeout, mut settlement, target } = job;
+    let mut pump = Pump { tx, translator, include_usage, usage_sent: false, text: String::new() };
     let end = match source {
         Source::Events(events) => {
             let mut end = End::Finished;
@@ -178,5 +185,6 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
         End::UpstreamCut => "upstream_cut",
     };
     let reported = (usage.prompt_tokens > 0 || usage.completion_tokens > 0).then_some(usage);
+    settlement.reply = std::mem::take(&mut pump.text);
     settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
 }

@@ -28,6 +28,8 @@ pub struct ChatBody {
     pub include_usage: bool,
     /// The session id from the body (`session_id`), if any.
     pub session_id: Option<String>,
+    /// Whether the body asks for the session's history (`session_history: true`).
+    pub session_history: bool,
 }
 
 fn depth_of(value: &Value) -> usize {
@@ -57,6 +59,30 @@ fn message_text(message: &Value) -> (String, u32) {
             (crate::providers::openai_text(message), images)
         }
         _ => (String::new(), 0),
+    }
+}
+
+impl ChatBody {
+    /// Inserts stored session turns after the leading system messages, for the upstream
+    /// and for the policy's view alike.
+    pub fn prepend_history(&mut self, turns: &[crate::sessions::Turn]) {
+        if turns.is_empty() {
+            return;
+        }
+        let Some(Value::Array(messages)) = self.body.get_mut("messages") else { return };
+        let at = messages.iter().take_while(|m| matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer"))).count();
+        let history: Vec<Value> = turns.iter().map(|t| serde_json::json!({"role": t.role, "content": t.content})).collect();
+        messages.splice(at..at, history);
+        let summary_at = self.summary.messages.iter().take_while(|m| m.role == "system" || m.role == "developer").count();
+        let added: Vec<Message> = turns.iter().map(|t| Message { role: t.role.clone(), text: t.content.clone(), image_count: 0, tool_call_count: 0 }).collect();
+        let extra_bytes: usize = turns.iter().map(|t| t.content.len()).sum();
+        self.summary.messages.splice(summary_at..summary_at, added);
+        self.summary.prompt_token_estimate = self.summary.prompt_token_estimate.saturating_add((extra_bytes as u64).div_ceil(4).min(u32::MAX as u64) as u32 + 3 * turns.len() as u32);
+    }
+
+    /// The text of the request's last user message (what a session stores as the turn).
+    pub fn last_user_text(&self) -> Option<String> {
+        self.summary.messages.iter().rev().find(|m| m.role == "user").map(|m| m.text.clone())
     }
 }
 
@@ -125,6 +151,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
         _ => Vec::new(),
     };
     let session_id = body.remove("session_id").and_then(|v| v.as_str().map(str::to_owned));
+    let session_history = body.remove("session_history").and_then(|v| v.as_bool()).unwrap_or(false);
     let tool_count = body.get("tools").and_then(Value::as_array).map(|a| a.len() as u32).unwrap_or(0);
     let summary = ChatRequest {
         model,
@@ -137,7 +164,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
         metadata,
         prompt_token_estimate: (prompt_bytes as u64).div_ceil(4).min(u32::MAX as u64) as u32 + 3 * message_count,
     };
-    Ok(ChatBody { body, summary, include_usage, session_id })
+    Ok(ChatBody { body, summary, include_usage, session_id, session_history })
 }
 
 #[cfg(test)]

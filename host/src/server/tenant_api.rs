@@ -1,0 +1,268 @@
+//! One tenant's resources, served identically to the operator
+//! (`/admin/v1/tenants/{id}/...`) and to the tenant's own `manage` token
+//! (`/v1/tenant/...`): tokens, credentials, policy (assign, roll back, log), usage,
+//! sessions and memory. The tenant always comes from the caller's route or token, never
+//! from the body.
+
+use std::sync::Arc;
+
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{json_response, text_response, Body};
+use crate::app::App;
+use crate::error::GatewayError;
+use crate::metering::{day_of, GroupBy};
+use crate::ratelimit::RateLimits;
+use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
+use crate::secret::Secret;
+use crate::sessions::Sessions;
+use crate::store::TenantKey;
+use crate::tenants::{PolicyAssignment, Tenant};
+use crate::tokens::{self, Scope};
+use crate::PolicyHash;
+
+/// Parses a JSON body with a clear error.
+pub fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes).map_err(|e| GatewayError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+/// A query-string parameter (no percent-decoding needed for the values we accept).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueToken {
+    scope: Scope,
+    #[serde(default)]
+    rate_limits: RateLimits,
+}
+
+/// Body of `PUT .../credentials/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutCredential {
+    /// Provider name from the operator's config.
+    pub provider: String,
+    /// The secret; sealed at once and never shown again.
+    pub api_key: String,
+}
+
+/// Body of `PUT .../policy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignPolicy {
+    /// blake3 hash of an uploaded policy.
+    pub hash: String,
+    /// The tenant's config for it (any JSON; `{}` if absent).
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+/// Checks a provider name against the operator's config.
+pub fn check_provider(app: &App, provider: &str) -> Result<(), GatewayError> {
+    if app.config.providers.contains_key(provider) {
+        return Ok(());
+    }
+    let known = app.config.providers.keys().cloned().collect::<Vec<_>>().join(", ");
+    Err(GatewayError::bad_request("unknown_provider", format!("provider '{provider}' is not configured; configured: {known}")))
+}
+
+/// Seals and stores a credential.
+pub async fn put_credential(app: &App, tenant_id: &str, name: &str, body: PutCredential) -> Result<Value, GatewayError> {
+    if name.is_empty() || name.len() > MAX_CREDENTIAL_NAME_BYTES || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(GatewayError::bad_request("invalid_name", "credential names are 1 to 64 letters, digits, '-' or '_'"));
+    }
+    check_provider(app, &body.provider)?;
+    if body.api_key.is_empty() || body.api_key.len() > MAX_SECRET_BYTES {
+        return Err(GatewayError::bad_request("invalid_api_key", "api_key must be 1 to 8192 bytes"));
+    }
+    let meta = app.vault.put(tenant_id, name, &body.provider, &Secret::new(body.api_key)).await?;
+    Ok(json!(meta))
+}
+
+/// Assigns an uploaded policy, keeping the previous assignment for rollback.
+pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Result<Arc<Tenant>, GatewayError> {
+    let hash = PolicyHash::parse(&body.hash).ok_or_else(|| GatewayError::bad_request("invalid_hash", "hash must be 64 hex digits"))?;
+    if !app.policies.exists(&hash)? {
+        return Err(GatewayError::NotFound(format!("policy {hash} is not uploaded")));
+    }
+    let config = body.config.map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
+    let mut updated = tenant.clone();
+    updated.previous_policy = updated.policy.take();
+    updated.policy = Some(PolicyAssignment { hash: hash.to_string(), config });
+    Ok(app.tenants.put(updated).await?)
+}
+
+/// The JSON shape of a tenant.
+pub fn tenant_json(t: &Tenant) -> Value {
+    json!({
+        "id": t.id,
+        "display_name": t.display_name,
+        "budget": t.budget.map(|b| json!({"limit_microdollars": b.limit_microdollars, "period": b.period.as_str()})),
+        "policy": t.policy,
+        "previous_policy": t.previous_policy,
+        "allow_request_keys": t.allow_request_keys,
+        "rate_limits": t.rate_limits,
+        "created_millis": t.created_millis,
+    })
+}
+
+/// `start=YYYY-MM-DD&end=YYYY-MM-DD` (both inclusive) as UTC days; defaults to the current
+/// month so far.
+pub fn day_range(query: &str) -> Result<(String, String), GatewayError> {
+    let check = |text: &str| -> Result<String, GatewayError> {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map_err(|_| GatewayError::bad_request("invalid_date", format!("'{text}' is not a date like 2026-03-01")))
+    };
+    let today = day_of(crate::clock::unix_millis());
+    let start = match query_param(query, "start") {
+        Some(s) => check(s)?,
+        None => format!("{}-01", &today[..7]),
+    };
+    let end = match query_param(query, "end") {
+        Some(s) => check(s)?,
+        None => today,
+    };
+    if end < start {
+        return Err(GatewayError::bad_request("invalid_date", "end is before start"));
+    }
+    Ok((start, end))
+}
+
+/// Usage of a tenant over a day range, as JSON or CSV, totals or grouped.
+pub fn usage_report(app: &App, tenant_id: &str, query: &str) -> Result<Response<Body>, GatewayError> {
+    let (start, end) = day_range(query)?;
+    let group_by = match query_param(query, "group_by") {
+        None => None,
+        Some(g) => Some(GroupBy::parse(g).ok_or_else(|| GatewayError::bad_request("invalid_group_by", "group_by must be one of model, provider, day, user, tag"))?),
+    };
+    let total = app.metering.totals(tenant_id, &start, &end)?;
+    let rows = match group_by {
+        Some(g) => app.metering.usage(tenant_id, &start, &end, g)?,
+        None => Vec::new(),
+    };
+    if query_param(query, "format") == Some("csv") {
+        let mut csv = String::from("key,requests,prompt_tokens,completion_tokens,cached_tokens,cost_microdollars\n");
+        let all = if group_by.is_some() { rows } else { vec![("total".to_string(), total)] };
+        for (key, r) in all {
+            let key = if key.contains([',', '"', '\n']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key };
+            csv.push_str(&format!("{key},{},{},{},{},{}\n", r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cost_microdollars));
+        }
+        return Ok(text_response(StatusCode::OK, "text/csv", csv));
+    }
+    let row = |key: &str, r: &crate::metering::Rollup| {
+        json!({"key": key, "requests": r.requests, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+               "cached_tokens": r.cached_tokens, "cost_microdollars": r.cost_microdollars, "cost_usd": r.cost_microdollars as f64 / 1e6})
+    };
+    let mut body = json!({
+        "tenant_id": tenant_id, "start": start, "end": end,
+        "requests": total.requests, "prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
+        "cached_tokens": total.cached_tokens, "cost_microdollars": total.cost_microdollars, "cost_usd": total.cost_microdollars as f64 / 1e6,
+    });
+    if let Some(g) = query_param(query, "group_by") {
+        body["group_by"] = json!(g);
+        body["rows"] = Value::Array(rows.iter().map(|(k, r)| row(k, r)).collect());
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn sessions(app: &App, tenant_id: &str) -> Sessions {
+    let key = TenantKey::of(tenant_id);
+    Sessions::new(app.store.clone(), key, crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes))
+}
+
+fn memory_error(e: crate::policy::MemoryError) -> GatewayError {
+    use crate::policy::MemoryError as E;
+    match e {
+        E::QuotaExceeded => GatewayError::bad_request("quota_exceeded", "the tenant's memory quota is used up"),
+        E::InvalidKey => GatewayError::bad_request("invalid_key", "keys are 1 to 256 bytes"),
+        other => GatewayError::Internal(format!("{other:?}")),
+    }
+}
+
+/// Serves `method rest` for tenant `tenant`. `rest` is the path after the tenant prefix.
+pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: &[&str], query: &str, body: &[u8]) -> Result<Response<Body>, GatewayError> {
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let created = |v: Value| Ok(json_response(StatusCode::CREATED, &v));
+    let id = tenant.id.as_str();
+    match (method.clone(), rest) {
+        (Method::GET, []) => ok(tenant_json(&tenant)),
+        (Method::POST, ["tokens"]) => {
+            let request: IssueToken = parse(body)?;
+            let (token, record) = tokens::issue(&app.store, id, request.scope, request.rate_limits).await?;
+            created(json!({"token": token, "id": record.id, "scope": record.scope, "tenant_id": id}))
+        }
+        (Method::GET, ["tokens"]) => ok(json!({"data": tokens::list(&app.store, id)?})),
+        (Method::DELETE, ["tokens", token_id]) => {
+            if !tokens::revoke(&app.store, id, token_id).await? {
+                return Err(GatewayError::NotFound(format!("no token '{token_id}'")));
+            }
+            ok(json!({"revoked": token_id}))
+        }
+        (Method::PUT, ["credentials", name]) => ok(put_credential(app, id, name, parse(body)?).await?),
+        (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(id)?})),
+        (Method::DELETE, ["credentials", name]) => {
+            if !app.vault.delete(id, name).await? {
+                return Err(GatewayError::NotFound(format!("no credential '{name}'")));
+            }
+            ok(json!({"deleted": name}))
+        }
+        (Method::GET, ["policy"]) => ok(json!({"policy": tenant.policy, "previous_policy": tenant.previous_policy, "default_policy": app.default_policy.to_string()})),
+        (Method::PUT, ["policy"]) => {
+            let updated = assign_policy(app, &tenant, parse(body)?).await?;
+            ok(tenant_json(&updated))
+        }
+        (Method::POST, ["policy", "rollback"]) => {
+            let Some(previous) = tenant.previous_policy.clone() else {
+                return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
+            };
+            let mut updated = (*tenant).clone();
+            updated.previous_policy = updated.policy.replace(previous);
+            let updated = app.tenants.put(updated).await?;
+            ok(tenant_json(&updated))
+        }
+        (Method::GET, ["policy", "log"]) => {
+            let log = crate::policy_log::PolicyLog::new(app.store.clone(), TenantKey::of(id), app.config.policy.log_lines_kept);
+            ok(json!({"data": log.read(app.config.policy.log_lines_kept)?}))
+        }
+        (Method::GET, ["usage"]) => usage_report(app, id, query),
+        (Method::GET, ["usage", "records"]) => {
+            let (start, end) = day_range(query)?;
+            let from = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64).unwrap_or(0);
+            let to = chrono::NaiveDate::parse_from_str(&end, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64 + 86_400_000).unwrap_or(u64::MAX);
+            let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
+            ok(json!({"data": app.metering.ledger(id, from, to, limit)?}))
+        }
+        (Method::GET, ["sessions"]) => ok(json!({"data": sessions(app, id).list(1000)?})),
+        (Method::GET, ["sessions", session]) => {
+            let turns = sessions(app, id).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
+            if turns.is_empty() {
+                return Err(GatewayError::NotFound(format!("no session '{session}'")));
+            }
+            ok(json!({"id": session, "turns": turns}))
+        }
+        (Method::DELETE, ["sessions", session]) => {
+            if !sessions(app, id).delete(session).map_err(memory_error)? {
+                return Err(GatewayError::NotFound(format!("no session '{session}'")));
+            }
+            ok(json!({"deleted": session}))
+        }
+        (Method::GET, ["memory"]) => {
+            let memory = crate::memory::TenantMemory::new(app.store.clone(), TenantKey::of(id), app.config.policy.memory_quota_bytes);
+            let entries = memory.entries(1000).map_err(memory_error)?;
+            let data: Vec<Value> = entries.into_iter().map(|(k, v)| json!({"key": k, "value": String::from_utf8_lossy(&v), "bytes": v.len()})).collect();
+            ok(json!({"data": data, "used_bytes": memory.used_bytes().map_err(memory_error)?, "quota_bytes": app.config.policy.memory_quota_bytes}))
+        }
+        (Method::DELETE, ["memory", key]) => {
+            let memory = crate::memory::TenantMemory::new(app.store.clone(), TenantKey::of(id), app.config.policy.memory_quota_bytes);
+            memory.delete(key).map_err(memory_error)?;
+            ok(json!({"deleted": key}))
+        }
+        _ => Err(GatewayError::NotFound(format!("no tenant resource /{}", rest.join("/")))),
+    }
+}
