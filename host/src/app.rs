@@ -75,13 +75,18 @@ impl App {
         let dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e.to_string()))?;
         let store = Store::open(&dir)?;
-        let master: Key = crate::sealing::load_master_key(master_key, &dir)?;
-        Self::with_store(config, store, master, admin_token).await
+        let previous = std::env::var("TOLLGATE_MASTER_KEY_PREVIOUS").ok();
+        let keys = crate::sealing::load_master_keys(master_key, previous.as_deref(), &dir)?;
+        Self::with_keys(config, store, keys, admin_token).await
     }
 
     /// Builds the services over an open store (tests use a temporary one).
     pub async fn with_store(config: Config, store: Store, master: Key, admin_token: &Secret) -> Result<Arc<App>, StartError> {
-        let vault = Arc::new(Vault::new(store.clone(), master)?);
+        Self::with_keys(config, store, crate::sealing::MasterKeys::single(master), admin_token).await
+    }
+
+    async fn with_keys(config: Config, store: Store, keys: crate::sealing::MasterKeys, admin_token: &Secret) -> Result<Arc<App>, StartError> {
+        let vault = Arc::new(Vault::with_keys(store.clone(), keys)?);
         let metering = Metering::new(store.clone());
         let recovered = metering.recover_reservations().map_err(|e| StartError::Recovery(e.to_string()))?;
         if recovered > 0 {

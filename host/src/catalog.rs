@@ -2,7 +2,7 @@
 //! million tokens and context windows. A built-in, dated catalog of the public models is
 //! the default; the operator's `[[models]]` entries replace or extend it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::ModelInfo;
 
@@ -33,8 +33,8 @@ const BUILTIN: &[(&str, &str, f64, f64, u32)] = &[
     ("demo", "demo-large", 10.00, 20.00, 200_000),
 ];
 
-/// One operator catalog entry, as written in the config file.
-#[derive(Debug, Clone, Deserialize)]
+/// One operator catalog entry, as written in the config file (or a tenant's override).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     /// Provider name from `[providers.*]`.
@@ -113,6 +113,19 @@ impl Catalog {
             }
         }
         Self { models }
+    }
+
+    /// This catalog with `overrides` applied (a tenant's own prices).
+    pub fn with_overrides(&self, overrides: &[ModelEntry]) -> Catalog {
+        let mut models = self.models.clone();
+        for entry in overrides {
+            let info = entry.info();
+            match models.iter_mut().find(|m| m.provider == info.provider && m.model == info.model) {
+                Some(existing) => *existing = info,
+                None => models.push(info),
+            }
+        }
+        Catalog { models }
     }
 
     /// Every model.

@@ -60,8 +60,10 @@ pub struct Budget {
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
     /// Spent plus reserved plus this request would pass the budget.
-    #[error("budget exceeded: {spent} spent and {reserved} reserved of {limit} micro-dollars this {period}; this request needs up to {needed}")]
+    #[error("budget of {scope} exceeded: {spent} spent and {reserved} reserved of {limit} micro-dollars this {period}; this request needs up to {needed}")]
     Exceeded {
+        /// `the tenant`, `end user 'alice'` or `tag 'x'`.
+        scope: String,
         /// Settled spend.
         spent: u64,
         /// In flight.
@@ -90,6 +92,9 @@ pub struct Reservation {
     pub period_id: String,
     /// Amount held.
     pub microdollars: u64,
+    /// Sub-budget scopes (`user:alice`, `tag:x`) whose reserved counters hold it too.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// One usage ledger record: what a request did and cost.
@@ -291,9 +296,26 @@ impl Metering {
     /// Holds `microdollars` for a request if the budget allows it; with no budget the
     /// reservation is still recorded so in-flight spend is visible.
     pub fn reserve(&self, tenant_id: &str, budget: Option<Budget>, request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
+        self.reserve_scoped(tenant_id, budget, &[], request_id, microdollars, now_millis)
+    }
+
+    /// Like [`Metering::reserve`], also holding the amount against sub-budgets: each
+    /// `(scope, limit)` (`user:alice`, `tag:x`) must have room too, in the same
+    /// transaction.
+    pub fn reserve_scoped(&self, tenant_id: &str, budget: Option<Budget>, sub_budgets: &[(String, u64)], request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
         let tenant = TenantKey::of(tenant_id);
         let period = budget.map(|b| b.period).unwrap_or_default();
-        let reservation = Reservation { tenant_id: tenant_id.into(), request_id: request_id.into(), period_id: period.id_at(now_millis), microdollars };
+        let reservation = Reservation {
+            tenant_id: tenant_id.into(),
+            request_id: request_id.into(),
+            period_id: period.id_at(now_millis),
+            microdollars,
+            scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
+        };
+        let sub_keys: Vec<(String, u64, Vec<u8>, Vec<u8>)> = sub_budgets
+            .iter()
+            .map(|(scope, limit)| (scope.clone(), *limit, counter_key(&tenant, scope, &reservation.period_id), counter_key(&tenant, &format!("reserved:{scope}"), &reservation.period_id)))
+            .collect();
         let spent_key = counter_key(&tenant, "total", &reservation.period_id);
         let reserved_key = counter_key(&tenant, "reserved", &reservation.period_id);
         let record_key = tenant.record(Kind::Reservation, request_id.as_bytes());
@@ -303,6 +325,7 @@ impl Metering {
             if let Some(budget) = budget {
                 if spent.saturating_add(reserved).saturating_add(microdollars) > budget.limit_microdollars {
                     return Err(ConflictableTransactionError::Abort(BudgetError::Exceeded {
+                        scope: "the tenant".into(),
                         spent,
                         reserved,
                         limit: budget.limit_microdollars,
@@ -310,6 +333,19 @@ impl Metering {
                         period: period.as_str(),
                     }));
                 }
+            }
+            for (scope, limit, spent_key, reserved_key) in &sub_keys {
+                let spent = read_u64(tx.get(spent_key)?);
+                let reserved = read_u64(tx.get(reserved_key)?);
+                if spent.saturating_add(reserved).saturating_add(microdollars) > *limit {
+                    let scope = match scope.split_once(':') {
+                        Some(("user", name)) => format!("end user '{name}'"),
+                        Some(("tag", name)) => format!("tag '{name}'"),
+                        _ => scope.clone(),
+                    };
+                    return Err(ConflictableTransactionError::Abort(BudgetError::Exceeded { scope, spent, reserved, limit: *limit, needed: microdollars, period: period.as_str() }));
+                }
+                tx.insert(reserved_key.as_slice(), &(reserved.saturating_add(microdollars)).to_be_bytes())?;
             }
             tx.insert(reserved_key.as_slice(), &(reserved.saturating_add(microdollars)).to_be_bytes())?;
             tx.insert(record_key.as_slice(), encode(&reservation))?;
@@ -326,6 +362,7 @@ impl Metering {
         let record_key = tenant.record(Kind::Reservation, reservation.request_id.as_bytes());
         let ledger_key = ledger_key(&tenant, record.unix_millis, &record.request_id);
         let scopes: Vec<Vec<u8>> = spend_scopes(record).iter().map(|s| counter_key(&tenant, s, &reservation.period_id)).collect();
+        let sub_reserved: Vec<Vec<u8>> = reservation.scopes.iter().map(|s| counter_key(&tenant, &format!("reserved:{s}"), &reservation.period_id)).collect();
         let encoded = encode(record);
         from_tx(self.store.tenant.transaction(|tx| {
             // Settling twice (a retry after a crash) must not count twice.
@@ -333,6 +370,9 @@ impl Metering {
                 return Ok(());
             }
             tx_add(tx, &reserved_key, -(reservation.microdollars as i128))?;
+            for key in &sub_reserved {
+                tx_add(tx, key, -(reservation.microdollars as i128))?;
+            }
             for key in &scopes {
                 tx_add(tx, key, record.cost_microdollars as i128)?;
             }
@@ -480,6 +520,22 @@ mod tests {
         assert_eq!(metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::Model)?[0].0, "demo/m");
         assert_eq!(metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::Tag)?[0].1.requests, 3);
         assert_eq!(metering.totals("other", "1970-01-01", "1970-01-03")?, Rollup::default());
+        Ok(())
+    }
+
+    #[test]
+    fn end_user_and_tag_budgets_are_checked_in_the_same_transaction() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Metering::new(Store::temporary()?);
+        let now = 1_764_460_800_000;
+        let subs = vec![("user:alice".to_string(), 50)];
+        let a = metering.reserve_scoped("t", None, &subs, "r1", 40, now)?;
+        match metering.reserve_scoped("t", None, &subs, "r2", 20, now) {
+            Err(BudgetError::Exceeded { scope, .. }) => assert_eq!(scope, "end user 'alice'"),
+            other => panic!("{other:?}"),
+        }
+        metering.reserve_scoped("t", None, &[("user:bob".to_string(), 50)], "r3", 20, now)?;
+        metering.settle(&a, &record("t", "r1", 10))?;
+        metering.reserve_scoped("t", None, &subs, "r4", 40, now)?;
         Ok(())
     }
 

@@ -76,6 +76,12 @@ pub struct Permit {
     keys: Vec<String>,
 }
 
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("keys", &self.keys).finish()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut state) = self.state.lock() {

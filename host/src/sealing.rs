@@ -7,7 +7,7 @@
 //! (crypto-shredding). Rotating the master key re-wraps the DEKs online; credentials are
 //! untouched.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use base64::Engine as _;
@@ -88,21 +88,49 @@ impl Key {
     }
 }
 
-/// Reads the master key from `TOLLGATE_MASTER_KEY` (passed in as `from_env`), or from
-/// `master.key` in the data dir, generating that file (mode 0600) on first start.
-pub fn load_master_key(from_env: Option<&str>, data_dir: &Path) -> Result<Key, SealError> {
+/// Name of the key a rotation in progress is moving to.
+pub const NEXT_MASTER_KEY_FILE: &str = "master.key.next";
+
+/// The master keys a vault opens with.
+#[derive(Debug)]
+pub struct MasterKeys {
+    /// Wraps new data keys; tried first.
+    pub primary: Key,
+    /// Tried when the primary does not open a data key (a rotation in progress, or
+    /// `TOLLGATE_MASTER_KEY_PREVIOUS` after an operator-driven rotation).
+    pub previous: Option<Key>,
+    /// The key file, when the key lives in the data dir.
+    pub file: Option<PathBuf>,
+}
+
+impl MasterKeys {
+    /// One key, no file (tests, embedders).
+    pub fn single(key: Key) -> Self {
+        Self { primary: key, previous: None, file: None }
+    }
+}
+
+/// Reads the master key from `TOLLGATE_MASTER_KEY` (passed in as `from_env`, with an
+/// optional previous key), or from `master.key` in the data dir, generating that file
+/// (mode 0600) on first start. A `master.key.next` left by an interrupted rotation becomes
+/// the primary, with the old key as fallback; [`Vault::with_keys`] finishes the rotation.
+pub fn load_master_keys(from_env: Option<&str>, previous_env: Option<&str>, data_dir: &Path) -> Result<MasterKeys, SealError> {
     if let Some(text) = from_env {
-        return Key::parse(text);
+        return Ok(MasterKeys { primary: Key::parse(text)?, previous: previous_env.map(Key::parse).transpose()?, file: None });
     }
     let path = data_dir.join(MASTER_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Key::parse(&text),
+    let current = match std::fs::read_to_string(&path) {
+        Ok(text) => Key::parse(&text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::random();
             write_private(&path, key.to_hex().as_bytes())?;
-            Ok(key)
+            key
         }
-        Err(e) => Err(SealError::KeyFile(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(SealError::KeyFile(format!("{}: {e}", path.display()))),
+    };
+    match std::fs::read_to_string(data_dir.join(NEXT_MASTER_KEY_FILE)) {
+        Ok(text) => Ok(MasterKeys { primary: Key::parse(&text)?, previous: Some(current), file: Some(path) }),
+        Err(_) => Ok(MasterKeys { primary: current, previous: None, file: Some(path) }),
     }
 }
 
@@ -187,6 +215,8 @@ pub struct CredentialMeta {
 pub struct Vault {
     store: Store,
     master: RwLock<(Key, u32)>,
+    previous: RwLock<Option<Key>>,
+    key_file: Option<PathBuf>,
 }
 
 /// Longest credential name.
@@ -197,8 +227,50 @@ pub const MAX_SECRET_BYTES: usize = 8192;
 impl Vault {
     /// A vault over `store` with the master key `master` (version from the store).
     pub fn new(store: Store, master: Key) -> Result<Self, SealError> {
+        Self::with_keys(store, MasterKeys::single(master))
+    }
+
+    /// A vault over `store` with `keys`; finishes a rotation a crash interrupted.
+    pub fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
         let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
-        Ok(Self { store, master: RwLock::new((master, version)) })
+        let pending = keys.previous.is_some() && keys.file.is_some();
+        let vault = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file };
+        if pending {
+            vault.rewrap(keys.primary)?;
+            vault.store.flush_blocking()?;
+            vault.promote_next_key_file()?;
+        }
+        Ok(vault)
+    }
+
+    fn previous(&self) -> Option<Key> {
+        self.previous.read().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Opens a wrapped data key with the current master key, else the previous one.
+    fn unwrap_dek(&self, master: &Key, record: &DataKeyRecord) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let aad = dek_aad(&record.tenant_id, record.sealed.version);
+        match open(master, &record.sealed, &aad) {
+            Ok(plain) => Ok(plain),
+            Err(e) => match self.previous() {
+                Some(previous) => open(&previous, &record.sealed, &aad),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `master.key.next` -> `master.key`, once every DEK is wrapped by the next key.
+    fn promote_next_key_file(&self) -> Result<(), SealError> {
+        if let Some(file) = &self.key_file {
+            let next = file.with_file_name(NEXT_MASTER_KEY_FILE);
+            if next.exists() {
+                std::fs::rename(&next, file).map_err(|e| SealError::KeyFile(e.to_string()))?;
+            }
+        }
+        if let Ok(mut previous) = self.previous.write() {
+            *previous = None;
+        }
+        Ok(())
     }
 
     fn master(&self) -> (Key, u32) {
@@ -215,7 +287,7 @@ impl Vault {
         let slot = tenant.prefix(Kind::DataKey);
         if let Some(bytes) = self.store.tenant.get(&slot).map_err(StoreError::from)? {
             let record: DataKeyRecord = decode("data keys", &bytes)?;
-            let plain = open(&master, &record.sealed, &dek_aad(tenant_id, record.sealed.version))?;
+            let plain = self.unwrap_dek(&master, &record)?;
             let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| SealError::Tampered)?;
             return Ok(Key(Zeroizing::new(bytes)));
         }
@@ -283,10 +355,24 @@ impl Vault {
     /// Re-wraps every tenant data key under `new_master`, online. Returns how many keys
     /// were re-wrapped. Requests keep working throughout: a DEK is readable under the old
     /// key until its re-wrapped copy is written, and under the new one after.
+    /// With a key file, the new key is written to `master.key.next` first and renamed over
+    /// `master.key` only after every DEK is re-wrapped and flushed, so a crash at any point
+    /// leaves a key that opens every DEK (finished on the next start). With
+    /// `TOLLGATE_MASTER_KEY`, the operator sets the new key there (and may keep the old one
+    /// in `TOLLGATE_MASTER_KEY_PREVIOUS`) before the next restart.
     pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
+        if let Some(file) = &self.key_file {
+            write_private(&file.with_file_name(NEXT_MASTER_KEY_FILE), new_master.to_hex().as_bytes())?;
+        }
         let count = self.rewrap(new_master)?;
         self.store.flush().await?;
+        self.promote_next_key_file()?;
         Ok(count)
+    }
+
+    /// Whether the master key lives in the data dir (else the environment).
+    pub fn key_in_file(&self) -> bool {
+        self.key_file.is_some()
     }
 
     /// Re-wraps every DEK in one atomic batch (a crash leaves all old or all new), then
@@ -303,7 +389,7 @@ impl Vault {
                 continue;
             }
             let record: DataKeyRecord = decode("data keys", &value)?;
-            let plain = open(&old, &record.sealed, &dek_aad(&record.tenant_id, record.sealed.version))?;
+            let plain = self.unwrap_dek(&old, &record)?;
             let sealed = seal(&new_master, &plain, &dek_aad(&record.tenant_id, new_version), new_version);
             batch.insert(key, encode(&DataKeyRecord { tenant_id: record.tenant_id, sealed }));
             count += 1;
@@ -350,6 +436,39 @@ mod tests {
         record.sealed.ciphertext[0] ^= 1;
         store.tenant.insert(&key, encode(&record))?;
         assert!(matches!(vault.open("a", "main"), Err(SealError::Tampered)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn rotation_interrupted_after_the_batch_finishes_on_the_next_start() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let keys = load_master_keys(None, None, dir.path())?;
+        let vault = Vault::with_keys(store.clone(), keys)?;
+        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        // Simulate a crash after the re-wrap but before the key file was renamed.
+        let next = Key::random();
+        write_private(&dir.path().join(NEXT_MASTER_KEY_FILE), next.to_hex().as_bytes())?;
+        vault.rewrap(next.clone())?;
+        store.flush_blocking()?;
+        drop(vault);
+        let reopened = Vault::with_keys(store, load_master_keys(None, None, dir.path())?)?;
+        assert_eq!(reopened.open("a", "main")?.1.expose(), "sk-1");
+        assert!(!dir.path().join(NEXT_MASTER_KEY_FILE).exists());
+        assert_eq!(Key::parse(&std::fs::read_to_string(dir.path().join(MASTER_KEY_FILE))?)?.fingerprint(), next.fingerprint());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn rotation_persists_the_new_key_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let vault = Vault::with_keys(store.clone(), load_master_keys(None, None, dir.path())?)?;
+        vault.put("a", "main", "openai", &Secret::new("sk-2".into())).await?;
+        vault.rotate(Key::random()).await?;
+        drop(vault);
+        let reopened = Vault::with_keys(store, load_master_keys(None, None, dir.path())?)?;
+        assert_eq!(reopened.open("a", "main")?.1.expose(), "sk-2");
         Ok(())
     }
 

@@ -139,13 +139,13 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             };
             // What this tenant can be served: the demo provider, providers it holds a
             // credential for, and every configured provider if it may bring its own key.
+            let catalog = app.services.catalog_for(&tenant);
             let held: Vec<String> = app.vault.list(&tenant.id)?.into_iter().map(|c| c.provider).collect();
             let usable = |provider: &str| match app.config.providers.get(provider) {
                 Some(p) => p.kind == crate::providers::ProviderKind::Demo || tenant.allow_request_keys || held.iter().any(|h| h == provider),
                 None => false,
             };
-            let data: Vec<serde_json::Value> = app
-                .catalog
+            let data: Vec<serde_json::Value> = catalog
                 .models()
                 .iter()
                 .filter(|m| usable(&m.provider))

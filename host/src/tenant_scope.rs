@@ -42,6 +42,22 @@ pub struct ScopeServices {
 }
 
 impl ScopeServices {
+    /// The catalog as `tenant` pays it: the operator's, with the tenant's price overrides.
+    pub fn catalog_for(&self, tenant: &crate::tenants::Tenant) -> Arc<Catalog> {
+        if tenant.price_overrides.is_empty() {
+            self.catalog.clone()
+        } else {
+            Arc::new(self.catalog.with_overrides(&tenant.price_overrides))
+        }
+    }
+
+    /// The scope of `tenant` (its budget and prices) at `now_millis`.
+    pub fn tenant_scope(&self, tenant: &crate::tenants::Tenant, now_millis: u64) -> TenantScope {
+        let mut scope = self.scope(&tenant.id, tenant.budget, now_millis);
+        scope.catalog = self.catalog_for(tenant);
+        scope
+    }
+
     /// The scope of `tenant_id` at `now_millis`.
     pub fn scope(&self, tenant_id: &str, budget: Option<Budget>, now_millis: u64) -> TenantScope {
         let tenant = TenantKey::of(tenant_id);

@@ -47,6 +47,15 @@ pub struct Tenant {
     /// Requests, tokens and concurrency limits.
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Each end user's budget per period (the request's `user` field), micro-dollars.
+    #[serde(default)]
+    pub user_budget_microdollars: Option<u64>,
+    /// Budgets per plan tag per period, micro-dollars.
+    #[serde(default)]
+    pub tag_budgets_microdollars: std::collections::BTreeMap<String, u64>,
+    /// Prices that differ from the operator's catalog for this tenant.
+    #[serde(default)]
+    pub price_overrides: Vec<crate::catalog::ModelEntry>,
 }
 
 /// Why a tenant id is refused.

@@ -11,3 +11,6 @@ mod policy_upload;
 mod stock_policies;
 mod tenancy;
 mod conformance;
+mod fallback;
+mod canary;
+mod shutdown;

@@ -138,7 +138,7 @@ pub async fn upload(gw: &Gateway, package: &str) -> String {
 
 /// The tenant's ledger rows (newest first, as the admin API returns them).
 pub async fn ledger(gw: &Gateway, id: &str) -> Vec<Value> {
-    let reply = admin_ok(gw, "GET", &format!("/admin/v1/tenants/{id}/usage"), Value::Null).await;
+    let reply = admin_ok(gw, "GET", &format!("/admin/v1/tenants/{id}/usage/records"), Value::Null).await;
     reply["data"].as_array().cloned().unwrap_or_default()
 }
 
@@ -281,4 +281,26 @@ impl Drop for KeyEchoStub {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// [`Gateway::call`] for a gateway served some other way (on a real data dir, say).
+pub async fn call_at(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder().method(method).uri(format!("http://{addr}{path}")).header("host", addr.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request.body(Full::new(Bytes::from(body))).expect("request")))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, body }
 }

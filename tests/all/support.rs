@@ -131,6 +131,15 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Signals the server to stop accepting and drain in-flight requests (as on SIGTERM).
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -205,3 +205,26 @@ async fn reservations_left_by_a_crash_are_charged_on_restart() {
     assert_eq!((status.spent_microdollars, status.reserved_microdollars), (1234, 0));
     assert_eq!(std::fs::metadata(dir.path().join("master.key")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).ok(), Some(0o600));
 }
+
+#[tokio::test]
+async fn end_user_budgets_and_tenant_price_overrides_apply() {
+    let gw = Gateway::start().await;
+    let token = gw.demo_tenant("priced", 10.0).await;
+    // At the tenant's price ($100/Mtok) a request reserves 600 micro-dollars (4 prompt
+    // tokens estimated + 2 completion) and spends 300; each end user may hold 800.
+    let patch = gw
+        .admin("PATCH", "/admin/v1/tenants/priced", json!({"user_budget_usd": 0.0008,
+            "price_overrides": [{"provider": "demo", "model": "demo-small", "input_usd_per_mtok": 100.0, "output_usd_per_mtok": 100.0, "context_window": 32000}]}))
+        .await;
+    assert_eq!(patch.status, 200, "{}", patch.text());
+    let body = |user: &str| json!({"model": "default", "user": user, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let first = gw.chat(&token, body("alice")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // At the tenant's price ($100/Mtok), 1 prompt + 2 completion tokens cost 300 micro-dollars.
+    let usage = get(&gw, "/admin/v1/tenants/priced/usage?start=2000-01-01&end=2100-12-31", ADMIN).await.json();
+    assert_eq!(usage["cost_microdollars"], 300);
+    let second = gw.chat(&token, body("alice")).await;
+    assert_eq!(second.status, 402, "{}", second.text());
+    assert!(second.text().contains("end user 'alice'"), "{}", second.text());
+    assert_eq!(gw.chat(&token, body("bob")).await.status, 200, "other end users keep their own budget");
+}

@@ -28,7 +28,7 @@ fn request(model: &str) -> ChatRequest {
 }
 
 fn default_config() -> String {
-    let allowed: Vec<String> = (0..60).map(|i| format!("\"model-{i:02}\"")).collect();
+    let allowed: Vec<String> = (0..80).map(|i| format!("\"model-{i:02}\"")).collect();
     format!(r#"{{"provider":"openai","credential":"main","model":"gpt-4o","max_tokens":2000,"temperature":0.7,"allowed_models":["gpt-4o",{}]}}"#, allowed.join(","))
 }
 

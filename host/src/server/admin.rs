@@ -6,6 +6,7 @@
 //! `POST /admin/v1/keys/rotate`. Self-service: `GET /v1/tenant`, `/v1/tenant/...`,
 //! `POST /v1/tenant/policies`. Every write is durable before it is acknowledged.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
@@ -16,6 +17,7 @@ use serde_json::json;
 use super::tenant_api::{self, assign_policy, check_provider, parse, put_credential, query_param, tenant_json, AssignPolicy, PutCredential};
 use super::{authenticate, json_response, read_capped, Body, Principal};
 use crate::app::App;
+use crate::catalog::ModelEntry;
 use crate::error::GatewayError;
 use crate::metering::{Budget, Period};
 use crate::ratelimit::RateLimits;
@@ -50,6 +52,12 @@ struct CreateTenant {
     allow_request_keys: bool,
     #[serde(default)]
     rate_limits: RateLimits,
+    #[serde(default)]
+    user_budget_usd: Option<f64>,
+    #[serde(default)]
+    tag_budgets_usd: BTreeMap<String, f64>,
+    #[serde(default)]
+    price_overrides: Vec<ModelEntry>,
 }
 
 /// `PATCH /admin/v1/tenants/{id}`: fields present are changed.
@@ -63,6 +71,15 @@ struct UpdateTenant {
     budget_period: Option<Period>,
     allow_request_keys: Option<bool>,
     rate_limits: Option<RateLimits>,
+    /// `null` removes the per-end-user budget.
+    #[serde(default, with = "double_option")]
+    user_budget_usd: Option<Option<f64>>,
+    tag_budgets_usd: Option<BTreeMap<String, f64>>,
+    price_overrides: Option<Vec<ModelEntry>>,
+}
+
+fn tag_budgets(usd: &BTreeMap<String, f64>) -> Result<BTreeMap<String, u64>, GatewayError> {
+    usd.iter().map(|(tag, amount)| Ok((tag.clone(), usd_to_micros(*amount)?))).collect()
 }
 
 /// Distinguishes an absent field from an explicit `null`.
@@ -112,6 +129,9 @@ async fn create_tenant(app: &App, request: CreateTenant) -> Result<Arc<Tenant>, 
         allow_request_keys: request.allow_request_keys,
         created_millis: crate::clock::unix_millis(),
         rate_limits: request.rate_limits,
+        user_budget_microdollars: request.user_budget_usd.map(usd_to_micros).transpose()?,
+        tag_budgets_microdollars: tag_budgets(&request.tag_budgets_usd)?,
+        price_overrides: request.price_overrides,
     };
     Ok(app.tenants.put(tenant).await?)
 }
@@ -138,6 +158,15 @@ async fn update_tenant(app: &App, current: &Tenant, request: UpdateTenant) -> Re
     }
     if let Some(limits) = request.rate_limits {
         updated.rate_limits = limits;
+    }
+    if let Some(user_budget) = request.user_budget_usd {
+        updated.user_budget_microdollars = user_budget.map(usd_to_micros).transpose()?;
+    }
+    if let Some(tags) = request.tag_budgets_usd {
+        updated.tag_budgets_microdollars = tag_budgets(&tags)?;
+    }
+    if let Some(prices) = request.price_overrides {
+        updated.price_overrides = prices;
     }
     Ok(app.tenants.put(updated).await?)
 }
@@ -202,13 +231,20 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Rotate {
-                new_master_key: String,
+                /// The new key (64 hex digits or base64 of 32 bytes); generated when absent
+                /// and the key lives in the data dir.
+                #[serde(default)]
+                new_master_key: Option<String>,
             }
             let request: Rotate = parse(&body)?;
-            let key = Key::parse(&request.new_master_key).map_err(|e| GatewayError::bad_request("invalid_key", e.to_string()))?;
+            let key = match (request.new_master_key, app.vault.key_in_file()) {
+                (Some(text), _) => Key::parse(&text).map_err(|e| GatewayError::bad_request("invalid_key", e.to_string()))?,
+                (None, true) => Key::random(),
+                (None, false) => return Err(GatewayError::bad_request("invalid_key", "the master key comes from TOLLGATE_MASTER_KEY: pass new_master_key and set it there before the next restart")),
+            };
             let fingerprint = key.fingerprint();
             let rewrapped = app.vault.rotate(key).await?;
-            ok(json!({"rewrapped_data_keys": rewrapped, "new_key_fingerprint": fingerprint}))
+            ok(json!({"rewrapped_data_keys": rewrapped, "new_key_fingerprint": fingerprint, "key_file_updated": app.vault.key_in_file()}))
         }
         (Method::POST, ["api", "v1", "tenants"]) => {
             let quick: QuickTenant = parse(&body)?;
@@ -220,6 +256,9 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
                 budget_period: Some(Period::Month),
                 allow_request_keys: false,
                 rate_limits: RateLimits::default(),
+                user_budget_usd: None,
+                tag_budgets_usd: BTreeMap::new(),
+                price_overrides: Vec::new(),
             })
             .await?;
             put_credential(app, &tenant.id, "default", PutCredential { provider: quick.provider.clone(), api_key: quick.api_key }).await?;

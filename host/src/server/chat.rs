@@ -56,6 +56,8 @@ pub struct Settlement {
     pub(crate) prompt_estimate: u64,
     pub(crate) started: Instant,
     pub(crate) notify: Option<(PolicyHash, Context)>,
+    /// Prices as this tenant pays them.
+    pub(crate) catalog: Arc<crate::catalog::Catalog>,
     /// Rate-limit scopes to charge the completion to, and the concurrency slot.
     pub(crate) limits: Vec<(String, crate::ratelimit::RateLimits)>,
     pub(crate) _permit: crate::ratelimit::Permit,
@@ -84,7 +86,7 @@ impl Settlement {
         self.record.completion_tokens = usage.completion_tokens;
         self.record.cached_tokens = usage.cached_tokens;
         self.record.cost_microdollars = target
-            .and_then(|t| self.app.catalog.price(&t.provider, &t.model))
+            .and_then(|t| self.catalog.price(&t.provider, &t.model))
             .map(|price| cost_microdollars(price, usage.prompt_tokens, usage.completion_tokens))
             .unwrap_or(0);
         self.record.latency_ms = self.started.elapsed().as_millis() as u64;
@@ -119,7 +121,8 @@ impl Settlement {
                 tags: self.record.tags.clone(),
             };
             let tenant = self.reservation.tenant_id.clone();
-            let view = Arc::new(self.app.services.scope(&tenant, self.app.tenants.get(&tenant).and_then(|t| t.budget), crate::clock::unix_millis()));
+            let Some(current) = self.app.tenants.get(&tenant) else { return };
+            let view = Arc::new(self.app.services.tenant_scope(&current, crate::clock::unix_millis()));
             if let Err(e) = self.app.policies.on_complete(hash, view, &completion, &context).await {
                 tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
             }
@@ -171,10 +174,10 @@ fn body_for(body: &Map<String, Value>, target: &PlanTarget) -> Map<String, Value
 }
 
 /// Worst-case cost of a plan: prompt estimate plus max completion at the dearest target.
-fn worst_case(app: &App, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, (String, String)> {
+fn worst_case(catalog: &crate::catalog::Catalog, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, (String, String)> {
     let mut worst = 0;
     for target in &plan.targets {
-        let Some(price) = app.catalog.price(&target.provider, &target.model) else {
+        let Some(price) = catalog.price(&target.provider, &target.model) else {
             return Err((target.provider.clone(), target.model.clone()));
         };
         let completion = target.max_tokens.or(parsed.summary.max_tokens).map(u64::from).unwrap_or(DEFAULT_RESERVED_COMPLETION_TOKENS);
@@ -215,7 +218,8 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         unix_millis: caller.unix_millis,
         config,
     };
-    let view = Arc::new(app.services.scope(&tenant.id, tenant.budget, caller.unix_millis));
+    let catalog = app.services.catalog_for(&tenant);
+    let view = Arc::new(app.services.tenant_scope(&tenant, caller.unix_millis));
     let outcome = app.policies.route(hash, view, &parsed.summary, &context).await?;
     let plan = match outcome.decision {
         Decision::Reject(rejection) => return Err(GatewayError::PolicyRejected(rejection)),
@@ -223,15 +227,24 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
     };
     let reserve = match plan.reserve_microdollars {
         Some(amount) => amount,
-        None => match worst_case(app, &plan, &parsed) {
+        None => match worst_case(&catalog, &plan, &parsed) {
             Ok(amount) => amount,
-            Err((provider, model)) if tenant.budget.is_some() => {
+            Err((provider, model)) if tenant.budget.is_some() || tenant.user_budget_microdollars.is_some() || !tenant.tag_budgets_microdollars.is_empty() => {
                 return Err(GatewayError::bad_request("price_unknown", format!("no price is known for {provider}/{model}, and this tenant has a budget; the operator must add it to the catalog")));
             }
             Err(_) => 0,
         },
     };
-    let reservation = app.metering.reserve(&tenant.id, tenant.budget, &caller.request_id, reserve, caller.unix_millis)?;
+    let mut sub_budgets = Vec::new();
+    if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, &parsed.summary.end_user) {
+        sub_budgets.push((format!("user:{user}"), limit));
+    }
+    for tag in &plan.tags {
+        if let Some(limit) = tenant.tag_budgets_microdollars.get(tag) {
+            sub_budgets.push((format!("tag:{tag}"), *limit));
+        }
+    }
+    let reservation = app.metering.reserve_scoped(&tenant.id, tenant.budget, &sub_budgets, &caller.request_id, reserve, caller.unix_millis)?;
     let settlement = Settlement {
         app: app.clone(),
         reservation,
@@ -254,6 +267,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         prompt_estimate: parsed.summary.prompt_token_estimate as u64,
         started: caller.started,
         notify: plan.notify_complete.then(|| (hash, context.clone())),
+        catalog,
         limits,
         _permit: permit,
         session: session_turn,

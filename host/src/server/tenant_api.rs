@@ -107,6 +107,9 @@ pub fn tenant_json(t: &Tenant) -> Value {
         "previous_policy": t.previous_policy,
         "allow_request_keys": t.allow_request_keys,
         "rate_limits": t.rate_limits,
+        "user_budget_microdollars": t.user_budget_microdollars,
+        "tag_budgets_microdollars": t.tag_budgets_microdollars,
+        "price_overrides": t.price_overrides,
         "created_millis": t.created_millis,
     })
 }

@@ -1,0 +1,157 @@
+//! Retries and fallback across targets: a transient failure is retried on the same target,
+//! a failing target falls back to the next in the plan, 4xx is not retried, and a stream
+//! that has started is never switched to another target (it ends with an error event and
+//! is billed for what flowed).
+
+use serde_json::{json, Value};
+use tollgate::catalog::ModelEntry;
+use tollgate_tests::mock::MockUpstream;
+
+use crate::mocked::{self, Kind, ANTHROPIC, KINDS, OPENAI};
+use crate::support::Gateway;
+
+fn hello(model: &str) -> Value {
+    mocked::chat(model, "Hello fallback")
+}
+
+#[tokio::test]
+async fn one_transient_failure_is_retried_on_the_same_target_for_every_kind() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start_with(mocked::config(&mock)).await;
+    for kind in KINDS {
+        let token = mocked::tenant(&gw, &format!("retry-{}", kind.name), kind.name, "sk-retry").await;
+        for stream in [false, true] {
+            // `fail-first` counts per model name, so each case gets its own.
+            let model = format!("mock-{}-{stream}-fail-first=1", kind.name);
+            let before = mock.hits();
+            let mut body = hello(&model);
+            if stream {
+                body = mocked::streamed(body, true);
+            }
+            let reply = gw.chat(&token, body).await;
+            assert_eq!(reply.status, 200, "{} stream={stream}: {}", kind.name, reply.text());
+            assert_eq!(mock.hits() - before, 2, "{} stream={stream}: one failure, one success", kind.name);
+            if stream {
+                assert_eq!(mocked::sse_data(&reply).last().map(String::as_str), Some("[DONE]"));
+                assert_eq!(mocked::streamed_text(&mocked::sse_chunks(&reply)), "mock reply to: Hello fallback");
+            } else {
+                assert_eq!(reply.json()["choices"][0]["message"]["content"], "mock reply to: Hello fallback");
+            }
+            let row = mocked::ledger_row(&gw, &format!("retry-{}", kind.name), &reply.header("x-request-id")).await;
+            assert_eq!(row["outcome"], "success");
+        }
+    }
+}
+
+/// A tenant on the stock failover policy with credentials `oa` (openai) and `ant`
+/// (anthropic) and the given chain.
+async fn failover_tenant(gw: &Gateway, id: &str, chain: Value) -> String {
+    let token = mocked::create_tenant(gw, id, json!({})).await;
+    for (name, provider) in [("oa", "openai"), ("ant", "anthropic"), ("gem", "gemini"), ("bk", "backup")] {
+        if gw.app.config.providers.contains_key(provider) {
+            mocked::put_credential(gw, id, name, provider, &format!("sk-{name}")).await;
+        }
+    }
+    let hash = mocked::upload(gw, "tollgate-policy-failover").await;
+    mocked::admin_ok(gw, "PUT", &format!("/admin/v1/tenants/{id}/policy"), json!({"hash": hash, "config": {"chain": chain}})).await;
+    token
+}
+
+#[tokio::test]
+async fn a_failing_target_falls_back_to_the_next_and_the_response_names_it() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start_with(mocked::config(&mock)).await;
+    let chain = json!([{"provider": "openai", "model": "mock-a-500", "credential": "oa"}, {"provider": "anthropic", "model": "mock-b", "credential": "ant"}]);
+    let token = failover_tenant(&gw, "fo", chain).await;
+    for stream in [false, true] {
+        let before = mock.requests().len();
+        let mut body = hello("default");
+        if stream {
+            body = mocked::streamed(body, true);
+        }
+        let reply = gw.chat(&token, body).await;
+        assert_eq!(reply.status, 200, "stream={stream}: {}", reply.text());
+        assert_eq!(reply.header("x-tollgate-target"), "anthropic/mock-b");
+        assert_eq!(reply.header("x-tollgate-policy-trace"), "openai/mock-a-500 > anthropic/mock-b");
+        if stream {
+            assert_eq!(mocked::sse_data(&reply).last().map(String::as_str), Some("[DONE]"));
+            assert_eq!(mocked::streamed_text(&mocked::sse_chunks(&reply)), "mock reply to: Hello fallback");
+        } else {
+            assert_eq!(reply.json()["choices"][0]["message"]["content"], "mock reply to: Hello fallback");
+        }
+        // The first target was tried attempts_per_target times, then the second once.
+        let seen: Vec<(String, Option<String>)> = mock.requests()[before..].iter().map(|r| (r.path.clone(), r.header("x-api-key").map(str::to_owned))).collect();
+        assert_eq!(seen, vec![
+            ("/v1/chat/completions".to_string(), None),
+            ("/v1/chat/completions".to_string(), None),
+            ("/v1/messages".to_string(), Some("sk-ant".to_string())),
+        ]);
+        // Each target gets its own credential.
+        assert_eq!(mock.requests()[before].header("authorization"), Some("Bearer sk-oa"));
+        let row = mocked::ledger_row(&gw, "fo", &reply.header("x-request-id")).await;
+        assert_eq!((row["outcome"].as_str(), row["provider"].as_str(), row["model"].as_str()), (Some("success"), Some("anthropic"), Some("mock-b")));
+    }
+}
+
+#[tokio::test]
+async fn a_client_error_from_the_upstream_is_not_retried() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start_with(mocked::config(&mock)).await;
+    for kind in KINDS {
+        let token = mocked::tenant(&gw, &format!("bad-{}", kind.name), kind.name, "sk-bad").await;
+        let before = mock.hits();
+        let reply = gw.chat(&token, hello("mock-400")).await;
+        assert_eq!((reply.status, reply.error_code().as_str()), (400, "upstream_rejected"), "{}: {}", kind.name, reply.text());
+        assert_eq!(mock.hits() - before, 1, "{}: 400 is not retried", kind.name);
+    }
+}
+
+/// A config where the kinds under test are served by `primary` and a `backup` provider
+/// (OpenAI-shaped) by `secondary`, with a price for the cut model so its cost shows.
+fn two_mock_config(primary: &MockUpstream, secondary: &MockUpstream, cut_model: &str) -> tollgate::Config {
+    let mut config = mocked::config(primary);
+    mocked::point(&mut config, "backup", OPENAI, &secondary.url());
+    for kind in KINDS {
+        // $1 per Mtok: a micro-dollar per token, so any billed token shows in the cost.
+        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000 });
+    }
+    config
+}
+
+#[tokio::test]
+async fn a_started_stream_that_is_cut_is_not_switched_and_is_billed_for_what_flowed() {
+    let primary = MockUpstream::start().await.expect("mock");
+    let secondary = MockUpstream::start().await.expect("mock");
+    let cut_model = "mock-cut=2";
+    let gw = Gateway::start_with(two_mock_config(&primary, &secondary, cut_model)).await;
+    let credential = |kind: Kind| match kind.name {
+        "openai" => "oa",
+        "anthropic" => "ant",
+        _ => "gem",
+    };
+    for kind in [OPENAI, ANTHROPIC, mocked::GEMINI] {
+        let id = format!("cut-{}", kind.name);
+        let chain = json!([{"provider": kind.name, "model": cut_model, "credential": credential(kind)}, {"provider": "backup", "model": "mock", "credential": "bk"}]);
+        let token = failover_tenant(&gw, &id, chain).await;
+        let before = primary.hits();
+        let reply = gw.chat(&token, mocked::streamed(hello("default"), true)).await;
+        assert_eq!(reply.status, 200, "{}: {}", kind.name, reply.text());
+        assert_eq!(reply.header("x-tollgate-target"), format!("{}/{cut_model}", kind.name));
+        let data = mocked::sse_data(&reply);
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{}: {data:?}", kind.name);
+        let chunks = mocked::sse_chunks(&reply);
+        assert_eq!(chunks.last(), Some(&json!({"error": {"message": "the upstream stream ended early", "type": "server_error", "code": "upstream_stream_cut"}})), "{}", kind.name);
+        // Two of the three pieces flowed, and nothing from any other target.
+        let text = mocked::streamed_text(&chunks);
+        assert!(!text.is_empty() && "mock reply to: Hello fallback".starts_with(&text) && text.len() < "mock reply to: Hello fallback".len(), "{}: {text:?}", kind.name);
+        assert_eq!(primary.hits() - before, 1, "{}: a started stream is not retried", kind.name);
+        assert_eq!(secondary.hits(), 0, "{}: a started stream is not switched to the next target", kind.name);
+
+        let row = mocked::ledger_row(&gw, &id, &reply.header("x-request-id")).await;
+        assert_eq!((row["outcome"].as_str(), row["provider"].as_str(), row["model"].as_str()), (Some("upstream_cut"), Some(kind.name), Some(cut_model)), "{row}");
+        let prompt = row["prompt_tokens"].as_u64().unwrap_or(0);
+        let completion = row["completion_tokens"].as_u64().unwrap_or(0);
+        assert!(prompt > 0 && completion > 0, "{}: a cut stream is billed for what flowed: {row}", kind.name);
+        assert_eq!(row["cost_microdollars"].as_u64(), Some(prompt + completion), "{}: {row}", kind.name);
+    }
+}
