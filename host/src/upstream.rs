@@ -163,3 +163,55 @@ pub fn failure_status(error: &AttemptError) -> (StatusCode, &'static str) {
         AttemptError::Status { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream::new(UpstreamConfig {
+            timeout: Duration::from_secs(1),
+            attempts_per_target: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(350),
+            cooldown_after: 2,
+            cooldown: Duration::from_secs(60),
+        })
+    }
+
+    #[test]
+    fn a_target_that_keeps_failing_cools_down_and_success_resets_it() {
+        let up = upstream();
+        up.record("p/m", false);
+        assert!(!up.cooling_down("p/m"));
+        up.record("p/m", false);
+        assert!(up.cooling_down("p/m"));
+        assert!(!up.cooling_down("p/other"));
+        up.record("p/m", true);
+        assert!(!up.cooling_down("p/m"));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped_and_retry_after_is_honoured_up_to_the_cap() {
+        let up = upstream();
+        for _ in 0..50 {
+            let first = up.backoff(1, None);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            let second = up.backoff(2, None);
+            assert!(second >= Duration::from_millis(100) && second <= Duration::from_millis(200), "{second:?}");
+            assert!(up.backoff(10, None) <= Duration::from_millis(350));
+        }
+        assert_eq!(up.backoff(1, Some(Duration::from_millis(200))), Duration::from_millis(200));
+        assert_eq!(up.backoff(1, Some(Duration::from_secs(30))), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn only_connect_errors_timeouts_429_and_5xx_are_retried() {
+        let status = |s| AttemptError::Status { status: s, retry_after: None, body: Bytes::new() };
+        assert!(AttemptError::Timeout.retryable() && AttemptError::Connect(String::new()).retryable());
+        assert!(status(429).retryable() && status(500).retryable() && status(503).retryable());
+        assert!(!status(400).retryable() && !status(401).retryable() && !status(404).retryable() && !status(422).retryable());
+        assert_eq!(failure_status(&status(401)), (StatusCode::BAD_GATEWAY, "upstream_auth_failed"));
+        assert_eq!(failure_status(&status(404)), (StatusCode::NOT_FOUND, "upstream_rejected"));
+    }
+}

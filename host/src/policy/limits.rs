@@ -6,8 +6,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Wall-clock budget of one policy call. Defends against a guest that loops forever or
-/// computes for long enough to stall the worker thread that runs it.
-pub const DEFAULT_CPU_DEADLINE: Duration = Duration::from_millis(5);
+/// computes for long enough to stall the worker thread that runs it. Epochs measure wall
+/// time, not CPU time: 10 ms is ~400 times a typical call and leaves room for the OS to
+/// preempt a well-behaved call on a loaded host without failing it.
+pub const DEFAULT_CPU_DEADLINE: Duration = Duration::from_millis(10);
 /// Epoch granularity: the deadline is enforced to within one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Linear memory a guest may grow to. Defends against memory bombs; 16 MiB is ample for
