@@ -46,6 +46,8 @@ pub struct App {
     pub services: ScopeServices,
     /// Rate limits.
     pub limiter: crate::ratelimit::Limiter,
+    /// The chained audit trail of every change.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Startup failed.
@@ -104,6 +106,7 @@ impl App {
             log_lines_kept: config.policy.log_lines_kept,
         };
         let app = App {
+            audit: crate::audit::AuditLog::open(store.clone())?,
             tenants: Tenants::load(store.clone())?,
             upstream: Upstream::new(config.upstream.clone()),
             admin: AdminToken::new(admin_token.expose()),

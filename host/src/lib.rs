@@ -6,6 +6,7 @@
 //! [`server`] is the OpenAI-compatible front; [`providers`] speak each upstream's format.
 
 pub mod app;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

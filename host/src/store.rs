@@ -6,6 +6,7 @@
 //! - `policies`:  blake3(wasm) hex -> wasm bytes (uploads)
 //! - `compiled`:  blake3(wasm) hex -> the host's own compiled artifact
 //! - `meta`:      gateway-wide settings (master key version)
+//! - `audit`:     sequence number -> chained audit record (JSON)
 //! - `tenant`:    tenant key (16 bytes) + kind tag + rest -> per-tenant data
 //!
 //! Every per-tenant key starts with a fixed-width tenant key (the first 16 bytes of
@@ -105,6 +106,8 @@ pub struct Store {
     pub tenant: sled::Tree,
     /// Gateway-wide settings.
     pub meta: sled::Tree,
+    /// The audit chain.
+    pub audit: sled::Tree,
 }
 
 impl Store {
@@ -127,6 +130,7 @@ impl Store {
             compiled: db.open_tree("compiled")?,
             tenant: db.open_tree("tenant")?,
             meta: db.open_tree("meta")?,
+            audit: db.open_tree("audit")?,
             db,
         })
     }

@@ -465,6 +465,6 @@ async fn malformed_sse_mid_stream_ends_with_the_cut_event_and_no_done_for_every_
         assert!(!text.is_empty() && ANSWER.starts_with(&text) && text != ANSWER, "{}: {text:?}", kind.name);
         let row = mocked::ledger_row(&s.gw, &tenant_id(kind), &reply.header("x-request-id")).await;
         assert_eq!(row["outcome"], "upstream_cut", "{}", kind.name);
-        assert!(row["completion_tokens"].as_u64().unwrap_or(0) > 0, "{}: what flowed is billed: {row}", kind.name);
+        assert!(row["completion_tokens"].as_u64().unwrap_or(0) >= (text.len() as u64).div_ceil(4), "{}: what flowed ({text:?}) is billed: {row}", kind.name);
     }
 }

@@ -228,3 +228,30 @@ async fn end_user_budgets_and_tenant_price_overrides_apply() {
     assert!(second.text().contains("end user 'alice'"), "{}", second.text());
     assert_eq!(gw.chat(&token, body("bob")).await.status, 200, "other end users keep their own budget");
 }
+
+#[tokio::test]
+async fn every_change_lands_in_a_verifiable_audit_chain_without_secrets() {
+    let gw = Gateway::start().await;
+    gw.demo_tenant("audited", 10.0).await;
+    let manage = token(&gw, "audited", "manage").await;
+    let put = gw.call("PUT", "/v1/tenant/credentials/k2", Some(&manage), &[], json!({"provider": "openai", "api_key": "sk-audit-canary"}).to_string().into_bytes()).await;
+    assert_eq!(put.status, 200);
+    assert_eq!(gw.admin("PATCH", "/admin/v1/tenants/audited", json!({"budget_usd": 20.0})).await.status, 200);
+    assert_eq!(gw.admin("POST", "/admin/v1/keys/rotate", json!({"new_master_key": "11".repeat(32)})).await.status, 200);
+    let log = get(&gw, "/admin/v1/audit", ADMIN).await;
+    assert!(!log.text().contains("sk-audit-canary") && !log.text().contains("sk-canary-audited"), "{}", log.text());
+    let actions: Vec<(String, String)> = log.json()["data"].as_array().expect("data").iter().map(|r| (r["actor"].as_str().unwrap_or("").to_string(), r["action"].as_str().unwrap_or("").to_string())).collect();
+    let names: Vec<&str> = actions.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(names, vec!["tenant.create", "token.issue", "credential.put", "tenant.update", "keys.rotate"]);
+    assert!(actions[2].0.starts_with("tenant:audited/token:"), "self-service changes name the token: {:?}", actions[2]);
+    let own = get(&gw, "/v1/tenant/audit", &manage).await.json();
+    assert_eq!(own["data"].as_array().map(|d| d.len()), Some(4), "the tenant sees its own records, not the gateway-wide rotation");
+    let verified = get(&gw, "/admin/v1/audit/verify", ADMIN).await.json();
+    assert_eq!((verified["ok"].as_bool(), verified["records"].as_u64()), (Some(true), Some(5)));
+    // Tamper with record 2 on disk: verification points at it.
+    let raw = gw.app.store.audit.get(2u64.to_be_bytes()).expect("read").expect("record");
+    let edited = String::from_utf8_lossy(&raw).replace("token.issue", "token.issuE");
+    gw.app.store.audit.insert(2u64.to_be_bytes(), edited.as_bytes()).expect("write");
+    let broken = get(&gw, "/admin/v1/audit/verify", ADMIN).await.json();
+    assert_eq!((broken["ok"].as_bool(), broken["broken_at"].as_u64()), (Some(false), Some(2)));
+}

@@ -26,6 +26,9 @@ use crate::store::TenantKey;
 use crate::tenants::{validate_id, Tenant};
 use crate::tokens::{self, Scope};
 
+/// The audit trail's name for the operator token.
+const OPERATOR: &str = "operator";
+
 /// Largest admin JSON body.
 const MAX_ADMIN_BODY_BYTES: usize = 64 << 10;
 /// Tenants per page of `GET /admin/v1/tenants`.
@@ -181,11 +184,12 @@ async fn delete_tenant(app: &App, id: &str) -> Result<usize, GatewayError> {
     Ok(removed)
 }
 
-async fn upload_policy(app: &App, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
+async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
     let hash = app.policies.upload(wasm.to_vec()).await.map_err(|e| match e {
         crate::PolicyError::Upload(u) => GatewayError::bad_request("invalid_policy", u.to_string()),
         other => GatewayError::Policy(other),
     })?;
+    app.audit.append(actor, "policy.upload", tenant, json!({"hash": hash.to_string(), "bytes": wasm.len()})).await?;
     Ok(json_response(StatusCode::CREATED, &json!({"hash": hash.to_string()})))
 }
 
@@ -205,8 +209,15 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["admin", "v1", "tenants"]) => {
             let tenant = create_tenant(app, parse(&body)?).await?;
+            app.audit.append(OPERATOR, "tenant.create", &tenant.id, json!({"budget": tenant.budget, "rate_limits": tenant.rate_limits})).await?;
             created(tenant_json(&tenant))
         }
+        (Method::GET, ["admin", "v1", "audit"]) => {
+            let after = query_param(&query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
+            ok(json!({"data": app.audit.read(after, limit, query_param(&query, "tenant"))?}))
+        }
+        (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify()?)),
         (Method::GET, ["admin", "v1", "tenants"]) => {
             let page = app.tenants.page(query_param(&query, "after"), TENANTS_PER_PAGE);
             let next = (page.len() == TENANTS_PER_PAGE).then(|| page.last().map(|t| t.id.clone())).flatten();
@@ -214,19 +225,23 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
         }
         (Method::PATCH, ["admin", "v1", "tenants", id]) => {
             let current = tenant(app, id)?;
+            let changes: serde_json::Value = parse(&body)?;
             let updated = update_tenant(app, &current, parse(&body)?).await?;
+            let changed: Vec<&String> = changes.as_object().map(|m| m.keys().collect()).unwrap_or_default();
+            app.audit.append(OPERATOR, "tenant.update", id, json!({"fields": changed, "budget": updated.budget})).await?;
             ok(tenant_json(&updated))
         }
         (Method::DELETE, ["admin", "v1", "tenants", id]) => {
             tenant(app, id)?;
             let removed = delete_tenant(app, id).await?;
+            app.audit.append(OPERATOR, "tenant.delete", id, json!({"records_removed": removed})).await?;
             ok(json!({"deleted": id, "records_removed": removed}))
         }
         (_, ["admin", "v1", "tenants", id, rest @ ..]) => {
             let found = tenant(app, id)?;
-            tenant_api::handle(app, found, &method, rest, &query, &body).await
+            tenant_api::handle(app, OPERATOR, found, &method, rest, &query, &body).await
         }
-        (Method::POST, ["admin", "v1", "policies"]) => upload_policy(app, &body).await,
+        (Method::POST, ["admin", "v1", "policies"]) => upload_policy(app, OPERATOR, "", &body).await,
         (Method::POST, ["admin", "v1", "keys", "rotate"]) => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -244,6 +259,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             };
             let fingerprint = key.fingerprint();
             let rewrapped = app.vault.rotate(key).await?;
+            app.audit.append(OPERATOR, "keys.rotate", "", json!({"new_key_fingerprint": fingerprint, "rewrapped_data_keys": rewrapped})).await?;
             ok(json!({"rewrapped_data_keys": rewrapped, "new_key_fingerprint": fingerprint, "key_file_updated": app.vault.key_in_file()}))
         }
         (Method::POST, ["api", "v1", "tenants"]) => {
@@ -265,6 +281,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             let config = json!({"provider": quick.provider, "credential": "default", "model": quick.model, "max_tokens": quick.max_tokens, "temperature": quick.temperature});
             let tenant = assign_policy(app, &tenant, AssignPolicy { hash: app.default_policy.to_string(), config: Some(config) }).await?;
             let (token, record) = tokens::issue(&app.store, &tenant.id, Scope::Inference, RateLimits::default()).await?;
+            app.audit.append(OPERATOR, "tenant.create", &tenant.id, json!({"via": "/api/v1/tenants", "budget": tenant.budget, "credential": "default", "token_id": record.id})).await?;
             created(json!({"tenant": tenant_json(&tenant), "token": token, "token_id": record.id}))
         }
         (Method::GET, ["api", "v1", "metering", "tenant", id]) => {
@@ -289,8 +306,9 @@ pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<
     let parts: Vec<&str> = path.split('/').skip(3).collect();
     let limit = if parts == ["policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
     let body = read_capped(request.into_body(), limit).await?;
+    let actor = format!("tenant:{}/token:{}", tenant.id, token.id);
     match (method.clone(), parts.as_slice()) {
-        (Method::POST, ["policies"]) => upload_policy(app, &body).await,
-        (_, rest) => tenant_api::handle(app, tenant, &method, rest, &query, &body).await,
+        (Method::POST, ["policies"]) => upload_policy(app, &actor, &tenant.id, &body).await,
+        (_, rest) => tenant_api::handle(app, &actor, tenant, &method, rest, &query, &body).await,
     }
 }

@@ -88,19 +88,19 @@ impl Pump {
     async fn event(&mut self, event: &SseEvent) -> Result<(), End> {
         let chunks = self.translator.event(event).map_err(|_| End::UpstreamCut)?;
         for mut chunk in chunks {
-            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
-                if !self.include_usage {
-                    // The gateway always asks upstream for usage; a client that did not
-                    // ask must not get the extra chunk.
-                    if chunk.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty()) {
-                        continue;
-                    }
-                    if let Some(map) = chunk.as_object_mut() {
-                        map.remove("usage");
-                    }
-                } else {
-                    self.usage_sent = true;
+            let has_usage = chunk.get("usage").is_some_and(|u| !u.is_null());
+            if !self.include_usage {
+                // The gateway always asks upstream for usage; a client that did not ask
+                // must not get the extra chunk, nor the `"usage": null` OpenAI puts on
+                // every other chunk of a stream that asked.
+                if has_usage && chunk.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty()) {
+                    continue;
                 }
+                if let Some(map) = chunk.as_object_mut() {
+                    map.remove("usage");
+                }
+            } else if has_usage {
+                self.usage_sent = true;
             }
             if let Some(delta) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
                 if self.text.len() < crate::sessions::MAX_TURN_BYTES {
@@ -184,7 +184,15 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
         End::ClientGone => "client_disconnected",
         End::UpstreamCut => "upstream_cut",
     };
-    let reported = (usage.prompt_tokens > 0 || usage.completion_tokens > 0).then_some(usage);
+    let mut reported = (usage.prompt_tokens > 0 || usage.completion_tokens > 0).then_some(usage);
+    if end != End::Finished {
+        // Usage seen before the end is partial: providers report the completion count
+        // last (Anthropic's `message_start` says 1 output token, Gemini's interim events
+        // none), so a cut stream is billed at least for the text that flowed.
+        if let Some(partial) = reported.as_mut() {
+            partial.completion_tokens = partial.completion_tokens.max(pump.translator.completion_bytes().div_ceil(4));
+        }
+    }
     settlement.reply = std::mem::take(&mut pump.text);
     settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
 }

@@ -189,15 +189,18 @@ fn memory_error(e: crate::policy::MemoryError) -> GatewayError {
 }
 
 /// Serves `method rest` for tenant `tenant`. `rest` is the path after the tenant prefix.
-pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: &[&str], query: &str, body: &[u8]) -> Result<Response<Body>, GatewayError> {
+/// `actor` names who is asking, for the audit trail.
+pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &Method, rest: &[&str], query: &str, body: &[u8]) -> Result<Response<Body>, GatewayError> {
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     let created = |v: Value| Ok(json_response(StatusCode::CREATED, &v));
     let id = tenant.id.as_str();
+    let audit = |action: &'static str, detail: Value| async move { app.audit.append(actor, action, id, detail).await };
     match (method.clone(), rest) {
         (Method::GET, []) => ok(tenant_json(&tenant)),
         (Method::POST, ["tokens"]) => {
             let request: IssueToken = parse(body)?;
             let (token, record) = tokens::issue(&app.store, id, request.scope, request.rate_limits).await?;
+            audit("token.issue", json!({"token_id": record.id, "scope": record.scope})).await?;
             created(json!({"token": token, "id": record.id, "scope": record.scope, "tenant_id": id}))
         }
         (Method::GET, ["tokens"]) => ok(json!({"data": tokens::list(&app.store, id)?})),
@@ -205,19 +208,26 @@ pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: 
             if !tokens::revoke(&app.store, id, token_id).await? {
                 return Err(GatewayError::NotFound(format!("no token '{token_id}'")));
             }
+            audit("token.revoke", json!({"token_id": token_id})).await?;
             ok(json!({"revoked": token_id}))
         }
-        (Method::PUT, ["credentials", name]) => ok(put_credential(app, id, name, parse(body)?).await?),
+        (Method::PUT, ["credentials", name]) => {
+            let meta = put_credential(app, id, name, parse(body)?).await?;
+            audit("credential.put", json!({"name": name, "provider": meta["provider"]})).await?;
+            ok(meta)
+        }
         (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(id)?})),
         (Method::DELETE, ["credentials", name]) => {
             if !app.vault.delete(id, name).await? {
                 return Err(GatewayError::NotFound(format!("no credential '{name}'")));
             }
+            audit("credential.delete", json!({"name": name})).await?;
             ok(json!({"deleted": name}))
         }
         (Method::GET, ["policy"]) => ok(json!({"policy": tenant.policy, "previous_policy": tenant.previous_policy, "default_policy": app.default_policy.to_string()})),
         (Method::PUT, ["policy"]) => {
             let updated = assign_policy(app, &tenant, parse(body)?).await?;
+            audit("policy.assign", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
             ok(tenant_json(&updated))
         }
         (Method::POST, ["policy", "rollback"]) => {
@@ -227,7 +237,12 @@ pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: 
             let mut updated = (*tenant).clone();
             updated.previous_policy = updated.policy.replace(previous);
             let updated = app.tenants.put(updated).await?;
+            audit("policy.rollback", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
             ok(tenant_json(&updated))
+        }
+        (Method::GET, ["audit"]) => {
+            let after = query_param(query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            ok(json!({"data": app.audit.read(after, 1000, Some(id))?}))
         }
         (Method::GET, ["policy", "log"]) => {
             let log = crate::policy_log::PolicyLog::new(app.store.clone(), TenantKey::of(id), app.config.policy.log_lines_kept);
@@ -253,6 +268,7 @@ pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: 
             if !sessions(app, id).delete(session).map_err(memory_error)? {
                 return Err(GatewayError::NotFound(format!("no session '{session}'")));
             }
+            audit("session.delete", json!({"session": session})).await?;
             ok(json!({"deleted": session}))
         }
         (Method::GET, ["memory"]) => {
@@ -264,6 +280,7 @@ pub async fn handle(app: &Arc<App>, tenant: Arc<Tenant>, method: &Method, rest: 
         (Method::DELETE, ["memory", key]) => {
             let memory = crate::memory::TenantMemory::new(app.store.clone(), TenantKey::of(id), app.config.policy.memory_quota_bytes);
             memory.delete(key).map_err(memory_error)?;
+            audit("memory.delete", json!({"key": key})).await?;
             ok(json!({"deleted": key}))
         }
         _ => Err(GatewayError::NotFound(format!("no tenant resource /{}", rest.join("/")))),
