@@ -40,6 +40,30 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:4200")]
         url: String,
     },
+    /// Back up a running gateway's store to a file (the master key is not included).
+    Backup {
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+        /// Gateway URL.
+        #[arg(long, default_value = "http://127.0.0.1:4200")]
+        url: String,
+    },
+    /// Restore a backup into an empty data dir (the gateway must not be running on it).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data dir to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Verify the audit chain of a running gateway.
+    AuditVerify {
+        /// Gateway URL.
+        #[arg(long, default_value = "http://127.0.0.1:4200")]
+        url: String,
+    },
 }
 
 /// Loads the config for `serve`, applying command-line overrides.
@@ -116,26 +140,74 @@ async fn shutdown_signal() {
     }
 }
 
-/// Uploads a policy file through the admin API.
-pub async fn policy_upload(file: PathBuf, url: String) -> anyhow::Result<()> {
+/// Sends one admin request to a running gateway with `TOLLGATE_ADMIN_TOKEN`.
+async fn admin_request(method: http::Method, url: &str, path: &str, body: Vec<u8>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
     let token = std::env::var("TOLLGATE_ADMIN_TOKEN").map_err(|_| anyhow::anyhow!("set TOLLGATE_ADMIN_TOKEN to the operator token"))?;
-    let wasm = std::fs::read(&file)?;
-    let uri: http::Uri = format!("{}/admin/v1/policies", url.trim_end_matches('/')).parse()?;
+    let uri: http::Uri = format!("{}{path}", url.trim_end_matches('/')).parse()?;
     let host = uri.authority().map(|a| a.to_string()).ok_or_else(|| anyhow::anyhow!("--url needs a host"))?;
     let stream = tokio::net::TcpStream::connect(&host).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = http::Request::post(uri)
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
         .header(http::header::HOST, host)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(http::header::CONTENT_TYPE, "application/wasm")
-        .body(http_body_util::Full::new(bytes::Bytes::from(wasm)))?;
-    let response = sender.send_request(request).await?;
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    Ok(sender.send_request(request).await?)
+}
+
+/// Prints a JSON answer; fails on a non-2xx status.
+async fn print_answer(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<()> {
     let status = response.status();
     let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
     println!("{}", String::from_utf8_lossy(&body));
     if !status.is_success() {
-        anyhow::bail!("upload failed with HTTP {status}");
+        anyhow::bail!("the gateway answered HTTP {status}");
     }
+    Ok(())
+}
+
+/// Uploads a policy file through the admin API.
+pub async fn policy_upload(file: PathBuf, url: String) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&file)?;
+    print_answer(admin_request(http::Method::POST, &url, "/admin/v1/policies", wasm).await?).await
+}
+
+/// Verifies the audit chain.
+pub async fn audit_verify(url: String) -> anyhow::Result<()> {
+    print_answer(admin_request(http::Method::GET, &url, "/admin/v1/audit/verify", Vec::new()).await?).await
+}
+
+/// Streams a backup of a running gateway into `out` (written to a temporary name and
+/// renamed once complete, so a failed backup never looks like a good one).
+pub async fn backup(out: PathBuf, url: String) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let response = admin_request(http::Method::GET, &url, "/admin/v1/backup", Vec::new()).await?;
+    if !response.status().is_success() {
+        return print_answer(response).await;
+    }
+    let partial = out.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial).await?;
+    let mut body = response.into_body();
+    let mut bytes = 0u64;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Some(data) = frame?.data_ref() {
+            file.write_all(data).await?;
+            bytes += data.len() as u64;
+        }
+    }
+    file.sync_all().await?;
+    tokio::fs::rename(&partial, &out).await?;
+    println!("{{\"backup\": \"{}\", \"bytes\": {bytes}}}", out.display());
+    Ok(())
+}
+
+/// Restores a backup file into a new data dir.
+pub fn restore(from: PathBuf, data_dir: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
+    let file = std::io::BufReader::new(std::fs::File::open(&from)?);
+    let stats = crate::backup::restore(&data_dir, file)?;
+    println!("{}", serde_json::json!({"restored_into": data_dir.display().to_string(), "trees": stats.trees, "records": stats.records}));
     Ok(())
 }

@@ -16,5 +16,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config, data_dir, listen } => tollgate::cli::serve(tollgate::cli::serve_config(config, data_dir, listen)?).await,
         Command::PolicyUpload { file, url } => tollgate::cli::policy_upload(file, url).await,
+        Command::Backup { out, url } => tollgate::cli::backup(out, url).await,
+        Command::Restore { from, data_dir } => tollgate::cli::restore(from, data_dir),
+        Command::AuditVerify { url } => tollgate::cli::audit_verify(url).await,
     }
 }

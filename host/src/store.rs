@@ -135,6 +135,16 @@ impl Store {
         })
     }
 
+    /// Names of every tree (including sled's default one).
+    pub fn tree_names(&self) -> Vec<sled::IVec> {
+        self.db.tree_names()
+    }
+
+    /// Opens a tree by name.
+    pub fn open_tree(&self, name: &[u8]) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Removes every per-tenant record of `tenant` (one prefix scan: every kind shares the
     /// tenant key). Returns how many records were removed.
     pub fn purge_tenant(&self, tenant: &TenantKey) -> Result<usize, StoreError> {

@@ -468,3 +468,32 @@ async fn malformed_sse_mid_stream_ends_with_the_cut_event_and_no_done_for_every_
         assert!(row["completion_tokens"].as_u64().unwrap_or(0) >= (text.len() as u64).div_ceil(4), "{}: what flowed ({text:?}) is billed: {row}", kind.name);
     }
 }
+
+#[tokio::test]
+async fn an_answer_without_usage_is_billed_by_estimate_for_every_kind() {
+    let s = setup().await;
+    for (kind, token) in &s.tokens {
+        let kind = *kind;
+        for stream in [false, true] {
+            let mut sent = body("mock-nousage", json!({}));
+            if stream {
+                sent = mocked::streamed(sent, true);
+            }
+            let reply = s.gw.chat(token, sent).await;
+            assert_eq!(reply.status, 200, "{} stream={stream}: {}", kind.name, reply.text());
+            let text = if stream { mocked::streamed_text(&mocked::sse_chunks(&reply)) } else { reply.json()["choices"][0]["message"]["content"].as_str().unwrap_or("").to_string() };
+            assert_eq!(text, ANSWER, "{} stream={stream}", kind.name);
+            let row = mocked::ledger_row(&s.gw, &tenant_id(kind), &reply.header("x-request-id")).await;
+            assert_eq!(row["outcome"], "success");
+            // The gateway's own estimate: prompt bytes / 4 plus 3 per message; the answer at
+            // 4 bytes per token.
+            let prompt_estimate = ((SYSTEM.len() + PROMPT.len()) as u64).div_ceil(4) + 3 * 2;
+            assert_eq!(
+                (row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()),
+                (Some(prompt_estimate), Some((ANSWER.len() as u64).div_ceil(4))),
+                "{} stream={stream}: an answer the upstream did not count is billed by estimate: {row}",
+                kind.name
+            );
+        }
+    }
+}

@@ -76,8 +76,13 @@ impl Gateway {
     }
 
     pub async fn start_with(config: tollgate::Config) -> Self {
+        Self::start_with_key(config, Key::random()).await
+    }
+
+    /// A gateway whose master key the test knows (to open a restored store).
+    pub async fn start_with_key(config: tollgate::Config, key: Key) -> Self {
         let store = Store::temporary().expect("store");
-        let app = tollgate::App::with_store(config, store, Key::random(), &tollgate::Secret::new(ADMIN.into())).await.expect("app");
+        let app = tollgate::App::with_store(config, store, key, &tollgate::Secret::new(ADMIN.into())).await.expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

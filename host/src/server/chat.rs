@@ -374,7 +374,8 @@ async fn dispatch(
                     Ok((value, usage)) => {
                         let mut settlement = settlement;
                         settlement.reply = reply_text(&value);
-                        settlement.finish(Some(usage), 0, "success", Some(target)).await;
+                        // Billed by estimate from the answer when the upstream reports no usage.
+                        settlement.finish(Some(usage), completion_bytes(&value), "success", Some(target)).await;
                         let mut response = json_response(StatusCode::OK, &value);
                         headers.apply(&mut response, target);
                         Ok(response)
@@ -445,6 +446,20 @@ async fn try_target(
 /// The assistant text of an OpenAI `chat.completion`.
 fn reply_text(value: &Value) -> String {
     value.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// Bytes of generated output in an OpenAI `chat.completion`: every choice's text and
+/// tool-call arguments.
+fn completion_bytes(value: &Value) -> u64 {
+    let choices = value.get("choices").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut bytes = 0;
+    for message in choices.iter().filter_map(|c| c.get("message")) {
+        bytes += message.get("content").and_then(Value::as_str).map_or(0, str::len);
+        for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            bytes += call.pointer("/function/arguments").and_then(Value::as_str).map_or(0, str::len);
+        }
+    }
+    bytes as u64
 }
 
 /// The built-in demo provider: answered in process.
