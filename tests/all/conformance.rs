@@ -497,3 +497,23 @@ async fn an_answer_without_usage_is_billed_by_estimate_for_every_kind() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tool_call_without_usage_is_billed_by_estimate_for_every_kind() {
+    let s = setup().await;
+    let arguments = r#"{"q":"mock"}"#;
+    for (kind, token) in &s.tokens {
+        let kind = *kind;
+        for stream in [false, true] {
+            let mut sent = body("mock-nousage", json!({"tools": tools()}));
+            if stream {
+                sent = mocked::streamed(sent, true);
+            }
+            let reply = s.gw.chat(token, sent).await;
+            assert_eq!(reply.status, 200, "{} stream={stream}: {}", kind.name, reply.text());
+            let row = mocked::ledger_row(&s.gw, &tenant_id(kind), &reply.header("x-request-id")).await;
+            assert_eq!(row["outcome"], "success");
+            assert_eq!(row["completion_tokens"].as_u64(), Some((arguments.len() as u64).div_ceil(4)), "{} stream={stream}: tool-call arguments are output too: {row}", kind.name);
+        }
+    }
+}

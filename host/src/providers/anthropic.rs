@@ -400,6 +400,8 @@ impl StreamTranslator for AnthropicStream {
                     }
                     Some("input_json_delta") => {
                         let fragment = delta.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        // Tool-call arguments are generated output too.
+                        self.text_bytes += fragment.len() as u64;
                         let block = value.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let Some(&tool) = self.tool_index.get(&block) else {
                             return Err(ProviderError::BadResponse("tool input for a block that is not a tool call".into()));
@@ -656,7 +658,8 @@ mod tests {
             c(json!({}), json!("tool_calls")),
         ]);
         assert_eq!(s.usage(), Usage { prompt_tokens: 30, completion_tokens: 15, cached_tokens: 5 });
-        assert_eq!(s.completion_bytes(), 11);
+        // "Hello there" and the tool input `{"city":"Paris"}`.
+        assert_eq!(s.completion_bytes(), 11 + 17);
         Ok(())
     }
 

@@ -379,6 +379,8 @@ impl StreamTranslator for GeminiStream {
                 self.tool_calls += 1;
                 let mut call = tool_call(call, index);
                 call["index"] = index.into();
+                // Tool-call arguments are generated output too.
+                self.text_bytes += call.pointer("/function/arguments").and_then(Value::as_str).map_or(0, str::len) as u64;
                 out.push(self.delta_chunk(json!({"tool_calls": [call]})));
             }
         }
@@ -590,7 +592,8 @@ mod tests {
             c(json!({}), json!("tool_calls")),
         ]);
         assert_eq!(s.usage(), Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 2 });
-        assert_eq!(s.completion_bytes(), 5);
+        // "Hello" and the call's arguments `{"q":1}`.
+        assert_eq!(s.completion_bytes(), 5 + 7);
         Ok(())
     }
 

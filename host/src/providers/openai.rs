@@ -82,6 +82,10 @@ impl StreamTranslator for OpenAiStream {
                 if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
                     self.text_bytes += text.len() as u64;
                 }
+                // Tool-call arguments are generated output too.
+                for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    self.text_bytes += call.pointer("/function/arguments").and_then(Value::as_str).map_or(0, str::len) as u64;
+                }
             }
         }
         Ok(vec![chunk])
@@ -123,10 +127,11 @@ mod tests {
     fn stream_collects_usage_and_done() -> Result<(), ProviderError> {
         let mut s = OpenAi.stream("m", "r");
         s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"content":"hey"}}]}"#.into() })?;
+        s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#.into() })?;
         s.event(&SseEvent { event: None, data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.into() })?;
         s.event(&SseEvent { event: None, data: "[DONE]".into() })?;
         assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0 });
-        assert_eq!(s.completion_bytes(), 3);
+        assert_eq!(s.completion_bytes(), 5);
         assert!(s.finished());
         Ok(())
     }
