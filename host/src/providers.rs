@@ -129,7 +129,8 @@ pub trait StreamTranslator: Send {
     fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, ProviderError>;
     /// Usage seen so far: a cut stream is billed for what flowed.
     fn usage(&self) -> Usage;
-    /// Completion text bytes seen so far (estimates usage when the upstream sends none).
+    /// Completion bytes seen so far, text plus tool-call arguments (estimates usage when
+    /// the upstream sends none or the stream is cut).
     fn completion_bytes(&self) -> u64;
     /// Whether the upstream has signalled the end of the stream.
     fn finished(&self) -> bool;

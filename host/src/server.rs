@@ -225,6 +225,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl std::fut
             }
         });
     }
+    // Stop accepting at once: new clients are refused instead of queueing behind the drain.
+    drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");

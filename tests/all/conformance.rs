@@ -517,3 +517,34 @@ async fn a_tool_call_without_usage_is_billed_by_estimate_for_every_kind() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_stream_is_cut_after_the_idle_timeout_for_every_kind() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let mut config = mocked::config(&mock);
+    config.upstream.timeout = Duration::from_millis(400);
+    let gw = Gateway::start_with(config).await;
+    let mut tokens = Vec::new();
+    for kind in KINDS {
+        tokens.push((kind, mocked::tenant(&gw, &tenant_id(kind), kind.name, &key(kind)).await));
+    }
+    let started = std::time::Instant::now();
+    // The first piece comes at once, the next after 3 s of silence.
+    let replies = futures_util::future::join_all(tokens.iter().map(|(kind, token)| {
+        let gw = &gw;
+        async move { (*kind, gw.chat(token, mocked::streamed(body("mock-chunks=2-pace=3000", json!({})), true)).await) }
+    }))
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "the stall was cut, not waited out: {:?}", started.elapsed());
+    for (kind, reply) in replies {
+        assert_eq!(reply.status, 200, "{}", kind.name);
+        let chunks = mocked::sse_chunks(&reply);
+        assert!(!mocked::sse_data(&reply).iter().any(|d| d == "[DONE]"), "{}", kind.name);
+        assert_eq!(chunks.last().map(|c| c["error"]["code"].clone()), Some(json!("upstream_stream_cut")), "{}: {chunks:?}", kind.name);
+        let text = mocked::streamed_text(&chunks);
+        assert!(!text.is_empty() && ANSWER.starts_with(&text) && text != ANSWER, "{}: {text:?}", kind.name);
+        let row = mocked::ledger_row(&gw, &tenant_id(kind), &reply.header("x-request-id")).await;
+        assert_eq!(row["outcome"], "upstream_cut", "{}", kind.name);
+    }
+    assert_eq!(mock.hits(), 3, "a started stream is not retried");
+}

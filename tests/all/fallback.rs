@@ -155,3 +155,37 @@ async fn a_started_stream_that_is_cut_is_not_switched_and_is_billed_for_what_flo
         assert_eq!(row["cost_microdollars"].as_u64(), Some(prompt + completion), "{}: {row}", kind.name);
     }
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_is_billed_for_what_flowed() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start_with(mocked::config(&mock)).await;
+    for kind in KINDS {
+        let id = format!("hangup-{}", kind.name);
+        let token = mocked::tenant(&gw, &id, kind.name, "sk-hangup").await;
+        // Ten pieces, 100 ms apart; the client leaves after the first.
+        let body = mocked::streamed(hello("mock-chunks=10-pace=100"), true);
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        let connection = tokio::spawn(connection);
+        let request = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
+            .header("host", gw.addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request");
+        let response = tokio::time::timeout(std::time::Duration::from_secs(5), sender.send_request(request)).await.expect("in time").expect("response");
+        assert_eq!(response.status(), 200);
+        let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), http_body_util::BodyExt::frame(&mut body)).await.expect("first chunk");
+        assert!(matches!(first, Some(Ok(_))), "{}", kind.name);
+        drop(body);
+        drop(sender);
+        connection.abort();
+
+        let row = mocked::ledger_row(&gw, &id, &request_id).await;
+        assert_eq!(row["outcome"], "client_disconnected", "{}: {row}", kind.name);
+        assert!(row["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{}: {row}", kind.name);
+        assert!(row["latency_ms"].as_u64().unwrap_or(u64::MAX) < 900, "{}: the gateway noticed before the upstream finished: {row}", kind.name);
+    }
+}

@@ -30,7 +30,7 @@ async fn demo_chat_runs_the_whole_request_path_and_lands_in_the_ledger() {
     assert_eq!(usage["requests"], 1);
     // demo-small: $1 per Mtok in, $2 out: 3 * 1 + 10 * 2 = 23 micro-dollars.
     assert_eq!(usage["cost_microdollars"], 23);
-    let ledger = gw.call("GET", "/admin/v1/tenants/tenant-a/usage", Some(ADMIN), &[], Vec::new()).await.json();
+    let ledger = gw.call("GET", "/admin/v1/tenants/tenant-a/usage/records?start=2000-01-01&end=2100-12-31", Some(ADMIN), &[], Vec::new()).await.json();
     assert_eq!(ledger["data"][0]["request_id"].as_str(), Some(reply.header("x-request-id").as_str()));
     assert_eq!(ledger["data"][0]["outcome"], "success");
 }

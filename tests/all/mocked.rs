@@ -136,7 +136,7 @@ pub async fn upload(gw: &Gateway, package: &str) -> String {
     reply.json()["hash"].as_str().expect("hash").to_string()
 }
 
-/// The tenant's ledger rows (newest first, as the admin API returns them).
+/// The tenant's ledger rows (`GET .../usage/records`), in the order the admin API returns them.
 pub async fn ledger(gw: &Gateway, id: &str) -> Vec<Value> {
     let reply = admin_ok(gw, "GET", &format!("/admin/v1/tenants/{id}/usage/records"), Value::Null).await;
     reply["data"].as_array().cloned().unwrap_or_default()

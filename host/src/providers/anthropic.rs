@@ -659,7 +659,7 @@ mod tests {
         ]);
         assert_eq!(s.usage(), Usage { prompt_tokens: 30, completion_tokens: 15, cached_tokens: 5 });
         // "Hello there" and the tool input `{"city":"Paris"}`.
-        assert_eq!(s.completion_bytes(), 11 + 17);
+        assert_eq!(s.completion_bytes(), 11 + 16);
         Ok(())
     }
 
