@@ -198,7 +198,11 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
         .total_tables(slots * 4)
         .max_tables_per_component(4)
         .max_memory_size(limits.memory_bytes)
-        .total_stacks(slots);
+        .total_stacks(slots)
+        .linear_memory_keep_resident(limits::KEEP_RESIDENT_MEMORY_BYTES)
+        .table_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
+        .async_stack_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
+        .decommit_batch_size(limits::DECOMMIT_BATCH);
     let mut config = Config::new();
     config
         .epoch_interruption(true)

@@ -10,7 +10,7 @@ pub struct Hostile;
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
     pad[(depth % 256) as usize] = depth as u8;
-    let r = recurse(depth + 1, std::hint::black_box(pad));
+    let r = recurse(depth + 1, pad);
     r.wrapping_mul(31) ^ u64::from(pad[(r % 256) as usize])
 }
 
