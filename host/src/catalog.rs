@@ -95,7 +95,7 @@ impl Catalog {
     /// The built-in catalog with the operator's entries applied on top (same provider and
     /// model replaces, new ones are added).
     pub fn new(operator: &[ModelEntry]) -> Self {
-        let mut models: Vec<ModelInfo> = BUILTIN
+        let models: Vec<ModelInfo> = BUILTIN
             .iter()
             .map(|&(provider, model, input, output, context_window)| ModelInfo {
                 provider: provider.into(),
@@ -105,14 +105,7 @@ impl Catalog {
                 context_window,
             })
             .collect();
-        for entry in operator {
-            let info = entry.info();
-            match models.iter_mut().find(|m| m.provider == info.provider && m.model == info.model) {
-                Some(existing) => *existing = info,
-                None => models.push(info),
-            }
-        }
-        Self { models }
+        Catalog { models }.with_overrides(operator)
     }
 
     /// This catalog with `overrides` applied (a tenant's own prices).

@@ -3,7 +3,10 @@
 //!
 //! Uploads N distinct components (the stock default policy with a distinct custom
 //! section each, so N hashes and N compiled copies), with the compiled-component LRU large
-//! enough to keep them all, and prints resident memory before and after, per component.
+//! enough to keep them all (or `CACHE` entries), and prints resident memory before and
+//! after, per component. The store is sled's in-memory temporary mode, so the figure also
+//! holds each wasm and its compiled artifact as stored bytes; run once with the default
+//! and once with `CACHE=10` to separate what the LRU of compiled components costs.
 
 use std::sync::Arc;
 
@@ -34,7 +37,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let wasm = tollgate_tests::guests::wasm("tollgate-policy-default");
     let store = Store::temporary().expect("store");
-    let policies = Arc::new(PolicyRuntime::new(PolicyLimits { compiled_cache: count as usize + 1, ..PolicyLimits::default() }, store).expect("runtime"));
+    let cache: usize = std::env::var("CACHE").ok().and_then(|v| v.parse().ok()).unwrap_or(count as usize + 1);
+    let policies = Arc::new(PolicyRuntime::new(PolicyLimits { compiled_cache: cache, ..PolicyLimits::default() }, store).expect("runtime"));
     let before = rss_kib();
     let started = std::time::Instant::now();
     runtime.block_on(async {
