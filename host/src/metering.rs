@@ -146,12 +146,13 @@ pub struct Rollup {
 }
 
 impl Rollup {
+    /// Saturating: token counts come from upstreams, which may report anything.
     fn add(&mut self, other: &Rollup) {
-        self.requests += other.requests;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.cached_tokens += other.cached_tokens;
-        self.cost_microdollars += other.cost_microdollars;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
+        self.cost_microdollars = self.cost_microdollars.saturating_add(other.cost_microdollars);
     }
 }
 

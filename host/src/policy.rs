@@ -397,7 +397,18 @@ impl PolicyRuntime {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), request_id.into()));
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        // Check in on every epoch tick: a long call yields its worker thread to other
+        // requests between ticks (a guest spinning to its deadline would otherwise hold a
+        // tokio worker for the whole deadline). The deadline counts the ticks the guest ran
+        // through, not the time it spent yielded, so a busy gateway does not kill a
+        // well-behaved call that merely waited its turn. One extra tick: the first may
+        // arrive just after the call starts.
+        let mut ticks_left = self.limits.deadline_ticks();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            Ok(if ticks_left == 0 { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::Yield(1) })
+        });
         Call { store, started: Instant::now() }
     }
 

@@ -191,7 +191,8 @@ pub fn usage_json(usage: Usage) -> Value {
     serde_json::json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        // Saturating: the counts come from the upstream, which may report anything.
+        "total_tokens": usage.prompt_tokens.saturating_add(usage.completion_tokens),
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     })
 }

@@ -14,3 +14,4 @@ mod conformance;
 mod fallback;
 mod canary;
 mod shutdown;
+mod noisy;

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Wall-clock budget of one policy call. Defends against a guest that loops forever or
-/// computes for long enough to stall the worker thread that runs it. Epochs measure wall
-/// time, not CPU time: 10 ms is ~400 times a typical call and leaves room for the OS to
+/// Running-time budget of one policy call, counted in epoch ticks the guest ran through
+/// (time spent yielded to other requests does not count). Defends against a guest that
+/// loops forever or computes long enough to starve other requests. Ticks are wall-clock
+/// while the guest runs: 10 ms is ~400 times a typical call and leaves room for the OS to
 /// preempt a well-behaved call on a loaded host without failing it.
 pub const DEFAULT_CPU_DEADLINE: Duration = Duration::from_millis(10);
-/// Epoch granularity: the deadline is enforced to within one tick.
+/// Epoch granularity: the deadline is enforced to within one tick, and a long call yields
+/// its thread to other requests once per tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Linear memory a guest may grow to. Defends against memory bombs; 16 MiB is ample for
 /// routing logic yet keeps 64 concurrent calls under 1 GiB.
@@ -149,8 +151,7 @@ impl PolicyLimits {
         Duration::from_millis(self.cpu_deadline_ms)
     }
 
-    /// Epoch ticks from call start to interruption (one extra tick so a call that starts
-    /// just before a tick still gets the whole deadline).
+    /// Epoch ticks a call may run through before it is interrupted.
     pub fn deadline_ticks(&self) -> u64 {
         (self.cpu_deadline().as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
     }

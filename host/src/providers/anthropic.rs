@@ -112,7 +112,8 @@ fn usage_from(usage: &Value, previous: Usage) -> Usage {
     let field = |name: &str| usage.get(name).and_then(Value::as_u64);
     let prompt = match (field("input_tokens"), field("cache_read_input_tokens"), field("cache_creation_input_tokens")) {
         (None, None, None) => None,
-        (input, read, creation) => Some((input.unwrap_or(0) + read.unwrap_or(0) + creation.unwrap_or(0), read.unwrap_or(0))),
+        // Saturating: the counts come from the upstream, which may report anything.
+        (input, read, creation) => Some((input.unwrap_or(0).saturating_add(read.unwrap_or(0)).saturating_add(creation.unwrap_or(0)), read.unwrap_or(0))),
     };
     let (prompt_tokens, cached_tokens) = prompt.unwrap_or((previous.prompt_tokens, previous.cached_tokens));
     Usage { prompt_tokens, completion_tokens: field("output_tokens").unwrap_or(previous.completion_tokens), cached_tokens }

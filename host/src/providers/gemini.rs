@@ -113,7 +113,8 @@ fn usage_from(meta: &Value) -> Usage {
     let field = |name: &str| meta.get(name).and_then(Value::as_u64).unwrap_or(0);
     Usage {
         prompt_tokens: field("promptTokenCount"),
-        completion_tokens: field("candidatesTokenCount") + field("thoughtsTokenCount"),
+        // Saturating: the counts come from the upstream, which may report anything.
+        completion_tokens: field("candidatesTokenCount").saturating_add(field("thoughtsTokenCount")),
         cached_tokens: field("cachedContentTokenCount"),
     }
 }

