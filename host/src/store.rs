@@ -90,10 +90,52 @@ pub enum Kind {
     Rollup = b'd',
 }
 
+/// Group commit: one flushing thread serves every waiting writer. Each batch of waiters
+/// shares one `sled::Db::flush`. (sled 0.34's own `flush_async` deadlocks when called
+/// concurrently — spacejam/sled#1308 — which hung the gateway under load.)
+struct Flusher {
+    requests: std::sync::Mutex<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> Result<Self, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        std::thread::Builder::new()
+            .name("tollgate-flush".into())
+            .spawn(move || {
+                // Ends when every Store clone (and so the sender) is gone.
+                while let Ok(first) = rx.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Aborted(format!("starting the flush thread: {e}")))?;
+        Ok(Self { requests: std::sync::Mutex::new(tx) })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.requests.lock().map(|requests| requests.send(tx).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(StoreError::Aborted("the flush thread has stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Aborted(format!("flush failed: {e}"))),
+            Err(_) => Err(StoreError::Aborted("the flush thread has stopped".into())),
+        }
+    }
+}
+
 /// The gateway's store.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    flusher: std::sync::Arc<Flusher>,
     /// Tenant records.
     pub tenants: sled::Tree,
     /// Token hash to token record.
@@ -131,6 +173,7 @@ impl Store {
             tenant: db.open_tree("tenant")?,
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
+            flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
             db,
         })
     }
@@ -160,8 +203,7 @@ impl Store {
 
     /// Makes every write so far durable. Concurrent callers share one flush (group commit).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.flusher.flush().await
     }
 
     /// Flushes synchronously (startup, shutdown, tests).
@@ -192,5 +234,29 @@ mod tests {
         let abc = TenantKey::of("abc").prefix(Kind::Memory);
         assert_eq!(ab.len(), abc.len());
         assert!(!abc.starts_with(&ab) && !ab.starts_with(&abc));
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+
+    /// Hundreds of concurrent flushes all complete (sled's `flush_async` deadlocks here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_complete() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut tasks = Vec::new();
+        for i in 0..300u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.tenant.insert(i.to_be_bytes(), vec![0u8; 64])?;
+                store.flush().await
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(std::time::Duration::from_secs(30), task).await??.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
