@@ -45,7 +45,7 @@ PROFILES = {
         "warmup_s": 2,
         "s1_s": 10,
         "s2_s": 5,
-        "s2_rates": [100, 200, 500, 1000, 2000, 3000, 4000, 6000, 8000, 12000],
+        "s2_rates": [100, 200, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000],
         "s2_conc": 128,
         "s3_s": 5,
         "s3_conc": [1, 2, 4, 8, 16, 32, 64],
@@ -66,7 +66,7 @@ PROFILES = {
         "warmup_s": 1,
         "s1_s": 2,
         "s2_s": 2,
-        "s2_rates": [100, 500, 2000, 6000],
+        "s2_rates": [100, 500, 1000, 2000],
         "s2_conc": 64,
         "s3_s": 2,
         "s3_conc": [1, 8, 32],
@@ -722,6 +722,7 @@ def setup_tenants(tollgate, count, variants, threads=32, limit_s=600):
     with ThreadPoolExecutor(2) as pool:
         hashes = list(pool.map(tollgate.upload, variants))
     uploaded = time.time()
+    rss_after_uploads = tollgate.service.rss_kib()
     ids = [f"t{i:05d}" for i in range(count)]
     hung_before = tollgate.generation
 
@@ -733,7 +734,8 @@ def setup_tenants(tollgate, count, variants, threads=32, limit_s=600):
         tokens = list(pool.map(one, range(count)))
     finished = time.time()
     return tokens, {"policies": len(hashes), "upload_s": uploaded - started, "tenants_s": finished - uploaded,
-                    "tenants_per_s": count / (finished - uploaded), "setup_hangs": tollgate.generation - hung_before}
+                    "tenants_per_s": count / (finished - uploaded), "setup_hangs": tollgate.generation - hung_before,
+                    "rss_after_uploads_kib": rss_after_uploads}
 
 
 def expected_distinct(n_tenants, n_requests, exponent=1.0):
@@ -1084,8 +1086,8 @@ def report(ctx, results):
             add(f"(At {s6r['first_try']['conc']} connections the 1-tenant instance stopped answering, so both instances "
                 f"were measured at {many['conc']}.)")
         add("")
-        add("| instance | req/s | p50 ms | p99 ms | ok | distinct tenants hit (expected) | setup | RSS fresh MiB | RSS after setup MiB | RSS peak under load MiB | data dir MiB |")
-        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        add("| instance | req/s | p50 ms | p99 ms | ok | distinct tenants hit (expected) | setup | RSS fresh MiB | RSS after policy uploads MiB | RSS after tenants MiB | RSS peak under load MiB | data dir MiB |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for label, r in s6r.items():
             if not isinstance(r, dict) or "rps" not in r:
                 continue
@@ -1095,12 +1097,18 @@ def report(ctx, results):
             hung = " **hung**" if r.get("hung") else ""
             add(f"| {label} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['success'] * 100:.1f}%{hung} | "
                 f"{fmt(float(r['distinct_tenants_expected']))} | {setup} | {fmt(mib(r['rss_fresh_kib']))} | "
-                f"{fmt(mib(r['rss_after_setup_kib']))} | {fmt(mib(r['rss_peak_kib']))} | {fmt(r['data_dir_bytes'] / 1048576)} |")
+                f"{fmt(mib(r.get('rss_after_uploads_kib')))} | {fmt(mib(r['rss_after_setup_kib']))} | {fmt(mib(r['rss_peak_kib']))} | "
+                f"{fmt(r['data_dir_bytes'] / 1048576)} |")
         one = s6r["1 tenant"]
         per_tenant = (many["rss_peak_kib"] - one["rss_peak_kib"]) / max(1, many["tenants"] - 1)
         add("")
         add(f"Ratios: throughput {fmt(many['rps'] / one['rps'])}×, p99 {fmt(many['p99_ms'] / one['p99_ms'])}× the 1-tenant "
             f"figures; memory per tenant (peak RSS difference ÷ tenants) {fmt(per_tenant)} KiB.")
+        if many.get("rss_after_uploads_kib") and one.get("rss_after_uploads_kib"):
+            per_component = (many["rss_after_uploads_kib"] - one["rss_after_uploads_kib"]) / max(1, many["policies"] - one["policies"])
+            per_record = (many["rss_after_setup_kib"] - many["rss_after_uploads_kib"]) / many["tenants"]
+            add(f"Split at rest: {fmt(per_component)} KiB per distinct policy component (uploaded and compiled), "
+                f"{fmt(per_record)} KiB per tenant record (tenant, token, sealed credential, policy assignment).")
         add("")
 
     s7r = results.get("S7")
