@@ -1,13 +1,23 @@
 //! Spend, reservations and the usage ledger, all in integer micro-dollars.
 //!
 //! Counters are keyed by period id (`2026-11`, `2026-11-30`, `total`), so a new period
-//! starts at zero without a reset job. A reservation and its settlement are each one sled
-//! transaction over the tenant's counters (and, on settle, its ledger record), so
-//! concurrent requests can never together pass the budget by more than the amount by
-//! which actual usage exceeded what each reserved.
+//! starts at zero without a reset job. Budgets are checked and held in memory under one
+//! lock (`counters.rs`), with a reservation record written per request; a settlement
+//! writes the spend counters, the ledger record and the rollups in one sled transaction,
+//! batched across requests (`writer.rs`). So concurrent requests can never together pass
+//! the budget by more than the amount by which actual usage exceeded what each reserved,
+//! and a crash charges every reservation not yet settled.
+
+mod counters;
+mod writer;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use counters::Counters;
+use writer::Writer;
 
 use crate::policy::BudgetStatus;
 use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
@@ -254,10 +264,13 @@ fn from_tx<T>(result: Result<T, TransactionError<BudgetError>>) -> Result<T, Bud
     })
 }
 
-/// Spend, reservations and the ledger over the store.
+/// Spend, reservations and the ledger over the store. Clones share one set of counters
+/// and one settlement thread.
 #[derive(Clone)]
 pub struct Metering {
     store: Store,
+    counters: Arc<Counters>,
+    writer: Arc<Writer>,
 }
 
 /// Scopes a settled cost is added to besides the tenant total.
@@ -270,28 +283,88 @@ fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
     scopes
 }
 
+/// Writes settlements in one transaction and then brings the counters in memory up to
+/// date, all under the counters' lock. Settling twice (a retry after a crash) counts once:
+/// a request with a ledger record is settled.
+fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reservation, LedgerRecord)]) -> Result<(), BudgetError> {
+    struct Keys {
+        record: Vec<u8>,
+        ledger: Vec<u8>,
+        spend: Vec<Vec<u8>>,
+        encoded: Vec<u8>,
+    }
+    let keys: Vec<Keys> = settlements
+        .iter()
+        .map(|(reservation, record)| {
+            let tenant = TenantKey::of(&reservation.tenant_id);
+            Keys {
+                record: tenant.record(Kind::Reservation, reservation.request_id.as_bytes()),
+                ledger: ledger_key(&tenant, record.unix_millis, &record.request_id),
+                spend: spend_scopes(record).iter().map(|s| counter_key(&tenant, s, &reservation.period_id)).collect(),
+                encoded: encode(record),
+            }
+        })
+        .collect();
+    let mut cells = counters.lock(store);
+    let applied = from_tx(store.tenant.transaction(|tx| {
+        let mut applied = Vec::with_capacity(settlements.len());
+        for ((_, record), keys) in settlements.iter().zip(&keys) {
+            if tx.get(&keys.ledger)?.is_some() {
+                applied.push(false);
+                continue;
+            }
+            for key in &keys.spend {
+                tx_add(tx, key, record.cost_microdollars as i128)?;
+            }
+            tx.remove(keys.record.as_slice())?;
+            tx.insert(keys.ledger.as_slice(), keys.encoded.as_slice())?;
+            tx_rollups(tx, &TenantKey::of(&record.tenant_id), record)?;
+            applied.push(true);
+        }
+        Ok(applied)
+    }))?;
+    for ((reservation, record), _) in settlements.iter().zip(applied).filter(|(_, applied)| *applied) {
+        let tenant = TenantKey::of(&reservation.tenant_id);
+        let held = std::iter::once("total").chain(reservation.scopes.iter().map(String::as_str));
+        for scope in held {
+            if let Some(cell) = cells.loaded(&tenant, scope, &reservation.period_id) {
+                cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
+            }
+        }
+        for scope in spend_scopes(record) {
+            if let Some(cell) = cells.loaded(&tenant, &scope, &reservation.period_id) {
+                cell.spent = cell.spent.saturating_add(record.cost_microdollars);
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Metering {
-    /// Metering over `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Metering over `store`, with its settlement thread.
+    pub fn new(store: Store) -> Result<Self, StoreError> {
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::start(store.clone(), counters.clone()).map_err(|e| StoreError::Aborted(format!("starting the ledger thread: {e}")))?;
+        Ok(Self { store, counters, writer: Arc::new(writer) })
     }
 
     /// Budget and spend of the period containing `now_millis`.
     pub fn status(&self, tenant: &TenantKey, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
         let period = budget.map(|b| b.period).unwrap_or_default();
         let period_id = period.id_at(now_millis);
+        let cell = *self.counters.lock(&self.store).cell(tenant, "total", &period_id)?;
         Ok(BudgetStatus {
             period: period.as_str().into(),
             limit_microdollars: budget.map(|b| b.limit_microdollars),
-            spent_microdollars: read_u64(self.store.tenant.get(counter_key(tenant, "total", &period_id))?),
-            reserved_microdollars: read_u64(self.store.tenant.get(counter_key(tenant, "reserved", &period_id))?),
+            spent_microdollars: cell.spent,
+            reserved_microdollars: cell.reserved,
             period_id,
         })
     }
 
     /// Settled spend of one scope (`user:alice`, `tag:x`) in a period.
     pub fn scope_spend(&self, tenant: &TenantKey, scope: &str, period_id: &str) -> Result<u64, StoreError> {
-        Ok(read_u64(self.store.tenant.get(counter_key(tenant, scope, period_id))?))
+        Ok(self.counters.lock(&self.store).cell(tenant, scope, period_id)?.spent)
     }
 
     /// Holds `microdollars` for a request if the budget allows it; with no budget the
@@ -301,8 +374,9 @@ impl Metering {
     }
 
     /// Like [`Metering::reserve`], also holding the amount against sub-budgets: each
-    /// `(scope, limit)` (`user:alice`, `tag:x`) must have room too, in the same
-    /// transaction.
+    /// `(scope, limit)` (`user:alice`, `tag:x`) must have room too, checked and held under
+    /// the same lock. The reservation record is written before this returns, so a crash
+    /// from here on charges it.
     pub fn reserve_scoped(&self, tenant_id: &str, budget: Option<Budget>, sub_budgets: &[(String, u64)], request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
         let tenant = TenantKey::of(tenant_id);
         let period = budget.map(|b| b.period).unwrap_or_default();
@@ -313,75 +387,61 @@ impl Metering {
             microdollars,
             scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
         };
-        let sub_keys: Vec<(String, u64, Vec<u8>, Vec<u8>)> = sub_budgets
-            .iter()
-            .map(|(scope, limit)| (scope.clone(), *limit, counter_key(&tenant, scope, &reservation.period_id), counter_key(&tenant, &format!("reserved:{scope}"), &reservation.period_id)))
-            .collect();
-        let spent_key = counter_key(&tenant, "total", &reservation.period_id);
-        let reserved_key = counter_key(&tenant, "reserved", &reservation.period_id);
-        let record_key = tenant.record(Kind::Reservation, request_id.as_bytes());
-        from_tx(self.store.tenant.transaction(|tx| {
-            let spent = read_u64(tx.get(&spent_key)?);
-            let reserved = read_u64(tx.get(&reserved_key)?);
-            if let Some(budget) = budget {
-                if spent.saturating_add(reserved).saturating_add(microdollars) > budget.limit_microdollars {
-                    return Err(ConflictableTransactionError::Abort(BudgetError::Exceeded {
-                        scope: "the tenant".into(),
-                        spent,
-                        reserved,
-                        limit: budget.limit_microdollars,
-                        needed: microdollars,
-                        period: period.as_str(),
-                    }));
-                }
-            }
-            for (scope, limit, spent_key, reserved_key) in &sub_keys {
-                let spent = read_u64(tx.get(spent_key)?);
-                let reserved = read_u64(tx.get(reserved_key)?);
-                if spent.saturating_add(reserved).saturating_add(microdollars) > *limit {
+        let limits = std::iter::once(("total", budget.map(|b| b.limit_microdollars))).chain(sub_budgets.iter().map(|(scope, limit)| (scope.as_str(), Some(*limit))));
+        {
+            let mut cells = self.counters.lock(&self.store);
+            for (scope, limit) in limits.clone() {
+                let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
+                if let Some(limit) = limit
+                    && cell.spent.saturating_add(cell.reserved).saturating_add(microdollars) > limit
+                {
                     let scope = match scope.split_once(':') {
                         Some(("user", name)) => format!("end user '{name}'"),
                         Some(("tag", name)) => format!("tag '{name}'"),
-                        _ => scope.clone(),
+                        _ => "the tenant".into(),
                     };
-                    return Err(ConflictableTransactionError::Abort(BudgetError::Exceeded { scope, spent, reserved, limit: *limit, needed: microdollars, period: period.as_str() }));
+                    return Err(BudgetError::Exceeded { scope, spent: cell.spent, reserved: cell.reserved, limit, needed: microdollars, period: period.as_str() });
                 }
-                tx.insert(reserved_key.as_slice(), &(reserved.saturating_add(microdollars)).to_be_bytes())?;
             }
-            tx.insert(reserved_key.as_slice(), &(reserved.saturating_add(microdollars)).to_be_bytes())?;
-            tx.insert(record_key.as_slice(), encode(&reservation))?;
-            Ok(())
-        }))?;
+            for (scope, _) in limits {
+                let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
+                cell.reserved = cell.reserved.saturating_add(microdollars);
+            }
+        }
+        let record_key = tenant.record(Kind::Reservation, request_id.as_bytes());
+        if let Err(e) = self.store.tenant.insert(record_key, encode(&reservation)) {
+            self.release(&reservation);
+            return Err(StoreError::from(e).into());
+        }
         Ok(reservation)
+    }
+
+    /// Gives back a reservation whose record could not be written.
+    fn release(&self, reservation: &Reservation) {
+        let tenant = TenantKey::of(&reservation.tenant_id);
+        let mut cells = self.counters.lock(&self.store);
+        for scope in std::iter::once("total").chain(reservation.scopes.iter().map(String::as_str)) {
+            if let Some(cell) = cells.loaded(&tenant, scope, &reservation.period_id) {
+                cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
+            }
+        }
     }
 
     /// Replaces a reservation with the actual cost and writes the ledger record, in one
     /// transaction: the record exists exactly when the spend was counted.
     pub fn settle(&self, reservation: &Reservation, record: &LedgerRecord) -> Result<(), BudgetError> {
-        let tenant = TenantKey::of(&reservation.tenant_id);
-        let reserved_key = counter_key(&tenant, "reserved", &reservation.period_id);
-        let record_key = tenant.record(Kind::Reservation, reservation.request_id.as_bytes());
-        let ledger_key = ledger_key(&tenant, record.unix_millis, &record.request_id);
-        let scopes: Vec<Vec<u8>> = spend_scopes(record).iter().map(|s| counter_key(&tenant, s, &reservation.period_id)).collect();
-        let sub_reserved: Vec<Vec<u8>> = reservation.scopes.iter().map(|s| counter_key(&tenant, &format!("reserved:{s}"), &reservation.period_id)).collect();
-        let encoded = encode(record);
-        from_tx(self.store.tenant.transaction(|tx| {
-            // Settling twice (a retry after a crash) must not count twice.
-            if tx.get(&record_key)?.is_none() {
-                return Ok(());
-            }
-            tx_add(tx, &reserved_key, -(reservation.microdollars as i128))?;
-            for key in &sub_reserved {
-                tx_add(tx, key, -(reservation.microdollars as i128))?;
-            }
-            for key in &scopes {
-                tx_add(tx, key, record.cost_microdollars as i128)?;
-            }
-            tx.remove(record_key.as_slice())?;
-            tx.insert(ledger_key.as_slice(), encoded.as_slice())?;
-            tx_rollups(tx, &tenant, record)?;
-            Ok(())
-        }))
+        apply_settlements(&self.store, &self.counters, &[(reservation.clone(), record.clone())])
+    }
+
+    /// [`Metering::settle`] through the settlement thread, returning once the ledger
+    /// record is on disk. Concurrent requests share one transaction and one flush.
+    pub async fn settle_durably(&self, reservation: Reservation, record: LedgerRecord) -> Result<(), String> {
+        self.writer.settle(reservation, record).await
+    }
+
+    /// Forgets a deleted tenant's counters (its records were purged from the store).
+    pub fn forget_tenant(&self, tenant_id: &str) {
+        self.counters.lock(&self.store).forget(&TenantKey::of(tenant_id));
     }
 
     /// Writes a ledger record for a request that reserved nothing (rejected, failed early).
@@ -446,26 +506,30 @@ impl Metering {
                 pending.push(decode::<Reservation>("reservations", &value)?);
             }
         }
-        for reservation in &pending {
-            let record = LedgerRecord {
-                tenant_id: reservation.tenant_id.clone(),
-                unix_millis: crate::clock::unix_millis(),
-                request_id: reservation.request_id.clone(),
-                provider: String::new(),
-                model: String::new(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cached_tokens: 0,
-                cost_microdollars: reservation.microdollars,
-                latency_ms: 0,
-                outcome: "crash_recovered".into(),
-                end_user: None,
-                tags: Vec::new(),
-                policy_hash: String::new(),
-            };
-            self.settle(reservation, &record)?;
-        }
-        Ok(pending.len())
+        let settlements: Vec<(Reservation, LedgerRecord)> = pending
+            .into_iter()
+            .map(|reservation| {
+                let record = LedgerRecord {
+                    tenant_id: reservation.tenant_id.clone(),
+                    unix_millis: crate::clock::unix_millis(),
+                    request_id: reservation.request_id.clone(),
+                    provider: String::new(),
+                    model: String::new(),
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cached_tokens: 0,
+                    cost_microdollars: reservation.microdollars,
+                    latency_ms: 0,
+                    outcome: "crash_recovered".into(),
+                    end_user: None,
+                    tags: Vec::new(),
+                    policy_hash: String::new(),
+                };
+                (reservation, record)
+            })
+            .collect();
+        apply_settlements(&self.store, &self.counters, &settlements)?;
+        Ok(settlements.len())
     }
 }
 
@@ -489,7 +553,7 @@ mod tests {
 
     #[test]
     fn reserve_refuses_past_budget_and_settle_counts_once() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?);
+        let metering = Metering::new(Store::temporary()?)?;
         let budget = Some(Budget { limit_microdollars: 100, period: Period::Month });
         let now = 1_764_460_800_000; // 2025-11-30
         let a = metering.reserve("t", budget, "r1", 60, now)?;
@@ -506,7 +570,7 @@ mod tests {
 
     #[test]
     fn rollups_group_by_each_dimension() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?);
+        let metering = Metering::new(Store::temporary()?)?;
         let day_ms = 86_400_000;
         for (i, (user, cost)) in [("alice", 10), ("bob", 5), ("alice", 1)].into_iter().enumerate() {
             let mut r = record("t", &format!("r{i}"), cost);
@@ -525,8 +589,8 @@ mod tests {
     }
 
     #[test]
-    fn end_user_and_tag_budgets_are_checked_in_the_same_transaction() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?);
+    fn end_user_and_tag_budgets_are_checked_and_held_together() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Metering::new(Store::temporary()?)?;
         let now = 1_764_460_800_000;
         let subs = vec![("user:alice".to_string(), 50)];
         let a = metering.reserve_scoped("t", None, &subs, "r1", 40, now)?;
@@ -542,13 +606,43 @@ mod tests {
 
     #[test]
     fn crash_left_reservations_are_charged() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?);
+        let metering = Metering::new(Store::temporary()?)?;
         let now = crate::clock::unix_millis();
         metering.reserve("t", None, "lost", 42, now)?;
         assert_eq!(metering.recover_reservations()?, 1);
         let status = metering.status(&TenantKey::of("t"), None, now)?;
         assert_eq!((status.spent_microdollars, status.reserved_microdollars), (42, 0));
         assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?[0].outcome, "crash_recovered");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn batched_settlements_count_once_and_a_fresh_start_agrees() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let metering = Metering::new(store.clone())?;
+        let budget = Some(Budget { limit_microdollars: 10_000, period: Period::Month });
+        let now = crate::clock::unix_millis();
+        let mut settles = Vec::new();
+        for i in 0..50 {
+            let reservation = metering.reserve("t", budget, &format!("r{i}"), 100, now)?;
+            let mut r = record("t", &format!("r{i}"), 7);
+            r.unix_millis = now;
+            let metering = metering.clone();
+            settles.push(tokio::spawn(async move { metering.settle_durably(reservation, r).await }));
+        }
+        let held = metering.reserve("t", budget, "in-flight", 300, now)?;
+        for settle in settles {
+            settle.await??;
+        }
+        let status = metering.status(&TenantKey::of("t"), budget, now)?;
+        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (350, 300));
+        assert_eq!(metering.ledger("t", 0, u64::MAX, 100)?.len(), 50);
+        // A second process over the same store loads the same figures: spend from its
+        // counter, reserved from the reservation record still there.
+        let fresh = Metering::new(store)?;
+        let status = fresh.status(&TenantKey::of("t"), budget, now)?;
+        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (350, 300));
+        assert_eq!(fresh.scope_spend(&TenantKey::of("t"), "tag:x", &held.period_id)?, 350);
         Ok(())
     }
 }

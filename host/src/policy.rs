@@ -2,6 +2,7 @@
 //! deny-all WASI, an LRU of compiled components keyed by content hash, and a fresh `Store`
 //! per call behind a semaphore sized to the instance pool.
 
+mod breaker;
 mod decision;
 mod host;
 pub mod limits;
@@ -92,6 +93,14 @@ pub enum PolicyError {
         /// The deadline.
         deadline_ms: u64,
     },
+    /// The tenant's policy hit its deadline too often in a row and is refused for a while.
+    #[error("policy {hash} is suspended for this tenant for {retry_after_secs} s after running into its CPU deadline repeatedly; see the tenant's policy log")]
+    Suspended {
+        /// The policy.
+        hash: PolicyHash,
+        /// Seconds until the next call is tried.
+        retry_after_secs: u64,
+    },
     /// The guest tried to grow memory past the cap.
     #[error("policy {hash} exceeded its memory limit of {limit} bytes")]
     MemoryLimit {
@@ -141,6 +150,8 @@ pub struct PolicyStats {
     pub timeouts: AtomicU64,
     /// Calls shed because the pool stayed busy.
     pub shed: AtomicU64,
+    /// Calls refused because the tenant's policy was suspended.
+    pub suspended: AtomicU64,
     /// Total call time, in nanoseconds.
     pub call_nanos: AtomicU64,
     /// Calls in flight.
@@ -166,6 +177,7 @@ pub struct PolicyRuntime {
     store: Store,
     cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
     permits: tokio::sync::Semaphore,
+    breaker: breaker::Breaker,
     stop_ticker: Arc<AtomicBool>,
     /// Counters for `/metrics`.
     pub stats: PolicyStats,
@@ -241,6 +253,7 @@ impl PolicyRuntime {
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
+            breaker: breaker::Breaker::default(),
             cache: Mutex::new(LruCache::new(cache_size)),
             engine,
             linker: Arc::new(linker),
@@ -357,6 +370,7 @@ impl PolicyRuntime {
         request: &ChatRequest,
         context: &Context,
     ) -> Result<RouteOutcome, PolicyError> {
+        self.not_suspended(&context.tenant_id, hash)?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let started = Instant::now();
@@ -365,7 +379,7 @@ impl PolicyRuntime {
             Ok(policy) => policy.call_route(&mut call.store, request, context).await,
             Err(e) => Err(e),
         };
-        let raw = self.finish(hash, call, result)?;
+        let raw = self.finish(hash, &context.tenant_id, call, result)?;
         let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             PolicyError::InvalidDecision { hash, reason }
@@ -381,6 +395,7 @@ impl PolicyRuntime {
         completion: &Completion,
         context: &Context,
     ) -> Result<(), PolicyError> {
+        self.not_suspended(&context.tenant_id, hash)?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let mut call = self.begin(view, &context.request_id);
@@ -388,7 +403,15 @@ impl PolicyRuntime {
             Ok(policy) => policy.call_on_complete(&mut call.store, completion, context).await,
             Err(e) => Err(e),
         };
-        self.finish(hash, call, result)
+        self.finish(hash, &context.tenant_id, call, result)
+    }
+
+    /// Refuses at once while the tenant's policy is suspended (see `breaker.rs`).
+    fn not_suspended(&self, tenant: &str, hash: PolicyHash) -> Result<(), PolicyError> {
+        self.breaker.check(tenant, hash).map_err(|remaining| {
+            self.stats.suspended.fetch_add(1, Ordering::Relaxed);
+            PolicyError::Suspended { hash, retry_after_secs: remaining.as_secs() + 1 }
+        })
     }
 
     /// A fresh store for one call, with its limiter and epoch deadline.
@@ -414,12 +437,16 @@ impl PolicyRuntime {
 
     /// Ends a call: drops the store, hands its log lines to the tenant (also when the call
     /// failed), and classifies a failure.
-    fn finish<R>(&self, hash: PolicyHash, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
+    fn finish<R>(&self, hash: PolicyHash, tenant: &str, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
         let state = call.store.into_data();
         let memory_limit_hit = state.limiter.memory_limit_hit;
         flush_log(state);
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.stats.call_nanos.fetch_add(call.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let timed_out = result.is_err() && !memory_limit_hit && result.as_ref().err().and_then(|e| e.downcast_ref::<Trap>()) == Some(&Trap::Interrupt);
+        if let Some(suspension) = self.breaker.record(tenant, hash, timed_out, self.limits.suspend_after_timeouts) {
+            tracing::warn!(policy = %hash, tenant, seconds = suspension.as_secs(), "policy suspended for this tenant after repeated CPU deadline hits");
+        }
         result.map_err(|error| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let failure = self.classify(hash, &error, memory_limit_hit);

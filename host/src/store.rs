@@ -94,13 +94,27 @@ pub enum Kind {
 /// shares one `sled::Db::flush`. (sled 0.34's own `flush_async` deadlocks when called
 /// concurrently — spacejam/sled#1308 — which hung the gateway under load.)
 struct Flusher {
-    requests: std::sync::Mutex<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+    requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Waits for the flush thread, so the database (and its lock file) is closed when the
+/// last `Store` goes: a restart in the same process can open it at once.
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests = None;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Flusher {
     fn start(db: sled::Db) -> Result<Self, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tollgate-flush".into())
             .spawn(move || {
                 // Ends when every Store clone (and so the sender) is gone.
@@ -114,12 +128,12 @@ impl Flusher {
                 }
             })
             .map_err(|e| StoreError::Aborted(format!("starting the flush thread: {e}")))?;
-        Ok(Self { requests: std::sync::Mutex::new(tx) })
+        Ok(Self { requests: std::sync::Mutex::new(Some(tx)), thread: Some(thread) })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.requests.lock().map(|requests| requests.send(tx).is_ok()).unwrap_or(false);
+        let sent = self.requests.lock().map(|requests| requests.as_ref().is_some_and(|r| r.send(tx).is_ok())).unwrap_or(false);
         if !sent {
             return Err(StoreError::Aborted("the flush thread has stopped".into()));
         }
@@ -130,6 +144,11 @@ impl Flusher {
         }
     }
 }
+
+/// sled's page cache. Its default (1 GiB) let resident memory grow with the ledger for
+/// as long as the process ran; the hot records (tenants, tokens, counters, recent ledger
+/// pages) fit in far less, and older pages are read back from the OS page cache.
+pub const STORE_CACHE_BYTES: u64 = 64 << 20;
 
 /// The gateway's store.
 #[derive(Clone)]
@@ -155,7 +174,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).cache_capacity(STORE_CACHE_BYTES).open()?;
         Self::from_db(db)
     }
 

@@ -362,7 +362,7 @@ fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
     use tollgate::metering::{Budget, Metering, Period};
     use tollgate::store::TenantKey;
     let store = tollgate::Store::open(dir).expect("the store opens after a kill");
-    let metering = Metering::new(store.clone());
+    let metering = Metering::new(store.clone()).expect("metering");
     let now = tollgate::clock::unix_millis();
     let budget = Some(Budget { limit_microdollars: 0, period: Period::Month });
     let period = Period::Month.id_at(now);

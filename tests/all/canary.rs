@@ -27,7 +27,7 @@ fn canary(label: &str) -> String {
 
 /// Log output collected in memory.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -57,24 +57,41 @@ static CAPTURING: AtomicBool = AtomicBool::new(false);
 /// Compiler internals (Cranelift, wasmtime, regalloc) see wasm bytecode, never a key,
 /// and log at TRACE in volume, so they are left out.
 fn capture() -> Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    let logs = LOGS
-        .get_or_init(|| {
-            use tracing_subscriber::layer::SubscriberExt;
-            use tracing_subscriber::util::SubscriberInitExt;
-            use tracing_subscriber::Layer;
-            let logs = Logs::default();
-            let writer = logs.clone();
-            let filter = tracing_subscriber::filter::filter_fn(|meta| {
-                CAPTURING.load(Ordering::Relaxed) && !["cranelift", "wasmtime", "regalloc"].iter().any(|t| meta.target().starts_with(t))
-            });
-            let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || writer.clone()).with_filter(filter);
-            tracing_subscriber::registry().with(layer).try_init().expect("no other global subscriber in the test binary");
-            logs
-        })
-        .clone();
+    let logs = install_subscriber();
     CAPTURING.store(true, Ordering::SeqCst);
     logs
+}
+
+/// Installs the process-wide subscriber once: the in-memory capture above, and during a
+/// whole-suite sweep (`sweep.rs`) a second layer writing every event to its `trace.log`.
+pub fn install_subscriber() -> Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let filter = tracing_subscriber::filter::filter_fn(|meta| CAPTURING.load(Ordering::Relaxed) && not_compiler(meta.target()));
+        let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || writer.clone()).with_filter(filter);
+        let sweep = crate::sweep::trace_file().map(|file| {
+            let file = Arc::new(file);
+            // sled's TRACE lines dump store pages by the hundred thousand and slowed the
+            // suite past its policy deadlines; what they show is in the data dirs, which the
+            // sweep searches byte for byte anyway.
+            let keep = tracing_subscriber::filter::filter_fn(|meta| {
+                not_compiler(meta.target()) && !(meta.target().starts_with("sled") && tracing_subscriber::filter::LevelFilter::TRACE == *meta.level())
+            });
+            tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file).with_filter(keep)
+        });
+        tracing_subscriber::registry().with(layer).with(sweep).try_init().expect("no other global subscriber in the test binary");
+        logs
+    })
+    .clone()
+}
+
+fn not_compiler(target: &str) -> bool {
+    !["cranelift", "wasmtime", "regalloc"].iter().any(|t| target.starts_with(t))
 }
 
 /// Ends the capture, also when the test fails.

@@ -2,6 +2,7 @@
 
 mod mocked;
 mod support;
+mod sweep;
 
 mod gateway;
 mod http_limits;

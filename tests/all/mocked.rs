@@ -285,6 +285,7 @@ impl Drop for KeyEchoStub {
 
 /// [`Gateway::call`] for a gateway served some other way (on a real data dir, say).
 pub async fn call_at(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    crate::sweep::request(headers, &body);
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(connection);
@@ -302,5 +303,7 @@ pub async fn call_at(addr: SocketAddr, method: &str, path: &str, token: Option<&
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
-    Reply { status, headers, body }
+    let reply = Reply { status, headers, body };
+    crate::sweep::reply(method, path, &reply);
+    reply
 }

@@ -22,7 +22,7 @@ impl Sandbox {
         let vault = Arc::new(Vault::new(store.clone(), Key::random()).expect("vault"));
         let services = ScopeServices {
             vault,
-            metering: Metering::new(store.clone()),
+            metering: Metering::new(store.clone()).expect("metering"),
             catalog: Arc::new(Catalog::new(&[])),
             store: store.clone(),
             memory_quota_bytes: limits.memory_quota_bytes,
@@ -81,7 +81,16 @@ impl Gateway {
 
     /// A gateway whose master key the test knows (to open a restored store).
     pub async fn start_with_key(config: tollgate::Config, key: Key) -> Self {
-        let store = Store::temporary().expect("store");
+        // A canary sweep keeps every gateway's store on disk and lists its secrets.
+        let store = match crate::sweep::data_dir() {
+            Some(dir) => {
+                crate::canary::install_subscriber();
+                crate::sweep::canary("master_key", &key.to_hex());
+                crate::sweep::canary("admin_token", ADMIN);
+                Store::open(&dir).expect("sweep store")
+            }
+            None => Store::temporary().expect("store"),
+        };
         let app = tollgate::App::with_store(config, store, key, &tollgate::Secret::new(ADMIN.into())).await.expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -98,24 +107,7 @@ impl Gateway {
 
     /// Sends a request; returns status, headers and body.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(connection);
-        let mut request = http::Request::builder().method(method).uri(format!("http://{}{path}", self.addr)).header("host", self.addr.to_string());
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).expect("request")))
-            .await
-            .expect("response in time")
-            .expect("response");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes().to_vec();
-        Reply { status, headers, body }
+        crate::mocked::call_at(self.addr, method, path, token, headers, body).await
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {

@@ -280,7 +280,7 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     assert!(stats.records > 5, "{stats:?}");
     let restored = tollgate::Store::open(dir.path()).expect("open restored");
     assert!(restored.tenants.get("backed-up").expect("read").is_some());
-    let metering = tollgate::metering::Metering::new(restored.clone());
+    let metering = tollgate::metering::Metering::new(restored.clone()).expect("metering");
     let ledger = metering.ledger("backed-up", 0, u64::MAX, 100).expect("ledger");
     assert!(!ledger.is_empty() && ledger.iter().any(|r| r.outcome == "success"));
     // The same master key opens the restored credential; the audit chain still verifies.

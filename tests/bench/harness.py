@@ -272,9 +272,9 @@ class Oha:
         }
 
 
-def wrk_zipf(port, tokens_file, conc, secs, exponent=1.0):
+def wrk_zipf(port, tokens_file, conc, secs, exponent=1.0, model="mock", stream=False):
     cmd = ["wrk", "-t2", f"-c{conc}", f"-d{secs}s", "--timeout", f"{REQUEST_TIMEOUT_S}s", "-s", os.path.join(HERE, "zipf.lua"),
-           f"http://127.0.0.1:{port}", "--", tokens_file, str(exponent), "mock"]
+           f"http://127.0.0.1:{port}", "--", tokens_file, str(exponent), model] + (["stream"] if stream else [])
     out = run(cmd, timeout=secs + 90)
     line = [l for l in out.stdout.splitlines() if l.startswith("{")]
     if out.returncode != 0 or not line:

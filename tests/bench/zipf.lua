@@ -1,6 +1,6 @@
 -- wrk script for scenario S6: every request carries a tenant token drawn Zipf-like
 -- (rank r with weight 1/r^s) from a file of tokens, one a line, hottest first.
---   wrk -t2 -c16 -d10s -s zipf.lua http://127.0.0.1:PORT -- TOKENS_FILE [S] [MODEL]
+--   wrk -t2 -c16 -d10s -s zipf.lua http://127.0.0.1:PORT -- TOKENS_FILE [S] [MODEL] [stream]
 -- Prints one JSON line from done(): counts, errors and latency percentiles in µs.
 
 local tokens = {}
@@ -14,7 +14,7 @@ function setup(thread)
 end
 
 function init(args)
-  local path, s, model = args[1], tonumber(args[2] or "1.0"), args[3] or "mock"
+  local path, s, model, stream = args[1], tonumber(args[2] or "1.0"), args[3] or "mock", args[4] == "stream"
   for line in io.lines(path) do
     if #line > 0 then tokens[#tokens + 1] = line end
   end
@@ -25,7 +25,8 @@ function init(args)
   end
   for i = 1, #tokens do cdf[i] = cdf[i] / total end
   math.randomseed(os.time() * 1000 + (seed or 0))
-  body = '{"model":"' .. model .. '","max_tokens":64,"messages":[{"role":"user","content":"Hello, benchmark"}]}'
+  body = '{"model":"' .. model .. '","max_tokens":64,' .. (stream and '"stream":true,' or '') ..
+    '"messages":[{"role":"user","content":"Hello, benchmark"}]}'
 end
 
 function request()

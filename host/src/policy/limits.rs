@@ -49,6 +49,10 @@ pub const DEFAULT_MEMORY_QUOTA_BYTES: u64 = 1 << 20;
 pub const DEFAULT_MEMORY_VALUE_BYTES: usize = 64 << 10;
 /// Memory calls one policy call may make: bounds the store work a guest can cause.
 pub const DEFAULT_MEMORY_OPS_PER_CALL: u32 = 256;
+/// Deadline hits in a row after which a tenant's policy is suspended (refused at once,
+/// from 1 s doubling to 60 s). Defends neighbours against a policy that spins on every
+/// request; 0 turns it off.
+pub const DEFAULT_SUSPEND_AFTER_TIMEOUTS: u32 = 3;
 /// Targets a plan may hold; more is a bad return value, not a longer retry chain.
 pub const DEFAULT_MAX_TARGETS: usize = 8;
 /// Longest trace string (it becomes a response header).
@@ -88,6 +92,8 @@ pub struct PolicyLimits {
     pub memory_value_bytes: usize,
     /// Memory operations per call.
     pub memory_ops_per_call: u32,
+    /// Deadline hits in a row before suspension (0: never).
+    pub suspend_after_timeouts: u32,
     /// Targets per plan.
     pub max_targets: usize,
     /// Trace length, in bytes.
@@ -114,6 +120,7 @@ impl Default for PolicyLimits {
             memory_quota_bytes: DEFAULT_MEMORY_QUOTA_BYTES,
             memory_value_bytes: DEFAULT_MEMORY_VALUE_BYTES,
             memory_ops_per_call: DEFAULT_MEMORY_OPS_PER_CALL,
+            suspend_after_timeouts: DEFAULT_SUSPEND_AFTER_TIMEOUTS,
             max_targets: DEFAULT_MAX_TARGETS,
             max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
             max_tags: DEFAULT_MAX_TAGS,

@@ -180,6 +180,7 @@ async fn delete_tenant(app: &App, id: &str) -> Result<usize, GatewayError> {
     app.vault.shred(id).await?;
     tokens::revoke_all(&app.store, id)?;
     let removed = app.store.purge_tenant(&TenantKey::of(id))?;
+    app.metering.forget_tenant(id);
     app.tenants.remove(id).await?;
     Ok(removed)
 }

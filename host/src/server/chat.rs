@@ -93,14 +93,12 @@ impl Settlement {
         self.record.outcome = outcome.into();
         let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = self.limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
         self.app.limiter.charge_tokens(&scopes, usage.completion_tokens);
-        if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
-            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
-        }
         if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
             self.append_turns(&session, user_text);
         }
-        if let Err(e) = self.app.store.flush().await {
-            tracing::error!(error = %e, "flushing the ledger failed");
+        // Waits for the disk: the answer is only complete once its ledger record is.
+        if let Err(e) = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone()).await {
+            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
         }
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
         if let Some((hash, context)) = self.notify.take() {
