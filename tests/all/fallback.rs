@@ -189,3 +189,41 @@ async fn a_client_that_hangs_up_mid_stream_is_billed_for_what_flowed() {
         assert!(row["latency_ms"].as_u64().unwrap_or(u64::MAX) < 900, "{}: the gateway noticed before the upstream finished: {row}", kind.name);
     }
 }
+
+/// A client that hangs up while the gateway still waits on the upstream (no byte of the
+/// answer sent yet): hyper drops the handler, and the request is still settled at once as
+/// a disconnect billed for its prompt; its reservation does not linger until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_before_the_answer_is_settled_at_once() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let gw = Gateway::start_with(mocked::config(&mock)).await;
+    let id = "hangup-plain";
+    let token = mocked::tenant(&gw, id, OPENAI.name, "sk-hangup").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
+        .header("host", gw.addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(hello("mock-latency=2000").to_string())))
+        .expect("request");
+    let pending = tokio::spawn(async move { sender.send_request(request).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    pending.abort();
+    connection.abort();
+
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = mocked::ledger(&gw, id).await;
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(rows.len(), 1, "the dropped request was not settled before the upstream answered: {rows:?}");
+    assert_eq!(rows[0]["outcome"], "client_disconnected", "{}", rows[0]);
+    assert_eq!(rows[0]["model"], "mock-latency=2000", "billed at the target being tried: {}", rows[0]);
+    assert!(rows[0]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{}", rows[0]);
+    let status = gw.app.metering.status(&tollgate::store::TenantKey::of(id), None, tollgate::clock::unix_millis()).expect("status");
+    assert_eq!(status.reserved_microdollars, 0, "the reservation was released");
+}

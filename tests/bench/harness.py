@@ -35,7 +35,8 @@ BODY = json.dumps({"model": "mock", "max_tokens": 64, "messages": [{"role": "use
 SLOW_MODEL = "mock-latency=300"
 STREAM_MODEL = "mock-chunks=20-pace=5"
 STREAM_PACE_MS = 5.0
-MODELS = ["mock", SLOW_MODEL, STREAM_MODEL]
+DRAIN_STREAM_MODEL = "mock-chunks=30-pace=200"  # ~3 s: the soak's streams in flight at SIGTERM
+MODELS = ["mock", SLOW_MODEL, STREAM_MODEL, DRAIN_STREAM_MODEL]
 REQUEST_TIMEOUT_S = 15
 TARGETS = ["direct", "nginx", "litellm", "tollgate"]
 GATEWAYS = ["nginx", "litellm", "tollgate"]

@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-DRAIN_STREAM_MODEL = "mock-chunks=100-pace=20"  # ~2 s per stream
 POLICY_CONFIG = {"provider": "mock", "credential": "default", "model": "mock", "max_tokens": 64}
 
 
@@ -115,7 +114,7 @@ def drain_on_sigterm(tg, tokens, streams, drain_timeout_s):
 
     def one(i):
         try:
-            status, _, body = chat(tg.port, tokens[i], model=DRAIN_STREAM_MODEL, stream=True, timeout=drain_timeout_s + 10)
+            status, _, body = chat(tg.port, tokens[i], model=h.DRAIN_STREAM_MODEL, stream=True, timeout=drain_timeout_s + 10)
             results[i] = status == 200 and body.rstrip().endswith(b"data: [DONE]")
         except Exception:  # noqa: BLE001 - a cut stream is the failure being looked for
             results[i] = False
@@ -255,7 +254,7 @@ def write_report(path, r):
         f"set up in {r['setup']['tenants_s']:.1f} s; then {r['load_s']} s of Zipf-spread traffic: plain requests on "
         f"{r['loads']['plain']['conc']} connections and streamed ones ({h.STREAM_MODEL}) on {r['loads']['stream']['conc']}, "
         f"while a tenant's policy was re-assigned every second and a never-seen policy was uploaded (compiled live) and "
-        f"assigned to ten tenants every 30 s. Then SIGTERM with {r['drain']['streams']} two-second streams in flight, a "
+        f"assigned to ten tenants every 30 s. Then SIGTERM with {r['drain']['streams']} three-second streams in flight, a "
         "restart on the same data dir, and the ledger read back for every tenant.", "",
         "| check | result |", "| --- | --- |",
     ]

@@ -65,12 +65,32 @@ pub struct Settlement {
     pub(crate) session: Option<(String, String)>,
     /// The assistant's reply text, set by whoever saw the answer.
     pub(crate) reply: String,
+    /// The target being tried, for a request dropped before it finished.
+    pub(crate) trying: Option<PlanTarget>,
+    /// Set by `finish`; a settlement dropped without it settles in `drop`.
+    pub(crate) finished: bool,
 }
 
 impl Settlement {
     /// Settles at the actual usage (estimating what the upstream did not report), writes
     /// the ledger record, and calls the policy's `on-complete` if its plan asked.
     pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) {
+        self.finished = true;
+        let usage = self.account(usage, completion_bytes, outcome, target);
+        if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
+            self.append_turns(&session, user_text);
+        }
+        // Waits for the disk: the answer is only complete once its ledger record is.
+        if let Err(e) = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone()).await {
+            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
+        }
+        self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
+        self.notify_policy(outcome, usage).await;
+    }
+
+    /// Fills the ledger record (estimating what the upstream did not report) and charges
+    /// the completion to the rate limits. Returns the usage billed.
+    fn account(&mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) -> Usage {
         let usage = usage.filter(|u| u.prompt_tokens > 0 || u.completion_tokens > 0).unwrap_or(Usage {
             // Bill what flowed even when the upstream never said: the prompt as estimated,
             // the completion at 4 bytes per token.
@@ -93,14 +113,11 @@ impl Settlement {
         self.record.outcome = outcome.into();
         let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = self.limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
         self.app.limiter.charge_tokens(&scopes, usage.completion_tokens);
-        if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
-            self.append_turns(&session, user_text);
-        }
-        // Waits for the disk: the answer is only complete once its ledger record is.
-        if let Err(e) = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone()).await {
-            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
-        }
-        self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
+        usage
+    }
+
+    /// Calls the policy's `on-complete` if its plan asked.
+    async fn notify_policy(&mut self, outcome: &str, usage: Usage) {
         if let Some((hash, context)) = self.notify.take() {
             let completion = Completion {
                 request_id: self.record.request_id.clone(),
@@ -124,6 +141,23 @@ impl Settlement {
             if let Err(e) = self.app.policies.on_complete(hash, view, &completion, &context).await {
                 tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
             }
+        }
+    }
+}
+
+/// A request whose future is dropped before it settles (its client hung up while the
+/// gateway waited on the upstream; hyper then drops the handler) is settled here, as a
+/// disconnect billed for its prompt at the target being tried, instead of holding its
+/// reservation until the next restart.
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let target = self.trying.take();
+        self.account(None, 0, "client_disconnected", target.as_ref());
+        if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
+            tracing::error!(request_id = %self.record.request_id, error = %e, "settling a dropped request failed; the reservation stays and is charged on restart");
         }
     }
 }
@@ -270,6 +304,8 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         _permit: permit,
         session: session_turn,
         reply: String::new(),
+        trying: None,
+        finished: false,
     };
     let headers = ResponseHeaders { policy: hash.short(), trace: plan.trace.clone(), reservation: reserve };
     dispatch(app, &caller, &tenant, &plan, parsed, settlement, headers).await
@@ -323,7 +359,7 @@ async fn dispatch(
     tenant: &Tenant,
     plan: &RoutePlan,
     parsed: ChatBody,
-    settlement: Settlement,
+    mut settlement: Settlement,
     headers: ResponseHeaders,
 ) -> Result<Response<Body>, GatewayError> {
     let mut last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "no_target", message: "no target could be tried".into() };
@@ -352,6 +388,7 @@ async fn dispatch(
         if provider.kind == ProviderKind::Demo {
             return demo(app, caller, target, &body, stream, parsed.include_usage, settlement, &headers).await;
         }
+        settlement.trying = Some(target.clone());
         match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), request_for).await {
             Ok(response) => {
                 if stream {
@@ -370,7 +407,6 @@ async fn dispatch(
                 };
                 return match adapter.translate(&bytes, &target.model, &caller.request_id) {
                     Ok((value, usage)) => {
-                        let mut settlement = settlement;
                         settlement.reply = reply_text(&value);
                         // Billed by estimate from the answer when the upstream reports no usage.
                         settlement.finish(Some(usage), completion_bytes(&value), "success", Some(target)).await;

@@ -1,5 +1,5 @@
 //! Streaming responses: a task pumps the upstream's SSE through the provider's
-//! translator into OpenAI chunks for the client, then settles what flowed. A stream cut by
+//! translator into OpenAI chunks for the client, settles what flowed, then sends the last frame. A stream cut by
 //! either side is still billed for what flowed; once bytes reached the client the stream is
 //! never switched to another target.
 
@@ -165,20 +165,6 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
         }
     };
     let usage = pump.translator.usage();
-    match end {
-        End::Finished => {
-            if pump.include_usage && !pump.usage_sent {
-                let created = crate::clock::unix_millis() / 1000;
-                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, usage))).await;
-            }
-            let _ = pump.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-        }
-        End::UpstreamCut => {
-            let error = serde_json::json!({"error": {"message": "the upstream stream ended early", "type": "server_error", "code": "upstream_stream_cut"}});
-            let _ = pump.tx.send(sse(&error)).await;
-        }
-        End::ClientGone => {}
-    }
     let outcome = match end {
         End::Finished => "success",
         End::ClientGone => "client_disconnected",
@@ -193,6 +179,23 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
             partial.completion_tokens = partial.completion_tokens.max(pump.translator.completion_bytes().div_ceil(4));
         }
     }
+    // Settle before the last frame, as a plain answer is settled before it is sent: a
+    // client that saw `[DONE]` has its ledger record on disk, and a graceful shutdown,
+    // which waits for open responses, cannot end between the two.
     settlement.reply = std::mem::take(&mut pump.text);
     settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
+    match end {
+        End::Finished => {
+            if pump.include_usage && !pump.usage_sent {
+                let created = crate::clock::unix_millis() / 1000;
+                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, usage))).await;
+            }
+            let _ = pump.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        }
+        End::UpstreamCut => {
+            let error = serde_json::json!({"error": {"message": "the upstream stream ended early", "type": "server_error", "code": "upstream_stream_cut"}});
+            let _ = pump.tx.send(sse(&error)).await;
+        }
+        End::ClientGone => {}
+    }
 }
