@@ -165,14 +165,7 @@ async fn a_client_that_hangs_up_mid_stream_is_billed_for_what_flowed() {
         let token = mocked::tenant(&gw, &id, kind.name, "sk-hangup").await;
         // Ten pieces, 100 ms apart; the client leaves after the first.
         let body = mocked::streamed(hello("mock-chunks=10-pace=100"), true);
-        let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-        let connection = tokio::spawn(connection);
-        let request = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
-            .header("host", gw.addr.to_string())
-            .header("authorization", format!("Bearer {token}"))
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-            .expect("request");
+        let (mut sender, connection, request) = raw_chat(&gw, &token, &body).await;
         let response = tokio::time::timeout(std::time::Duration::from_secs(5), sender.send_request(request)).await.expect("in time").expect("response");
         assert_eq!(response.status(), 200);
         let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
@@ -190,6 +183,21 @@ async fn a_client_that_hangs_up_mid_stream_is_billed_for_what_flowed() {
     }
 }
 
+type RawSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// A chat request on a connection of its own, which the test can cut at any moment.
+async fn raw_chat(gw: &Gateway, token: &str, body: &Value) -> (RawSender, tokio::task::JoinHandle<hyper::Result<()>>, http::Request<http_body_util::Full<bytes::Bytes>>) {
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
+        .header("host", gw.addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    (sender, connection, request)
+}
+
 /// A client that hangs up while the gateway still waits on the upstream (no byte of the
 /// answer sent yet): hyper drops the handler, and the request is still settled at once as
 /// a disconnect billed for its prompt; its reservation does not linger until a restart.
@@ -199,14 +207,7 @@ async fn a_client_that_hangs_up_before_the_answer_is_settled_at_once() {
     let gw = Gateway::start_with(mocked::config(&mock)).await;
     let id = "hangup-plain";
     let token = mocked::tenant(&gw, id, OPENAI.name, "sk-hangup").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    let connection = tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
-        .header("host", gw.addr.to_string())
-        .header("authorization", format!("Bearer {token}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from(hello("mock-latency=2000").to_string())))
-        .expect("request");
+    let (mut sender, connection, request) = raw_chat(&gw, &token, &hello("mock-latency=2000")).await;
     let pending = tokio::spawn(async move { sender.send_request(request).await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     pending.abort();

@@ -268,7 +268,9 @@ def write_report(path, r):
         f"| policy re-assignments | {r['swaps']:,}, of which served by the new policy on the next request: {r['served_by_new_policy']:,} |",
         f"| policies uploaded and compiled while serving | {r['fresh_uploads']} |",
         f"| resident memory | {mib(r['rss_setup_kib'])} after setup; {mib(r['rss_first_kib'])} at 1 min, {mib(r['rss_last_kib'])} at the end, peak {mib(r['rss_peak_kib'])} |",
-        f"| resident memory slope after the first minute | {r['rss_slope_mib_per_min']:+.2f} MiB/min |",
+        f"| resident memory slope after the first minute | {r['rss_slope_mib_per_min']:+.2f} MiB/min; after two minutes "
+        f"{slope_mib_per_min([x for x in r['rss_samples'] if x[0] >= 120]):+.2f} MiB/min, while {r['fresh_uploads']} new policies were "
+        f"compiled and kept (about 1.3 MiB each, S6 of tests/bench/RESULTS.md) |",
         f"| drain at SIGTERM | {r['drain']['completed']}/{r['drain']['streams']} streams finished with [DONE]; exited after "
         f"{r['drain']['exit_s']:.2f} s (timeout 15 s) |" if r["drain"]["exit_s"] is not None else
         f"| drain at SIGTERM | {r['drain']['completed']}/{r['drain']['streams']} streams finished; **did not exit** |",
