@@ -91,6 +91,7 @@ impl Metrics {
              # TYPE tollgate_policy_timeouts_total counter\ntollgate_policy_timeouts_total {}\n\
              # TYPE tollgate_policy_shed_total counter\ntollgate_policy_shed_total {}\n\
              # TYPE tollgate_policy_suspended_total counter\ntollgate_policy_suspended_total {}\n\
+             # TYPE tollgate_policy_throttled_total counter\ntollgate_policy_throttled_total {}\n\
              # TYPE tollgate_policy_seconds_total counter\ntollgate_policy_seconds_total {}\n\
              # TYPE tollgate_policy_pool_in_use gauge\ntollgate_policy_pool_in_use {}\n\
              # TYPE tollgate_policy_pool_size gauge\ntollgate_policy_pool_size {pool_size}\n\
@@ -102,6 +103,7 @@ impl Metrics {
             load(&policy.timeouts),
             load(&policy.shed),
             load(&policy.suspended),
+            load(&policy.throttled),
             load(&policy.call_nanos) as f64 / 1e9,
             load(&policy.in_flight),
         );

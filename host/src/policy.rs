@@ -3,6 +3,7 @@
 //! per call behind a semaphore sized to the instance pool.
 
 mod breaker;
+mod cpu_share;
 mod decision;
 mod host;
 pub mod limits;
@@ -101,6 +102,12 @@ pub enum PolicyError {
         /// Seconds until the next call is tried.
         retry_after_secs: u64,
     },
+    /// The tenant has used its share of policy CPU for now.
+    #[error("this tenant's policy has used its share of CPU ({retry_after_secs} s until there is room); its policy calls cost more than the gateway allows per tenant")]
+    CpuShareExhausted {
+        /// Seconds until a call would be admitted.
+        retry_after_secs: u64,
+    },
     /// The guest tried to grow memory past the cap.
     #[error("policy {hash} exceeded its memory limit of {limit} bytes")]
     MemoryLimit {
@@ -152,6 +159,8 @@ pub struct PolicyStats {
     pub shed: AtomicU64,
     /// Calls refused because the tenant's policy was suspended.
     pub suspended: AtomicU64,
+    /// Calls delayed or refused because their tenant was past its share of policy CPU.
+    pub throttled: AtomicU64,
     /// Total call time, in nanoseconds.
     pub call_nanos: AtomicU64,
     /// Calls in flight.
@@ -178,6 +187,7 @@ pub struct PolicyRuntime {
     cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
     permits: tokio::sync::Semaphore,
     breaker: breaker::Breaker,
+    cpu_share: cpu_share::CpuShare,
     stop_ticker: Arc<AtomicBool>,
     /// Counters for `/metrics`.
     pub stats: PolicyStats,
@@ -254,6 +264,7 @@ impl PolicyRuntime {
         Ok(Self {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
             breaker: breaker::Breaker::default(),
+            cpu_share: cpu_share::CpuShare::new(limits.tenant_cpu_ms_per_second),
             cache: Mutex::new(LruCache::new(cache_size)),
             engine,
             linker: Arc::new(linker),
@@ -371,6 +382,7 @@ impl PolicyRuntime {
         context: &Context,
     ) -> Result<RouteOutcome, PolicyError> {
         self.not_suspended(&context.tenant_id, hash)?;
+        self.cpu_share_of(&context.tenant_id).await?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let started = Instant::now();
@@ -396,6 +408,7 @@ impl PolicyRuntime {
         context: &Context,
     ) -> Result<(), PolicyError> {
         self.not_suspended(&context.tenant_id, hash)?;
+        self.cpu_share_of(&context.tenant_id).await?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let mut call = self.begin(view, &context.request_id);
@@ -414,6 +427,22 @@ impl PolicyRuntime {
         })
     }
 
+    /// Waits for the tenant's share of policy CPU (see `cpu_share.rs`), or refuses.
+    async fn cpu_share_of(&self, tenant: &str) -> Result<(), PolicyError> {
+        match self.cpu_share.admit(tenant) {
+            cpu_share::Admission::Now => Ok(()),
+            cpu_share::Admission::After(wait) => {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            cpu_share::Admission::Refused(wait) => {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                Err(PolicyError::CpuShareExhausted { retry_after_secs: wait.as_secs() + 1 })
+            }
+        }
+    }
+
     /// A fresh store for one call, with its limiter and epoch deadline.
     fn begin(&self, view: Arc<dyn TenantView>, request_id: &str) -> Call {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -428,7 +457,8 @@ impl PolicyRuntime {
         // arrive just after the call starts.
         let mut ticks_left = self.limits.deadline_ticks();
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |mut context| {
+            context.data_mut().ticks_run += 1;
             ticks_left = ticks_left.saturating_sub(1);
             Ok(if ticks_left == 0 { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::Yield(1) })
         });
@@ -439,6 +469,10 @@ impl PolicyRuntime {
     /// failed), and classifies a failure.
     fn finish<R>(&self, hash: PolicyHash, tenant: &str, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
         let state = call.store.into_data();
+        // Run time: the ticks the guest ran through; a call shorter than a tick, its
+        // wall time (it had no occasion to yield).
+        let ran = if state.ticks_run == 0 { call.started.elapsed() } else { limits::EPOCH_TICK * state.ticks_run as u32 };
+        self.cpu_share.charge(tenant, ran);
         let memory_limit_hit = state.limiter.memory_limit_hit;
         flush_log(state);
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -55,10 +55,13 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
         tracing::warn!(error = %error, "request failed");
     }
     let mut response = json_response(status, &error.body());
-    if let GatewayError::RateLimited(limited) = error {
-        if let Ok(value) = HeaderValue::from_str(&limited.retry_after_secs.to_string()) {
-            response.headers_mut().insert(http::header::RETRY_AFTER, value);
-        }
+    let retry_after = match error {
+        GatewayError::RateLimited(limited) => Some(limited.retry_after_secs),
+        GatewayError::Policy(crate::PolicyError::CpuShareExhausted { retry_after_secs } | crate::PolicyError::Suspended { retry_after_secs, .. }) => Some(*retry_after_secs),
+        _ => None,
+    };
+    if let Some(value) = retry_after.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
+        response.headers_mut().insert(http::header::RETRY_AFTER, value);
     }
     response
 }
@@ -178,7 +181,12 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
         Ok(response) => response,
-        Err(error) => span.in_scope(|| error_response(&error)),
+        Err(error) => {
+            if matches!(error, GatewayError::RateLimited(_) | GatewayError::Policy(crate::PolicyError::Suspended { .. })) {
+                tokio::time::sleep(crate::ratelimit::REFUSAL_DELAY).await;
+            }
+            span.in_scope(|| error_response(&error))
+        }
     };
     app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     app.metrics.request(endpoint, response.status().as_u16());

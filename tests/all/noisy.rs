@@ -24,8 +24,12 @@ use serde_json::json;
 
 use crate::support::{Gateway, ADMIN};
 
-/// Sequential hostile clients (each request burns one policy CPU deadline).
+/// Sequential hostile clients (each request runs its policy past the CPU deadline, until
+/// the policy is suspended).
 const HOSTILE_CLIENTS: usize = 1;
+/// Sequential clients of a heavy policy that spins 8 ms of its 10 ms deadline on every
+/// request and then routes: never suspended, a core's worth of policy CPU.
+const HEAVY_CLIENTS: usize = 1;
 /// Sequential flooding clients (each request is refused with 429).
 const FLOOD_CLIENTS: usize = 2;
 
@@ -70,32 +74,43 @@ struct Noise {
     stop: AtomicBool,
     hostile_failed: AtomicUsize,
     hostile_suspended: AtomicUsize,
+    heavy_served: AtomicUsize,
     flood_refused: AtomicUsize,
     unexpected: AtomicUsize,
 }
 
-/// Runs the hostile and flooding clients on their own thread until `noise.stop`.
-fn start_noise(gw: Arc<Gateway>, hostile: String, flooder: String, noise: Arc<Noise>) -> std::thread::JoinHandle<()> {
+#[derive(Clone, Copy)]
+enum Neighbour {
+    Spinner,
+    Heavy,
+    Flooder,
+}
+
+/// Runs the neighbours' clients on their own thread until `noise.stop`.
+fn start_noise(gw: Arc<Gateway>, hostile: String, heavy: String, flooder: String, noise: Arc<Noise>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("noise runtime");
         runtime.block_on(async move {
             let mut tasks = Vec::new();
             let hostile_clients = env_or("NOISY_HOSTILE_CLIENTS", HOSTILE_CLIENTS);
+            let heavy_clients = env_or("NOISY_HEAVY_CLIENTS", HEAVY_CLIENTS);
             let flood_clients = env_or("NOISY_FLOOD_CLIENTS", FLOOD_CLIENTS);
-            for (clients, token, model, is_hostile) in [(hostile_clients, hostile, "loop", true), (flood_clients, flooder, "demo-small", false)] {
+            let neighbours = [(hostile_clients, hostile, "loop", Neighbour::Spinner), (heavy_clients, heavy, "burn-8ms", Neighbour::Heavy), (flood_clients, flooder, "demo-small", Neighbour::Flooder)];
+            for (clients, token, model, kind) in neighbours {
                 for _ in 0..clients {
                     let (gw, token, noise) = (gw.clone(), token.clone(), noise.clone());
                     tasks.push(tokio::spawn(async move {
                         let body = chat_body(model);
                         while !noise.stop.load(Ordering::Relaxed) {
                             let reply = gw.call("POST", "/v1/chat/completions", Some(&token), &[], body.clone()).await;
-                            match (is_hostile, reply.status) {
-                                (true, 500) => noise.hostile_failed.fetch_add(1, Ordering::Relaxed),
+                            match (kind, reply.status) {
+                                (Neighbour::Spinner, 500) => noise.hostile_failed.fetch_add(1, Ordering::Relaxed),
                                 // After a few deadline hits in a row its policy is suspended.
-                                (true, 503) if reply.error_code() == "policy_suspended" => noise.hostile_suspended.fetch_add(1, Ordering::Relaxed),
-                                (false, 429) => noise.flood_refused.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Spinner, 503) if reply.error_code() == "policy_suspended" => noise.hostile_suspended.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Heavy, 200) => noise.heavy_served.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Flooder, 429) => noise.flood_refused.fetch_add(1, Ordering::Relaxed),
                                 // The flooder's first few requests are within its limit.
-                                (false, 200) => 0,
+                                (Neighbour::Flooder, 200) => 0,
                                 _ => noise.unexpected.fetch_add(1, Ordering::Relaxed),
                             };
                         }
@@ -131,21 +146,25 @@ fn run(rounds: usize, requests: usize) -> Measured {
     let gw = Arc::new(server.block_on(Gateway::start()));
     let client = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
 
-    let (good, hostile, flooder) = client.block_on(async {
+    let (good, hostile, heavy, flooder) = client.block_on(async {
         let good = gw.demo_tenant("calm", 100.0).await;
         let hostile = gw.demo_tenant("spinner", 100.0).await;
+        let heavy = gw.demo_tenant("heavy", 100.0).await;
         let flooder = gw.demo_tenant("flooder", 100.0).await;
         let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
         assert_eq!(upload.status, 201, "{}", upload.text());
         let hash = upload.json()["hash"].as_str().expect("hash").to_string();
-        let assign = gw.admin("PUT", "/admin/v1/tenants/spinner/policy", json!({"hash": hash, "config": {}})).await;
-        assert_eq!(assign.status, 200, "{}", assign.text());
+        for tenant in ["spinner", "heavy"] {
+            let assign = gw.admin("PUT", &format!("/admin/v1/tenants/{tenant}/policy"), json!({"hash": hash, "config": {}})).await;
+            assert_eq!(assign.status, 200, "{}", assign.text());
+        }
         let patch = gw.admin("PATCH", "/admin/v1/tenants/flooder", json!({"rate_limits": {"requests_per_minute": 5}})).await;
         assert_eq!(patch.status, 200, "{}", patch.text());
         // Warm up: compiled policies cached, connections and the store exercised.
         assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&hostile), &[], chat_body("loop")).await.status, 500, "the hostile policy spins to its deadline");
         measure(&gw, &good, 20).await;
-        (good, hostile, flooder)
+        assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&heavy), &[], chat_body("burn-8ms")).await.status, 200, "the heavy policy routes within its deadline");
+        (good, hostile, heavy, flooder)
     });
 
     let mut solo_p99 = Vec::new();
@@ -153,13 +172,14 @@ fn run(rounds: usize, requests: usize) -> Measured {
     let timeouts_before = gw.app.policies.stats.timeouts.load(Ordering::Relaxed);
     let mut hostile_total = 0;
     let mut flood_total = 0;
+    let mut heavy_total = 0;
     for round in 0..rounds {
         let mut solo = client.block_on(measure(&gw, &good, requests));
         solo_p99.push(p99(&mut solo));
         let solo_p50 = solo[solo.len() / 2];
 
         let noise = Arc::new(Noise::default());
-        let noise_thread = start_noise(gw.clone(), hostile.clone(), flooder.clone(), noise.clone());
+        let noise_thread = start_noise(gw.clone(), hostile.clone(), heavy.clone(), flooder.clone(), noise.clone());
         // Let the noise reach its steady state before measuring.
         std::thread::sleep(Duration::from_millis(200));
         let mut noisy = client.block_on(measure(&gw, &good, requests));
@@ -167,19 +187,21 @@ fn run(rounds: usize, requests: usize) -> Measured {
         noise_thread.join().expect("noise thread");
         noisy_p99.push(p99(&mut noisy));
         let noisy_p50 = noisy[noisy.len() / 2];
-        let (h, s, f, u) = (
+        let (h, s, b, f, u) = (
             noise.hostile_failed.load(Ordering::Relaxed),
             noise.hostile_suspended.load(Ordering::Relaxed),
+            noise.heavy_served.load(Ordering::Relaxed),
             noise.flood_refused.load(Ordering::Relaxed),
             noise.unexpected.load(Ordering::Relaxed),
         );
-        assert!(h + s > 0 && f > 0, "round {round}: the noise did not run (hostile {h} + {s} suspended, flood {f})");
+        assert!(h + s > 0 && b > 0 && f > 0, "round {round}: the noise did not run (hostile {h} + {s} suspended, heavy {b}, flood {f})");
         assert!(s > 0, "round {round}: the spinning policy was never suspended ({h} deadline hits)");
-        assert_eq!(u, 0, "round {round}: noise requests got answers other than 500 policy_failed / 503 policy_suspended / 429");
+        assert_eq!(u, 0, "round {round}: noise requests got answers other than 500 policy_failed / 503 policy_suspended (spinner), 200 (heavy), 429 (flooder)");
         hostile_total += h;
+        heavy_total += b;
         flood_total += f;
         eprintln!(
-            "noisy neighbours round {round}: solo p50 {:.2} ms p99 {:.2} ms | noisy p50 {:.2} ms p99 {:.2} ms | {h} spinning requests, {s} refused while suspended, {f} flood requests refused",
+            "noisy neighbours round {round}: solo p50 {:.2} ms p99 {:.2} ms | noisy p50 {:.2} ms p99 {:.2} ms | {h} spinning requests, {s} refused while suspended, {b} heavy requests served, {f} flood requests refused",
             ms(solo_p50),
             ms(solo_p99[round]),
             ms(noisy_p50),
@@ -189,7 +211,7 @@ fn run(rounds: usize, requests: usize) -> Measured {
     let timeouts = gw.app.policies.stats.timeouts.load(Ordering::Relaxed) - timeouts_before;
     let (solo, noisy) = (median(&mut solo_p99), median(&mut noisy_p99));
     eprintln!(
-        "noisy neighbours: median p99 solo {:.2} ms, noisy {:.2} ms ({:.2}x; claim <= 2x) over {rounds} rounds of {requests} requests; {hostile_total} spinning requests ({timeouts} policy timeouts), {flood_total} flood requests refused; {:.1?}",
+        "noisy neighbours: median p99 solo {:.2} ms, noisy {:.2} ms ({:.2}x; claim <= 2x) over {rounds} rounds of {requests} requests; {hostile_total} spinning requests ({timeouts} policy timeouts), {heavy_total} heavy requests (8 ms of policy CPU each), {flood_total} flood requests refused; {:.1?}",
         ms(solo),
         ms(noisy),
         noisy.as_secs_f64() / solo.as_secs_f64(),
@@ -213,11 +235,12 @@ fn noisy_neighbours_never_fail_a_well_behaved_tenant() {
 
 /// The latency claim: p99 beside the noise within 2x of p99 alone (median over rounds).
 ///
-/// Policy calls now yield their worker on every 1 ms epoch tick, so a guest spinning to its
-/// CPU deadline no longer holds a tokio worker for the whole deadline. Measured since: 1.62x,
-/// 2.15x, 2.31x and 3.99x (before the yield: 2.9-5.2x), on a 2-core machine that was also
-/// running the benchmark harness. Not yet reliably within 2x, so it stays out of the
-/// default run: `cargo test -p tollgate-tests --test all noisy -- --ignored --nocapture`.
+/// With the spinner suspended, refusals delayed and a per-tenant share of policy CPU, the
+/// spinner and the flood alone leave the well-behaved tenant at 1.4-1.7x; the heavy
+/// neighbour (8 ms of policy CPU a call, within its deadline) still takes one of two cores
+/// while it runs, and the ratio measures 2.4-2.9x on this 2-core machine (see
+/// tests/RELIABILITY.md). So it stays out of the default run:
+/// `cargo test -p tollgate-tests --test all noisy -- --ignored --nocapture`.
 #[test]
 #[ignore = "a timing comparison: run alone (see tests/RELIABILITY.md)"]
 fn well_behaved_tenant_p99_stays_within_2x_beside_a_spinning_policy_and_a_flood() {

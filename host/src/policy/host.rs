@@ -20,6 +20,8 @@ pub struct CallState {
     pub(crate) log: Vec<LogLine>,
     pub(crate) dropped_log_lines: u64,
     pub(crate) stderr: BoundedStderr,
+    /// Epoch ticks the guest ran through (its run time, in ticks).
+    pub(crate) ticks_run: u64,
     memory_ops: u32,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -38,6 +40,7 @@ impl CallState {
             limits,
             request_id,
             limiter,
+            ticks_run: 0,
             log: Vec::new(),
             dropped_log_lines: 0,
             stderr,

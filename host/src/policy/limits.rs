@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub const DEFAULT_CPU_DEADLINE: Duration = Duration::from_millis(10);
 /// Epoch granularity: the deadline is enforced to within one tick, and a long call yields
 /// its thread to other requests once per tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub const EPOCH_TICK: Duration = Duration::from_micros(250);
 /// Linear memory a guest may grow to. Defends against memory bombs; 16 MiB is ample for
 /// routing logic yet keeps 64 concurrent calls under 1 GiB.
 pub const DEFAULT_MEMORY_BYTES: usize = 16 << 20;
@@ -53,6 +53,11 @@ pub const DEFAULT_MEMORY_OPS_PER_CALL: u32 = 256;
 /// from 1 s doubling to 60 s). Defends neighbours against a policy that spins on every
 /// request; 0 turns it off.
 pub const DEFAULT_SUSPEND_AFTER_TIMEOUTS: u32 = 3;
+/// Milliseconds of policy run time each tenant may use per second (a quarter of a core):
+/// defends neighbours against a policy that stays within its deadline but is called back
+/// to back. A typical call costs 25-50 µs, so this admits thousands of calls a second per
+/// tenant; 0 turns it off.
+pub const DEFAULT_TENANT_CPU_MS_PER_SECOND: u32 = 250;
 /// Targets a plan may hold; more is a bad return value, not a longer retry chain.
 pub const DEFAULT_MAX_TARGETS: usize = 8;
 /// Longest trace string (it becomes a response header).
@@ -94,6 +99,8 @@ pub struct PolicyLimits {
     pub memory_ops_per_call: u32,
     /// Deadline hits in a row before suspension (0: never).
     pub suspend_after_timeouts: u32,
+    /// Policy run time per tenant per second, in milliseconds (0: unlimited).
+    pub tenant_cpu_ms_per_second: u32,
     /// Targets per plan.
     pub max_targets: usize,
     /// Trace length, in bytes.
@@ -121,6 +128,7 @@ impl Default for PolicyLimits {
             memory_value_bytes: DEFAULT_MEMORY_VALUE_BYTES,
             memory_ops_per_call: DEFAULT_MEMORY_OPS_PER_CALL,
             suspend_after_timeouts: DEFAULT_SUSPEND_AFTER_TIMEOUTS,
+            tenant_cpu_ms_per_second: DEFAULT_TENANT_CPU_MS_PER_SECOND,
             max_targets: DEFAULT_MAX_TARGETS,
             max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
             max_tags: DEFAULT_MAX_TAGS,

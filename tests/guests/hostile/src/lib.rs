@@ -28,6 +28,16 @@ impl Policy for Hostile {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            // Spins for 8 ms of wall time, then routes normally: a heavy policy that stays
+            // just within the 10 ms deadline, so it is never suspended.
+            "burn-8ms" => {
+                let started = std::time::Instant::now();
+                let mut n: u64 = 0;
+                while started.elapsed() < std::time::Duration::from_millis(8) {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                plan(format!("burned {n}"))
+            }
             "memory-bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
