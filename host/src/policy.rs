@@ -469,9 +469,11 @@ impl PolicyRuntime {
     /// failed), and classifies a failure.
     fn finish<R>(&self, hash: PolicyHash, tenant: &str, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
         let state = call.store.into_data();
-        // Run time: the ticks the guest ran through; a call shorter than a tick, its
-        // wall time (it had no occasion to yield).
-        let ran = if state.ticks_run == 0 { call.started.elapsed() } else { limits::EPOCH_TICK * state.ticks_run as u32 };
+        // Run time in wasm, sampled: a tick lands in a call with a chance proportional to
+        // its length, so ticks x tick estimates the guest's run time without bias, counts
+        // nothing while the call is yielded, and leaves host work (and a loaded machine's
+        // queueing, which wall time would bill) out.
+        let ran = limits::EPOCH_TICK * u32::try_from(state.ticks_run).unwrap_or(u32::MAX);
         self.cpu_share.charge(tenant, ran);
         let memory_limit_hit = state.limiter.memory_limit_hit;
         flush_log(state);
