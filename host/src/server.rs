@@ -182,7 +182,8 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
         Ok(response) => response,
         Err(error) => {
-            if matches!(error, GatewayError::RateLimited(_) | GatewayError::Policy(crate::PolicyError::Suspended { .. })) {
+            // Every refusal that tells the client to come back later (see REFUSAL_DELAY).
+            if matches!(error, GatewayError::RateLimited(_) | GatewayError::Policy(crate::PolicyError::Suspended { .. } | crate::PolicyError::CpuShareExhausted { .. })) {
                 tokio::time::sleep(crate::ratelimit::REFUSAL_DELAY).await;
             }
             span.in_scope(|| error_response(&error))

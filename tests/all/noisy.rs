@@ -253,3 +253,63 @@ fn well_behaved_tenant_p99_stays_within_2x_beside_a_spinning_policy_and_a_flood(
         measured.rounds,
     );
 }
+
+/// What a client sees of each defence: a tenant past its share of policy CPU gets 429
+/// `policy_cpu_share_exceeded` with `Retry-After`, after the refusal delay; a policy that
+/// keeps running into its deadline gets 500 `policy_failed` three times, then 503
+/// `policy_suspended` with `Retry-After`; a neighbour is served all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_share_and_suspension_answer_with_their_own_errors() {
+    let mut config = tollgate::Config::embedded();
+    config.policy.tenant_cpu_ms_per_second = 20;
+    let gw = Gateway::start_with(config).await;
+    let calm = gw.demo_tenant("calm", 100.0).await;
+    let heavy = gw.demo_tenant("heavy", 100.0).await;
+    let spinner = gw.demo_tenant("spinner", 100.0).await;
+    let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
+    assert_eq!(upload.status, 201, "{}", upload.text());
+    let hash = upload.json()["hash"].as_str().expect("hash").to_string();
+    for tenant in ["heavy", "spinner"] {
+        let assign = gw.admin("PUT", &format!("/admin/v1/tenants/{tenant}/policy"), json!({"hash": hash, "config": {}})).await;
+        assert_eq!(assign.status, 200, "{}", assign.text());
+    }
+
+    // 8 ms of policy CPU a call against 20 ms a second (50 ms burst): once the burst is
+    // spent, each call first waits for the refill...
+    let mut waited = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let reply = gw.call("POST", "/v1/chat/completions", Some(&heavy), &[], chat_body("burn-8ms")).await;
+        assert_eq!(reply.status, 200, "a sequential client is delayed, not refused: {}", reply.text());
+        waited = waited.max(started.elapsed());
+        if waited >= Duration::from_millis(100) {
+            break;
+        }
+        assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&calm), &[], chat_body("demo-small")).await.status, 200, "the neighbour is served");
+    }
+    assert!(waited >= Duration::from_millis(100), "no call waited for the tenant's CPU share (longest {waited:?})");
+    // ...and concurrent calls, which would wait over a second, are refused.
+    let calls = (0..8).map(|_| {
+        let (gw, heavy) = (&gw, &heavy);
+        async move {
+            let started = Instant::now();
+            let reply = gw.call("POST", "/v1/chat/completions", Some(heavy), &[], chat_body("burn-8ms")).await;
+            (reply, started.elapsed())
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    let (reply, took) = replies.iter().find(|(r, _)| r.status == 429).unwrap_or_else(|| panic!("no refusal among {:?}", replies.iter().map(|(r, _)| r.status).collect::<Vec<_>>()));
+    assert_eq!(reply.error_code(), "policy_cpu_share_exceeded", "{}", reply.text());
+    assert!(reply.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After: {:?}", reply.header("retry-after"));
+    assert!(*took >= tollgate::ratelimit::REFUSAL_DELAY, "the refusal came after {took:?}, before the refusal delay");
+    assert!(replies.iter().all(|(r, _)| r.status == 200 || r.status == 429), "{:?}", replies.iter().map(|(r, _)| r.status).collect::<Vec<_>>());
+
+    for attempt in 0..3 {
+        let reply = gw.call("POST", "/v1/chat/completions", Some(&spinner), &[], chat_body("loop")).await;
+        assert_eq!((reply.status, reply.error_code()), (500, "policy_failed".to_string()), "attempt {attempt}: {}", reply.text());
+    }
+    let reply = gw.call("POST", "/v1/chat/completions", Some(&spinner), &[], chat_body("loop")).await;
+    assert_eq!((reply.status, reply.error_code()), (503, "policy_suspended".to_string()), "{}", reply.text());
+    assert!(reply.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After: {:?}", reply.header("retry-after"));
+    assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&calm), &[], chat_body("demo-small")).await.status, 200, "the neighbour is served");
+}
