@@ -59,7 +59,11 @@ impl CpuShare {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let burst_ms = BURST.as_secs_f64() * 1000.0;
-        let bucket = buckets.entry(tenant.to_string()).or_insert(Bucket { available_ms: burst_ms, refilled: now, average_ms: 0.0 });
+        // Look up before inserting: the tenant's id is copied once, not on every call.
+        if !buckets.contains_key(tenant) {
+            buckets.insert(tenant.to_string(), Bucket { available_ms: burst_ms, refilled: now, average_ms: 0.0 });
+        }
+        let Some(bucket) = buckets.get_mut(tenant) else { return Admission::Now };
         let refill = now.duration_since(bucket.refilled).as_secs_f64() * self.ms_per_second;
         bucket.available_ms = (bucket.available_ms + refill).min(burst_ms);
         bucket.refilled = now;
