@@ -56,6 +56,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Uploads the hostile guest and makes it the policy of `tenants`.
+async fn assign_hostile_policy(gw: &Gateway, tenants: &[&str]) {
+    let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
+    assert_eq!(upload.status, 201, "{}", upload.text());
+    let hash = upload.json()["hash"].as_str().expect("hash").to_string();
+    for tenant in tenants {
+        let assign = gw.admin("PUT", &format!("/admin/v1/tenants/{tenant}/policy"), json!({"hash": hash, "config": {}})).await;
+        assert_eq!(assign.status, 200, "{}", assign.text());
+    }
+}
+
 /// `n` sequential chats of the well-behaved tenant; each must succeed.
 async fn measure(gw: &Gateway, token: &str, n: usize) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(n);
@@ -150,13 +161,7 @@ fn run(rounds: usize, requests: usize, heavy_clients: usize) -> Measured {
         let hostile = gw.demo_tenant("spinner", 100.0).await;
         let heavy = gw.demo_tenant("heavy", 100.0).await;
         let flooder = gw.demo_tenant("flooder", 100.0).await;
-        let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
-        assert_eq!(upload.status, 201, "{}", upload.text());
-        let hash = upload.json()["hash"].as_str().expect("hash").to_string();
-        for tenant in ["spinner", "heavy"] {
-            let assign = gw.admin("PUT", &format!("/admin/v1/tenants/{tenant}/policy"), json!({"hash": hash, "config": {}})).await;
-            assert_eq!(assign.status, 200, "{}", assign.text());
-        }
+        assign_hostile_policy(&gw, &["spinner", "heavy"]).await;
         let patch = gw.admin("PATCH", "/admin/v1/tenants/flooder", json!({"rate_limits": {"requests_per_minute": 5}})).await;
         assert_eq!(patch.status, 200, "{}", patch.text());
         // Warm up: compiled policies cached, connections and the store exercised.
@@ -266,13 +271,7 @@ async fn cpu_share_and_suspension_answer_with_their_own_errors() {
     let calm = gw.demo_tenant("calm", 100.0).await;
     let heavy = gw.demo_tenant("heavy", 100.0).await;
     let spinner = gw.demo_tenant("spinner", 100.0).await;
-    let upload = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[], tollgate_tests::guests::wasm("tollgate-guest-hostile")).await;
-    assert_eq!(upload.status, 201, "{}", upload.text());
-    let hash = upload.json()["hash"].as_str().expect("hash").to_string();
-    for tenant in ["heavy", "spinner"] {
-        let assign = gw.admin("PUT", &format!("/admin/v1/tenants/{tenant}/policy"), json!({"hash": hash, "config": {}})).await;
-        assert_eq!(assign.status, 200, "{}", assign.text());
-    }
+    assign_hostile_policy(&gw, &["heavy", "spinner"]).await;
 
     // 8 ms of policy CPU a call against 20 ms a second (50 ms burst): once the burst is
     // spent, each call first waits for the refill...
