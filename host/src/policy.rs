@@ -32,7 +32,9 @@ use host::CallState;
 pub mod bindings {
     // Exports are async so calls run on a fiber inside the tokio task: WASI's blocking
     // stream calls (a guest's `eprintln!`) then await instead of nesting a runtime.
-    wasmtime::component::bindgen!({ world: "policy", path: "../wit", exports: { default: async } });
+    // Imports are trappable: an import past a limit the interface has no error value for
+    // traps the call (see `host.rs`).
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit", exports: { default: async }, imports: { default: trappable } });
 }
 
 pub use bindings::tollgate::policy::catalog::ModelInfo;
@@ -453,18 +455,37 @@ impl PolicyRuntime {
         // requests between ticks (a guest spinning to its deadline would otherwise hold a
         // tokio worker for the whole deadline). The deadline counts the ticks the guest ran
         // through, not the time it spent yielded, so a busy gateway does not kill a
-        // well-behaved call that merely waited its turn. One extra tick: the first may
-        // arrive just after the call starts.
-        let mut ticks_left = self.limits.deadline_ticks();
+        // well-behaved call that merely waited its turn.
+        // The budget is the deadline plus one tick: the first tick may arrive just after
+        // the call starts.
+        let budget = limits::EPOCH_TICK * u32::try_from(self.limits.deadline_ticks()).unwrap_or(u32::MAX);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
             state.ticks_run += 1;
-            ticks_left = ticks_left.saturating_sub(1);
             // Yield on every tick, also the first: letting a call run on through its first
             // tick saved 2 µs a call on average but let a heavy policy hold its worker for
             // two ticks, and its neighbours' p99 rose by a third (tests/RELIABILITY.md).
-            Ok(if ticks_left == 0 { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::Yield(1) })
+            Ok(if state.run_time() >= budget { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::Yield(1) })
+        });
+        // Epoch interruption only fires in wasm: time inside imports (copying a huge
+        // argument, a slow store read) is measured here and counts against the same
+        // budget. An import that returns past it ends the call as a timeout.
+        store.call_hook(move |mut context, hook| {
+            let state = context.data_mut();
+            match hook {
+                wasmtime::CallHook::CallingHost => state.host_entered = Some(Instant::now()),
+                wasmtime::CallHook::ReturningFromHost => {
+                    if let Some(entered) = state.host_entered.take() {
+                        state.host_time += entered.elapsed();
+                    }
+                    if state.run_time() >= budget {
+                        return Err(Trap::Interrupt.into());
+                    }
+                }
+                wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
         });
         Call { store, started: Instant::now() }
     }
@@ -474,11 +495,10 @@ impl PolicyRuntime {
     fn finish<R>(&self, hash: PolicyHash, tenant: &str, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
         let state = call.store.into_data();
         // Run time in wasm, sampled: a tick lands in a call with a chance proportional to
-        // its length, so ticks x tick estimates the guest's run time without bias, counts
-        // nothing while the call is yielded, and leaves host work (and a loaded machine's
-        // queueing, which wall time would bill) out.
-        let ran = limits::EPOCH_TICK * u32::try_from(state.ticks_run).unwrap_or(u32::MAX);
-        self.cpu_share.charge(tenant, ran);
+        // its length, so ticks x tick estimates the guest's run time without bias and
+        // counts nothing while the call is yielded (a loaded machine's queueing, which
+        // wall time would bill); plus the measured time inside imports.
+        self.cpu_share.charge(tenant, state.run_time());
         let memory_limit_hit = state.limiter.memory_limit_hit;
         flush_log(state);
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -501,6 +521,9 @@ impl PolicyRuntime {
     fn classify(&self, hash: PolicyHash, error: &wasmtime::Error, memory_limit_hit: bool) -> PolicyError {
         if memory_limit_hit {
             return PolicyError::MemoryLimit { hash, limit: self.limits.memory_bytes };
+        }
+        if let Some(refused) = error.downcast_ref::<host::ImportError>() {
+            return PolicyError::Trap { hash, reason: refused.to_string() };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Timeout { hash, deadline_ms: self.limits.cpu_deadline_ms },

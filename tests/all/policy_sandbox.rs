@@ -184,3 +184,31 @@ async fn exhausted_pool_sheds_with_busy_instead_of_crashing() {
     assert_eq!(trace(attack(&sandbox, hash, "other", "fine").await.expect("after the hog")), "well-behaved");
     assert_eq!(sandbox.runtime.stats.shed.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// A policy that spends its time inside host calls (8 MiB arguments the host must copy
+/// and check) runs into its deadline like one spinning in wasm, within a bounded time, and
+/// its deadline hits count towards suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_inside_host_calls_counts_against_the_deadline_and_towards_suspension() {
+    let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 10, ..test_limits() }).await;
+    for attempt in 0..3 {
+        let started = std::time::Instant::now();
+        let result = attack(&sandbox, hash, "busy-host", "host-heavy").await;
+        let took = started.elapsed();
+        eprintln!("host-heavy attempt {attempt}: {took:?}");
+        assert!(matches!(result, Err(PolicyError::Timeout { deadline_ms: 10, .. })), "attempt {attempt}: {result:?}");
+        assert!(took < std::time::Duration::from_secs(1), "attempt {attempt} took {took:?}");
+    }
+    let result = attack(&sandbox, hash, "busy-host", "host-heavy").await;
+    assert!(matches!(result, Err(PolicyError::Suspended { .. })), "{result:?}");
+    assert_eq!(sandbox.runtime.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
+/// An import argument past its limit, where the interface has no error value, traps the
+/// call with a message naming the import and the limit.
+#[tokio::test]
+async fn oversized_import_arguments_trap_with_the_limit_named() {
+    let (sandbox, hash) = hostile().await;
+    let error = attack(&sandbox, hash, "t", "long-user-name").await.expect_err("must trap");
+    assert_eq!(error.to_string(), format!("policy {hash} trapped: metering.user-spend was passed 100000 bytes; the limit is 256"));
+}

@@ -1,15 +1,45 @@
 //! The imported interfaces, implemented on the per-call store state. Each forwards to the
-//! calling tenant's [`TenantView`]; per-call limits (memory operations, log lines) are
-//! enforced here, and every denial is a WIT error value, never a trap.
+//! calling tenant's [`TenantView`]; per-call limits (memory operations, log lines,
+//! argument sizes) are enforced here. A denial is a WIT error value where the interface
+//! has one; where it has none (an oversized argument to `log`, `catalog` or `metering`)
+//! the call traps with an [`ImportError`] that names the limit.
+//!
+//! Time spent in imports counts against the call's deadline: the store's call hook
+//! (installed in `policy.rs`) adds it to [`CallState::host_time`] and traps with
+//! `Trap::Interrupt` when an import returns past the deadline.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::tollgate::policy::{catalog, credentials, log, memory, metering, types};
-use super::limits::PolicyLimits;
+use super::limits::{self, PolicyLimits};
 use super::view::{LogLine, TenantView};
+
+/// Why an import trapped the call. The message reaches the policy's author through
+/// `policy_failed`; it names the import and the limit, never tenant data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// An argument larger than the import accepts, where the interface has no error value.
+    #[error("{import} was passed {bytes} bytes; the limit is {limit}")]
+    ArgumentTooLarge {
+        /// The import, e.g. `metering.user-spend`.
+        import: &'static str,
+        /// The argument's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+fn bounded(import: &'static str, argument: &str, limit: usize) -> wasmtime::Result<()> {
+    if argument.len() > limit {
+        return Err(ImportError::ArgumentTooLarge { import, bytes: argument.len(), limit }.into());
+    }
+    Ok(())
+}
 
 /// Everything one policy call's `Store` holds. Dropped with the store after the call.
 pub struct CallState {
@@ -20,8 +50,13 @@ pub struct CallState {
     pub(crate) log: Vec<LogLine>,
     pub(crate) dropped_log_lines: u64,
     pub(crate) stderr: BoundedStderr,
-    /// Epoch ticks the guest ran through (its run time, in ticks).
+    /// Epoch ticks the guest ran through in wasm (its run time there, in ticks).
     pub(crate) ticks_run: u64,
+    /// Time spent inside imports, measured by the call hook (lifting the arguments and
+    /// lowering the results included).
+    pub(crate) host_time: Duration,
+    /// When the guest entered the import it is in, if any.
+    pub(crate) host_entered: Option<Instant>,
     memory_ops: u32,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -41,6 +76,8 @@ impl CallState {
             request_id,
             limiter,
             ticks_run: 0,
+            host_time: Duration::ZERO,
+            host_entered: None,
             log: Vec::new(),
             dropped_log_lines: 0,
             stderr,
@@ -48,6 +85,13 @@ impl CallState {
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// The call's run time so far: the sampled time in wasm plus the measured time in
+    /// imports. (A tick that lands during an import is counted in both; the overlap is at
+    /// most one tick per import, and errs towards charging the guest.)
+    pub(crate) fn run_time(&self) -> Duration {
+        limits::EPOCH_TICK * u32::try_from(self.ticks_run).unwrap_or(u32::MAX) + self.host_time
     }
 
     fn count_memory_op(&mut self) -> Result<(), memory::MemoryError> {
@@ -111,62 +155,74 @@ impl WasiView for CallState {
 impl types::Host for CallState {}
 
 impl credentials::Host for CallState {
-    fn list(&mut self) -> Vec<credentials::CredentialInfo> {
-        self.view.credentials()
+    fn list(&mut self) -> wasmtime::Result<Vec<credentials::CredentialInfo>> {
+        Ok(self.view.credentials())
     }
 }
 
+/// A key or prefix the memory store cannot hold is `invalid-key`, before any store work.
+fn memory_key(key: &str) -> Result<(), memory::MemoryError> {
+    if key.len() > limits::MAX_IMPORT_KEY_BYTES {
+        return Err(memory::MemoryError::InvalidKey);
+    }
+    Ok(())
+}
+
 impl memory::Host for CallState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, memory::MemoryError> {
-        self.count_memory_op()?;
-        self.view.memory_get(&key)
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, memory::MemoryError>> {
+        Ok(self.count_memory_op().and_then(|()| memory_key(&key)).and_then(|()| self.view.memory_get(&key)))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), memory::MemoryError> {
-        self.count_memory_op()?;
-        if value.len() > self.limits.memory_value_bytes {
-            return Err(memory::MemoryError::ValueTooLarge);
-        }
-        self.view.memory_set(&key, &value)
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), memory::MemoryError>> {
+        Ok((|| {
+            self.count_memory_op()?;
+            memory_key(&key)?;
+            if value.len() > self.limits.memory_value_bytes {
+                return Err(memory::MemoryError::ValueTooLarge);
+            }
+            self.view.memory_set(&key, &value)
+        })())
     }
 
-    fn delete(&mut self, key: String) -> Result<(), memory::MemoryError> {
-        self.count_memory_op()?;
-        self.view.memory_delete(&key)
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), memory::MemoryError>> {
+        Ok(self.count_memory_op().and_then(|()| memory_key(&key)).and_then(|()| self.view.memory_delete(&key)))
     }
 
-    fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, memory::MemoryError> {
-        self.count_memory_op()?;
-        self.view.memory_list(&prefix, limit.min(1000))
+    fn list_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<String>, memory::MemoryError>> {
+        Ok(self.count_memory_op().and_then(|()| memory_key(&prefix)).and_then(|()| self.view.memory_list(&prefix, limit.min(1000))))
     }
 }
 
 impl metering::Host for CallState {
-    fn budget(&mut self) -> metering::BudgetStatus {
-        self.view.budget()
+    fn budget(&mut self) -> wasmtime::Result<metering::BudgetStatus> {
+        Ok(self.view.budget())
     }
 
-    fn user_spend(&mut self, end_user: String) -> u64 {
-        self.view.user_spend(&end_user)
+    fn user_spend(&mut self, end_user: String) -> wasmtime::Result<u64> {
+        bounded("metering.user-spend", &end_user, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
+        Ok(self.view.user_spend(&end_user))
     }
 
-    fn tag_spend(&mut self, tag: String) -> u64 {
-        self.view.tag_spend(&tag)
+    fn tag_spend(&mut self, tag: String) -> wasmtime::Result<u64> {
+        bounded("metering.tag-spend", &tag, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
+        Ok(self.view.tag_spend(&tag))
     }
 }
 
 impl catalog::Host for CallState {
-    fn models(&mut self) -> Vec<catalog::ModelInfo> {
-        self.view.models()
+    fn models(&mut self) -> wasmtime::Result<Vec<catalog::ModelInfo>> {
+        Ok(self.view.models())
     }
 
-    fn lookup(&mut self, model: String) -> Option<catalog::ModelInfo> {
-        self.view.lookup_model(&model)
+    fn lookup(&mut self, model: String) -> wasmtime::Result<Option<catalog::ModelInfo>> {
+        bounded("catalog.lookup", &model, limits::MAX_IMPORT_MODEL_NAME_BYTES)?;
+        Ok(self.view.lookup_model(&model))
     }
 }
 
 impl log::Host for CallState {
-    fn write(&mut self, level: log::Level, message: String) {
+    fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        bounded("log.write", &message, limits::MAX_IMPORT_LOG_MESSAGE_BYTES)?;
         let level = match level {
             log::Level::Trace => "trace",
             log::Level::Debug => "debug",
@@ -175,6 +231,7 @@ impl log::Host for CallState {
             log::Level::Error => "error",
         };
         self.push_log(level, &message);
+        Ok(())
     }
 }
 

@@ -70,6 +70,26 @@ pub const DEFAULT_MAX_TAGS: usize = 16;
 /// Longest tag.
 pub const DEFAULT_MAX_TAG_BYTES: usize = 64;
 
+// Argument sizes of the host imports. The guest's 16 MiB memory already bounds what one
+// argument can be; these keep the host's work per import small and proportionate (a
+// 16 MiB "model name" would be copied, validated and compared against every catalog
+// entry) and keep guest-chosen strings out of host maps. Time inside imports counts
+// against the call's deadline as well (see `host.rs`), so a guest cannot escape it by
+// looping over expensive imports.
+
+/// Longest memory key or `list-keys` prefix: the memory store's own key limit, since a
+/// longer prefix cannot match any key. Larger: `invalid-key`.
+pub const MAX_IMPORT_KEY_BYTES: usize = crate::memory::MAX_KEY_BYTES;
+/// Longest `log.write` message the host accepts; lines are still cut to
+/// `log_line_bytes`. Larger: the call traps (the interface has no error value).
+pub const MAX_IMPORT_LOG_MESSAGE_BYTES: usize = 64 << 10;
+/// Longest model name for `catalog.lookup` (no provider's model name comes close).
+/// Larger: the call traps.
+pub const MAX_IMPORT_MODEL_NAME_BYTES: usize = 256;
+/// Longest end-user or tag name for `metering.user-spend`/`tag-spend`: each distinct
+/// name could otherwise become a host-side key of any size. Larger: the call traps.
+pub const MAX_IMPORT_SCOPE_NAME_BYTES: usize = 256;
+
 /// The sandbox limits. `Default` gives the documented defaults above.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

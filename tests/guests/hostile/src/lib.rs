@@ -1,7 +1,7 @@
 //! A policy that misbehaves on request: the request's `model` names the attack. The sandbox
 //! tests build it once per run and assert what the gateway does about each attack.
 
-use tollgate_sdk::{credentials, export_policy, log, memory, Context, Decision, Plan, Policy, Request, Target};
+use tollgate_sdk::{credentials, export_policy, log, memory, metering, Context, Decision, Plan, Policy, Request, Target};
 
 /// The hostile policy.
 pub struct Hostile;
@@ -104,6 +104,26 @@ impl Policy for Hostile {
                 let _ = memory::set("note", context.tenant_id.as_bytes());
                 plan(format!("saw={}", seen.unwrap_or_else(|| "none".into())))
             }
+            // Spends its time inside host calls: 24 memory imports, each handed an 8 MiB
+            // key that the host must copy and check (and answer `invalid-key`), then routes. Epoch interruption only
+            // fires in wasm, so only charging host time ends this at the deadline.
+            "host-heavy" => {
+                let big = "x".repeat(8 << 20);
+                for i in 0..24 {
+                    match i % 3 {
+                        0 => drop(memory::get(&big)),
+                        1 => drop(memory::list_keys(&big, 1)),
+                        _ => drop(memory::delete(&big)),
+                    }
+                }
+                plan("host calls were free".into())
+            }
+            // Names an end user far longer than any the gateway accepts.
+            "long-user-name" => plan(format!("spent {}", metering::user_spend(&"u".repeat(100_000)))),
+            // Reports what the host says the budget is.
+            "read-budget" => plan(format!("spent {}", metering::budget().spent_microdollars)),
+            // Reports how many credentials the host lists.
+            "count-credentials" => plan(format!("{} credentials", credentials::list().len())),
             _ => plan("well-behaved".into()),
         }
     }
