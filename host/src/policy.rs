@@ -23,7 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
 pub use limits::PolicyLimits;
 pub use upload::UploadError;
-pub use view::{LogLine, TenantView};
+pub use view::{LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
 use host::CallState;
@@ -524,6 +524,9 @@ impl PolicyRuntime {
         }
         if let Some(refused) = error.downcast_ref::<host::ImportError>() {
             return PolicyError::Trap { hash, reason: refused.to_string() };
+        }
+        if let Some(unavailable) = error.downcast_ref::<Unavailable>() {
+            return PolicyError::Trap { hash, reason: unavailable.to_string() };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Timeout { hash, deadline_ms: self.limits.cpu_deadline_ms },

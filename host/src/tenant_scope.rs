@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::memory::TenantMemory;
 use crate::metering::{Budget, Metering};
-use crate::policy::{BudgetStatus, CredentialInfo, LogLine, MemoryError, ModelInfo, TenantView};
+use crate::policy::{BudgetStatus, CredentialInfo, LogLine, MemoryError, ModelInfo, TenantView, Unavailable};
 use crate::policy_log::PolicyLog;
 use crate::sealing::Vault;
 use crate::store::TenantKey;
@@ -75,14 +75,18 @@ impl ScopeServices {
     }
 }
 
+impl TenantScope {
+    /// Settled spend of `scope` in the period of the tenant's budget.
+    fn scope_spend(&self, scope: &str) -> Result<u64, crate::store::StoreError> {
+        let period = self.budget.map(|b| b.period).unwrap_or_default().id_at(self.now_millis);
+        self.metering.scope_spend(&self.tenant, scope, &period)
+    }
+}
+
 impl TenantView for TenantScope {
-    fn credentials(&self) -> Vec<CredentialInfo> {
-        self.vault
-            .list(&self.tenant_id)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| CredentialInfo { name: c.name, provider: c.provider })
-            .collect()
+    fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable> {
+        let listed = self.vault.list(&self.tenant_id).map_err(|e| Unavailable { what: "credentials", cause: e.to_string() })?;
+        Ok(listed.into_iter().map(|c| CredentialInfo { name: c.name, provider: c.provider }).collect())
     }
 
     fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError> {
@@ -101,24 +105,16 @@ impl TenantView for TenantScope {
         self.memory.list(prefix, limit)
     }
 
-    fn budget(&self) -> BudgetStatus {
-        self.metering.status(&self.tenant, self.budget, self.now_millis).unwrap_or_else(|_| BudgetStatus {
-            period: "month".into(),
-            period_id: String::new(),
-            limit_microdollars: self.budget.map(|b| b.limit_microdollars),
-            spent_microdollars: 0,
-            reserved_microdollars: 0,
-        })
+    fn budget(&self) -> Result<BudgetStatus, Unavailable> {
+        self.metering.status(&self.tenant, self.budget, self.now_millis).map_err(|e| Unavailable { what: "budget", cause: e.to_string() })
     }
 
-    fn user_spend(&self, end_user: &str) -> u64 {
-        let period = self.budget.map(|b| b.period).unwrap_or_default().id_at(self.now_millis);
-        self.metering.scope_spend(&self.tenant, &format!("user:{end_user}"), &period).unwrap_or(0)
+    fn user_spend(&self, end_user: &str) -> Result<u64, Unavailable> {
+        self.scope_spend(&format!("user:{end_user}")).map_err(|e| Unavailable { what: "end-user spend", cause: e.to_string() })
     }
 
-    fn tag_spend(&self, tag: &str) -> u64 {
-        let period = self.budget.map(|b| b.period).unwrap_or_default().id_at(self.now_millis);
-        self.metering.scope_spend(&self.tenant, &format!("tag:{tag}"), &period).unwrap_or(0)
+    fn tag_spend(&self, tag: &str) -> Result<u64, Unavailable> {
+        self.scope_spend(&format!("tag:{tag}")).map_err(|e| Unavailable { what: "tag spend", cause: e.to_string() })
     }
 
     fn models(&self) -> Vec<ModelInfo> {

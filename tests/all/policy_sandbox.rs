@@ -212,3 +212,62 @@ async fn oversized_import_arguments_trap_with_the_limit_named() {
     let error = attack(&sandbox, hash, "t", "long-user-name").await.expect_err("must trap");
     assert_eq!(error.to_string(), format!("policy {hash} trapped: metering.user-spend was passed 100000 bytes; the limit is 256"));
 }
+
+/// A tenant view whose store reads fail: spend, budget and credential reads report the
+/// failure; everything else is the real scope's.
+struct FailingStore(Arc<tollgate::tenant_scope::TenantScope>);
+
+impl tollgate::policy::TenantView for FailingStore {
+    fn credentials(&self) -> Result<Vec<tollgate::policy::CredentialInfo>, tollgate::policy::Unavailable> {
+        Err(tollgate::policy::Unavailable { what: "credentials", cause: "storage failure: injected".into() })
+    }
+    fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, tollgate::policy::MemoryError> {
+        self.0.memory_get(key)
+    }
+    fn memory_set(&self, key: &str, value: &[u8]) -> Result<(), tollgate::policy::MemoryError> {
+        self.0.memory_set(key, value)
+    }
+    fn memory_delete(&self, key: &str) -> Result<(), tollgate::policy::MemoryError> {
+        self.0.memory_delete(key)
+    }
+    fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, tollgate::policy::MemoryError> {
+        self.0.memory_list(prefix, limit)
+    }
+    fn budget(&self) -> Result<tollgate::policy::BudgetStatus, tollgate::policy::Unavailable> {
+        Err(tollgate::policy::Unavailable { what: "budget", cause: "storage failure: injected".into() })
+    }
+    fn user_spend(&self, _end_user: &str) -> Result<u64, tollgate::policy::Unavailable> {
+        Err(tollgate::policy::Unavailable { what: "end-user spend", cause: "storage failure: injected".into() })
+    }
+    fn tag_spend(&self, _tag: &str) -> Result<u64, tollgate::policy::Unavailable> {
+        Err(tollgate::policy::Unavailable { what: "tag spend", cause: "storage failure: injected".into() })
+    }
+    fn models(&self) -> Vec<tollgate::policy::ModelInfo> {
+        self.0.models()
+    }
+    fn lookup_model(&self, model: &str) -> Option<tollgate::policy::ModelInfo> {
+        self.0.lookup_model(model)
+    }
+    fn append_log(&self, lines: Vec<tollgate::policy::LogLine>) {
+        self.0.append_log(lines)
+    }
+}
+
+/// A store failure behind `metering.budget` or `credentials.list` fails the call (500
+/// `policy_failed` naming the cause) instead of reporting no spend or no credentials, so
+/// a budget guard cannot fail open.
+#[tokio::test]
+async fn store_failures_behind_imports_fail_the_call_instead_of_reading_as_zero() {
+    let (sandbox, hash) = hostile().await;
+    for (model, cause) in [("read-budget", "budget unavailable: storage failure: injected"), ("count-credentials", "credentials unavailable: storage failure: injected")] {
+        let view = Arc::new(FailingStore(sandbox.scope("t")));
+        let result = sandbox.runtime.route(hash, view, &request(model), &context("t", "{}")).await;
+        let error = result.expect_err(model);
+        assert_eq!(error.to_string(), format!("policy {hash} trapped: {cause}"), "{model}");
+        let gateway_error = tollgate::error::GatewayError::Policy(error);
+        assert_eq!(gateway_error.parts().0.as_u16(), 500);
+        assert_eq!(gateway_error.parts().2, "policy_failed");
+    }
+    // The real view reports the real figures.
+    assert_eq!(trace(attack(&sandbox, hash, "t", "read-budget").await.expect("budget")), "spent 0");
+}

@@ -2,7 +2,9 @@
 //! calling tenant's [`TenantView`]; per-call limits (memory operations, log lines,
 //! argument sizes) are enforced here. A denial is a WIT error value where the interface
 //! has one; where it has none (an oversized argument to `log`, `catalog` or `metering`)
-//! the call traps with an [`ImportError`] that names the limit.
+//! the call traps with an [`ImportError`] that names the limit, and a failed read (the
+//! budget, credentials) traps with the view's [`Unavailable`](super::view::Unavailable):
+//! imports fail closed, never answering zero or an empty list.
 //!
 //! Time spent in imports counts against the call's deadline: the store's call hook
 //! (installed in `policy.rs`) adds it to [`CallState::host_time`] and traps with
@@ -156,7 +158,7 @@ impl types::Host for CallState {}
 
 impl credentials::Host for CallState {
     fn list(&mut self) -> wasmtime::Result<Vec<credentials::CredentialInfo>> {
-        Ok(self.view.credentials())
+        Ok(self.view.credentials()?)
     }
 }
 
@@ -195,17 +197,17 @@ impl memory::Host for CallState {
 
 impl metering::Host for CallState {
     fn budget(&mut self) -> wasmtime::Result<metering::BudgetStatus> {
-        Ok(self.view.budget())
+        Ok(self.view.budget()?)
     }
 
     fn user_spend(&mut self, end_user: String) -> wasmtime::Result<u64> {
         bounded("metering.user-spend", &end_user, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
-        Ok(self.view.user_spend(&end_user))
+        Ok(self.view.user_spend(&end_user)?)
     }
 
     fn tag_spend(&mut self, tag: String) -> wasmtime::Result<u64> {
         bounded("metering.tag-spend", &tag, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
-        Ok(self.view.tag_spend(&tag))
+        Ok(self.view.tag_spend(&tag)?)
     }
 }
 

@@ -17,10 +17,22 @@ pub struct LogLine {
     pub request_id: String,
 }
 
+/// A read behind an import failed (the store, the vault). The import traps the call with
+/// this message rather than answering zero or an empty list: a budget guard reading "no
+/// spend" on a storage failure would fail open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} unavailable: {cause}")]
+pub struct Unavailable {
+    /// What could not be read: `budget`, `credentials`, ...
+    pub what: &'static str,
+    /// Why, e.g. `storage failure: ...` (never another tenant's data).
+    pub cause: String,
+}
+
 /// The tenant-scoped capabilities behind the policy imports.
 pub trait TenantView: Send + Sync {
     /// Names and providers of the tenant's credentials.
-    fn credentials(&self) -> Vec<CredentialInfo>;
+    fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable>;
     /// Reads a memory value.
     fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError>;
     /// Writes a memory value within the quota.
@@ -30,11 +42,11 @@ pub trait TenantView: Send + Sync {
     /// Lists memory keys by prefix.
     fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError>;
     /// Budget and spend of the current period.
-    fn budget(&self) -> BudgetStatus;
+    fn budget(&self) -> Result<BudgetStatus, Unavailable>;
     /// An end user's settled spend this period.
-    fn user_spend(&self, end_user: &str) -> u64;
+    fn user_spend(&self, end_user: &str) -> Result<u64, Unavailable>;
     /// A tag's settled spend this period.
-    fn tag_spend(&self, tag: &str) -> u64;
+    fn tag_spend(&self, tag: &str) -> Result<u64, Unavailable>;
     /// The catalog with the tenant's prices.
     fn models(&self) -> Vec<ModelInfo>;
     /// One catalog entry.
