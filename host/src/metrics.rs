@@ -39,6 +39,25 @@ impl Histogram {
     }
 }
 
+/// One request counted in a gauge for as long as it lives: dropping it (the request
+/// finished, or its future was dropped because the client hung up) counts it out.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    /// Counts one in.
+    pub fn enter(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The gateway's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {

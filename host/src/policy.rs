@@ -191,6 +191,8 @@ pub struct PolicyRuntime {
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
     stop_ticker: Arc<AtomicBool>,
+    /// Epoch ticks since start (the ticker's own count, readable without the engine).
+    ticks: Arc<AtomicU64>,
     /// Counters for `/metrics`.
     pub stats: PolicyStats,
 }
@@ -201,10 +203,51 @@ impl Drop for PolicyRuntime {
     }
 }
 
-/// One call's store and start time.
-struct Call {
+/// One call in flight: its store, and the accounting owed however the call ends. A
+/// caller whose future is dropped mid-call (a client hanging up) drops the `Call`, and
+/// its `Drop` settles the accounting: the run time is charged to the tenant's CPU share,
+/// the in-flight gauge comes down, the log lines reach the tenant, and the call counts as
+/// a deadline hit (hanging up on a call still running is how a client would dodge the
+/// deadline; a well-behaved call is over in microseconds, so its clients hardly ever hang
+/// up during one, and any call that ends in time clears the record).
+struct Call<'a> {
+    runtime: &'a PolicyRuntime,
+    tenant: &'a str,
+    hash: PolicyHash,
     store: wasmtime::Store<CallState>,
     started: Instant,
+    settled: bool,
+}
+
+impl Call<'_> {
+    /// Does the accounting once; `timed_out` feeds the suspension breaker.
+    fn settle(&mut self, timed_out: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let runtime = self.runtime;
+        let state = self.store.data_mut();
+        // Run time in wasm, sampled: a tick lands in a call with a chance proportional to
+        // its length, so ticks x tick estimates the guest's run time without bias and
+        // counts nothing while the call is yielded (a loaded machine's queueing, which
+        // wall time would bill); plus the measured time inside imports.
+        runtime.cpu_share.charge(self.tenant, state.run_time());
+        flush_log(state);
+        runtime.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        runtime.stats.call_nanos.fetch_add(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Some(suspension) = runtime.breaker.record(self.tenant, self.hash, timed_out, runtime.limits.suspend_after_timeouts) {
+            tracing::warn!(policy = %self.hash, tenant = self.tenant, seconds = suspension.as_secs(), "policy suspended for this tenant after repeated CPU deadline hits");
+        }
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            tracing::warn!(policy = %self.hash, tenant = self.tenant, "policy call abandoned mid-flight by its caller");
+            self.settle(true);
+        }
+    }
 }
 
 /// Core instances one Rust `wasm32-wasip2` component creates (main module plus the shims
@@ -238,12 +281,13 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
     Engine::new(&config).map_err(|e| PolicyError::Setup(format!("{e:#}")))
 }
 
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
+fn spawn_epoch_ticker(engine: Engine, ticks: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
     std::thread::Builder::new()
         .name("tollgate-epoch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(limits::EPOCH_TICK);
+                ticks.fetch_add(1, Ordering::Relaxed);
                 engine.increment_epoch();
             }
         })
@@ -261,7 +305,8 @@ impl PolicyRuntime {
         bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        let ticks = Arc::new(AtomicU64::new(0));
+        spawn_epoch_ticker(engine.clone(), ticks.clone(), stop_ticker.clone())?;
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
@@ -273,6 +318,7 @@ impl PolicyRuntime {
             limits: Arc::new(limits),
             store,
             stop_ticker,
+            ticks,
             stats: PolicyStats::default(),
         })
     }
@@ -388,12 +434,12 @@ impl PolicyRuntime {
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let started = Instant::now();
-        let mut call = self.begin(view, &context.request_id);
+        let mut call = self.begin(hash, view, context);
         let result = match pre.instantiate_async(&mut call.store).await {
             Ok(policy) => policy.call_route(&mut call.store, request, context).await,
             Err(e) => Err(e),
         };
-        let raw = self.finish(hash, &context.tenant_id, call, result)?;
+        let raw = self.finish(call, result)?;
         let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             PolicyError::InvalidDecision { hash, reason }
@@ -413,12 +459,12 @@ impl PolicyRuntime {
         self.cpu_share_of(&context.tenant_id).await?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
-        let mut call = self.begin(view, &context.request_id);
+        let mut call = self.begin(hash, view, context);
         let result = match pre.instantiate_async(&mut call.store).await {
             Ok(policy) => policy.call_on_complete(&mut call.store, completion, context).await,
             Err(e) => Err(e),
         };
-        self.finish(hash, &context.tenant_id, call, result)
+        self.finish(call, result)
     }
 
     /// Refuses at once while the tenant's policy is suspended (see `breaker.rs`).
@@ -445,11 +491,11 @@ impl PolicyRuntime {
         }
     }
 
-    /// A fresh store for one call, with its limiter and epoch deadline.
-    fn begin(&self, view: Arc<dyn TenantView>, request_id: &str) -> Call {
+    /// A fresh store for one call of `hash` in `context`'s tenant, with its limiter and
+    /// epoch deadline.
+    fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context) -> Call<'a> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), request_id.into()));
+        let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), context.request_id.clone()));
         store.limiter(|state| &mut state.limiter);
         // Check in on every epoch tick: a long call yields its worker thread to other
         // requests between ticks (a guest spinning to its deadline would otherwise hold a
@@ -462,7 +508,11 @@ impl PolicyRuntime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
-            state.ticks_run += 1;
+            // A tick that fell inside an import is not wasm time: the call hook measured
+            // that time already.
+            if !std::mem::take(&mut state.tick_in_host) {
+                state.ticks_run += 1;
+            }
             // Yield on every tick, also the first: letting a call run on through its first
             // tick saved 2 µs a call on average but let a heavy policy hold its worker for
             // two ticks, and its neighbours' p99 rose by a third (tests/RELIABILITY.md).
@@ -470,14 +520,21 @@ impl PolicyRuntime {
         });
         // Epoch interruption only fires in wasm: time inside imports (copying a huge
         // argument, a slow store read) is measured here and counts against the same
-        // budget. An import that returns past it ends the call as a timeout.
+        // budget. An import that returns past it ends the call as a timeout. Measured on
+        // the thread's CPU clock, not the wall clock: like the ticks, which count nothing
+        // while the call is yielded, it must not bill the guest for the time the OS ran
+        // other threads (on a loaded machine that failed a policy well within its
+        // deadline). Capped by the wall time, in case an import moved threads.
+        let ticks = self.ticks.clone();
         store.call_hook(move |mut context, hook| {
             let state = context.data_mut();
             match hook {
-                wasmtime::CallHook::CallingHost => state.host_entered = Some(Instant::now()),
+                wasmtime::CallHook::CallingHost => state.host_entered = Some(host::ImportClock::start(&ticks)),
                 wasmtime::CallHook::ReturningFromHost => {
                     if let Some(entered) = state.host_entered.take() {
-                        state.host_time += entered.elapsed();
+                        let (spent, tick_inside) = entered.stop(&ticks);
+                        state.host_time += spent;
+                        state.tick_in_host |= tick_inside;
                     }
                     if state.run_time() >= budget {
                         return Err(Trap::Interrupt.into());
@@ -487,26 +544,19 @@ impl PolicyRuntime {
             }
             Ok(())
         });
-        Call { store, started: Instant::now() }
+        // Counted in flight from here; the `Call` brings the gauge down however it ends.
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Call { runtime: self, tenant: &context.tenant_id, hash, store, started: Instant::now(), settled: false }
     }
 
-    /// Ends a call: drops the store, hands its log lines to the tenant (also when the call
-    /// failed), and classifies a failure.
-    fn finish<R>(&self, hash: PolicyHash, tenant: &str, call: Call, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
-        let state = call.store.into_data();
-        // Run time in wasm, sampled: a tick lands in a call with a chance proportional to
-        // its length, so ticks x tick estimates the guest's run time without bias and
-        // counts nothing while the call is yielded (a loaded machine's queueing, which
-        // wall time would bill); plus the measured time inside imports.
-        self.cpu_share.charge(tenant, state.run_time());
-        let memory_limit_hit = state.limiter.memory_limit_hit;
-        flush_log(state);
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.stats.call_nanos.fetch_add(call.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    /// Ends a call: settles its accounting (see [`Call`]), hands its log lines to the
+    /// tenant (also when the call failed), and classifies a failure.
+    fn finish<R>(&self, mut call: Call<'_>, result: wasmtime::Result<R>) -> Result<R, PolicyError> {
+        let hash = call.hash;
+        let memory_limit_hit = call.store.data().limiter.memory_limit_hit;
         let timed_out = result.is_err() && !memory_limit_hit && result.as_ref().err().and_then(|e| e.downcast_ref::<Trap>()) == Some(&Trap::Interrupt);
-        if let Some(suspension) = self.breaker.record(tenant, hash, timed_out, self.limits.suspend_after_timeouts) {
-            tracing::warn!(policy = %hash, tenant, seconds = suspension.as_secs(), "policy suspended for this tenant after repeated CPU deadline hits");
-        }
+        call.settle(timed_out);
+        drop(call);
         result.map_err(|error| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             let failure = self.classify(hash, &error, memory_limit_hit);
@@ -555,7 +605,7 @@ fn deserialize_own_artifact(engine: &Engine, bytes: &[u8]) -> Option<Component> 
 }
 
 /// Moves a finished call's log lines (and captured stderr) into the tenant's policy log.
-fn flush_log(mut state: CallState) {
+fn flush_log(state: &mut CallState) {
     let stderr = state.stderr.contents();
     if !stderr.is_empty() {
         let text = String::from_utf8_lossy(&stderr).into_owned();

@@ -10,7 +10,6 @@ pub mod wire;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -178,7 +177,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     let request_id = new_request_id();
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let endpoint = endpoint(request.uri().path());
-    app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let in_flight = crate::metrics::InFlight::enter(&app.metrics.in_flight);
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
         Ok(response) => response,
         Err(error) => {
@@ -189,7 +188,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
             span.in_scope(|| error_response(&error))
         }
     };
-    app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(in_flight);
     app.metrics.request(endpoint, response.status().as_u16());
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "done"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -312,3 +312,38 @@ async fn cpu_share_and_suspension_answer_with_their_own_errors() {
     assert!(reply.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After: {:?}", reply.header("retry-after"));
     assert_eq!(gw.call("POST", "/v1/chat/completions", Some(&calm), &[], chat_body("demo-small")).await.status, 200, "the neighbour is served");
 }
+
+/// A client that hangs up while its tenant's policy is still running: the request's
+/// future is dropped mid-call, and both in-flight gauges come back to 0 at once (well
+/// before the call's 2 s deadline would have ended it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_policy_call_leaves_no_request_in_flight() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = tollgate::Config::embedded();
+    config.policy.cpu_deadline_ms = 2000;
+    let gw = Gateway::start_with(config).await;
+    let spinner = gw.demo_tenant("spinner", 100.0).await;
+    assign_hostile_policy(&gw, &["spinner"]).await;
+    let body = chat_body("loop");
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {spinner}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(&body).await.expect("write body");
+    let policy_in_flight = || gw.app.policies.stats.in_flight.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while policy_in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the policy call never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(stream);
+    let hung_up = Instant::now();
+    while policy_in_flight() != 0 || gw.app.metrics.in_flight.load(Ordering::Relaxed) != 0 {
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(1),
+            "still in flight after the client hung up: policy {}, requests {}",
+            policy_in_flight(),
+            gw.app.metrics.in_flight.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -271,3 +271,37 @@ async fn store_failures_behind_imports_fail_the_call_instead_of_reading_as_zero(
     // The real view reports the real figures.
     assert_eq!(trace(attack(&sandbox, hash, "t", "read-budget").await.expect("budget")), "spent 0");
 }
+
+/// A caller that gives up on a call mid-flight (a client hanging up) does not let the
+/// tenant escape its accounting: the call's run time is charged to the tenant's CPU share,
+/// the in-flight gauge returns to 0, and the dropped call counts as a deadline hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_mid_flight_is_charged_and_counted() {
+    let give_up = std::time::Duration::from_millis(300);
+    // CPU share: 1 ms/s with a 50 ms burst. Calls given up on after 300 ms soon take the
+    // tenant past its burst (how soon depends on how much of that time the guest ran on a
+    // loaded machine), and the next call is refused.
+    let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 2000, tenant_cpu_ms_per_second: 1, ..test_limits() }).await;
+    let mut refused = false;
+    for _ in 0..5 {
+        match tokio::time::timeout(give_up, attack(&sandbox, hash, "hangs-up", "loop")).await {
+            Err(_) => assert_eq!(sandbox.runtime.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0, "the in-flight gauge returns to 0"),
+            Ok(Err(PolicyError::CpuShareExhausted { .. })) => {
+                refused = true;
+                break;
+            }
+            Ok(other) => panic!("the call must still be running when its caller gives up: {other:?}"),
+        }
+    }
+    assert!(refused, "the dropped calls' run time was not charged to the tenant's CPU share");
+
+    // Suspension: three calls dropped mid-flight in a row suspend the policy like three
+    // deadline hits.
+    let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 2000, tenant_cpu_ms_per_second: 0, ..test_limits() }).await;
+    for _ in 0..3 {
+        assert!(tokio::time::timeout(give_up, attack(&sandbox, hash, "hangs-up", "loop")).await.is_err());
+    }
+    let next = attack(&sandbox, hash, "hangs-up", "fine").await;
+    assert!(matches!(next, Err(PolicyError::Suspended { .. })), "dropped calls escaped suspension: {next:?}");
+    assert_eq!(trace(attack(&sandbox, hash, "neighbour", "fine").await.expect("neighbour")), "well-behaved");
+}

@@ -10,6 +10,7 @@
 //! (installed in `policy.rs`) adds it to [`CallState::host_time`] and traps with
 //! `Trap::Interrupt` when an import returns past the deadline.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,9 @@ pub struct CallState {
     /// lowering the results included).
     pub(crate) host_time: Duration,
     /// When the guest entered the import it is in, if any.
-    pub(crate) host_entered: Option<Instant>,
+    pub(crate) host_entered: Option<ImportClock>,
+    /// A tick fell inside an import: the next epoch callback is for time already measured.
+    pub(crate) tick_in_host: bool,
     memory_ops: u32,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -80,6 +83,7 @@ impl CallState {
             ticks_run: 0,
             host_time: Duration::ZERO,
             host_entered: None,
+            tick_in_host: false,
             log: Vec::new(),
             dropped_log_lines: 0,
             stderr,
@@ -90,8 +94,7 @@ impl CallState {
     }
 
     /// The call's run time so far: the sampled time in wasm plus the measured time in
-    /// imports. (A tick that lands during an import is counted in both; the overlap is at
-    /// most one tick per import, and errs towards charging the guest.)
+    /// imports.
     pub(crate) fn run_time(&self) -> Duration {
         limits::EPOCH_TICK * u32::try_from(self.ticks_run).unwrap_or(u32::MAX) + self.host_time
     }
@@ -120,6 +123,35 @@ impl CallState {
             request_id: self.request_id.clone(),
         });
     }
+}
+
+/// When an import began: wall clock, the thread's CPU clock and the runtime's tick count.
+pub(crate) struct ImportClock {
+    wall: Instant,
+    cpu: Duration,
+    tick: u64,
+}
+
+impl ImportClock {
+    /// Reads the clocks, then the tick count: a tick while the clocks are read falls
+    /// outside the measured time, so the epoch callback samples it as usual.
+    pub(crate) fn start(ticks: &AtomicU64) -> Self {
+        let (wall, cpu) = (Instant::now(), thread_cpu_time());
+        Self { wall, cpu, tick: ticks.load(Ordering::Relaxed) }
+    }
+
+    /// The CPU time this thread spent since `start` (at most the wall time: an async
+    /// import may resume on another thread, whose clock says nothing about this one), and
+    /// whether a tick fell inside that measured time.
+    pub(crate) fn stop(self, ticks: &AtomicU64) -> (Duration, bool) {
+        let tick_inside = ticks.load(Ordering::Relaxed) != self.tick;
+        (thread_cpu_time().saturating_sub(self.cpu).min(self.wall.elapsed()), tick_inside)
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
 }
 
 /// Caps linear memory and remembers that the cap was hit, so the caller can report
