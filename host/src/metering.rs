@@ -352,7 +352,7 @@ impl Metering {
     pub fn status(&self, tenant: &TenantKey, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
         let period = budget.map(|b| b.period).unwrap_or_default();
         let period_id = period.id_at(now_millis);
-        let cell = *self.counters.lock(&self.store).cell(tenant, "total", &period_id)?;
+        let cell = *self.counters.lock_tenant(&self.store, tenant).cell(tenant, "total", &period_id)?;
         Ok(BudgetStatus {
             period: period.as_str().into(),
             limit_microdollars: budget.map(|b| b.limit_microdollars),
@@ -364,7 +364,7 @@ impl Metering {
 
     /// Settled spend of one scope (`user:alice`, `tag:x`) in a period.
     pub fn scope_spend(&self, tenant: &TenantKey, scope: &str, period_id: &str) -> Result<u64, StoreError> {
-        Ok(self.counters.lock(&self.store).cell(tenant, scope, period_id)?.spent)
+        self.counters.lock_tenant(&self.store, tenant).spent(tenant, scope, period_id)
     }
 
     /// Holds `microdollars` for a request if the budget allows it; with no budget the
@@ -389,7 +389,7 @@ impl Metering {
         };
         let limits = std::iter::once(("total", budget.map(|b| b.limit_microdollars))).chain(sub_budgets.iter().map(|(scope, limit)| (scope.as_str(), Some(*limit))));
         {
-            let mut cells = self.counters.lock(&self.store);
+            let mut cells = self.counters.lock_tenant(&self.store, &tenant);
             for (scope, limit) in limits.clone() {
                 let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
                 if let Some(limit) = limit
@@ -419,7 +419,7 @@ impl Metering {
     /// Gives back a reservation whose record could not be written.
     fn release(&self, reservation: &Reservation) {
         let tenant = TenantKey::of(&reservation.tenant_id);
-        let mut cells = self.counters.lock(&self.store);
+        let mut cells = self.counters.lock_tenant(&self.store, &tenant);
         for scope in std::iter::once("total").chain(reservation.scopes.iter().map(String::as_str)) {
             if let Some(cell) = cells.loaded(&tenant, scope, &reservation.period_id) {
                 cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
@@ -439,9 +439,15 @@ impl Metering {
         self.writer.settle(reservation, record).await
     }
 
+    /// Counter cells held in memory (bounded; see `metering/counters.rs`).
+    pub fn cells_len(&self) -> usize {
+        self.counters.cells_len()
+    }
+
     /// Forgets a deleted tenant's counters (its records were purged from the store).
     pub fn forget_tenant(&self, tenant_id: &str) {
-        self.counters.lock(&self.store).forget(&TenantKey::of(tenant_id));
+        let tenant = TenantKey::of(tenant_id);
+        self.counters.lock_tenant(&self.store, &tenant).forget(&tenant);
     }
 
     /// Writes a ledger record for a request that reserved nothing (rejected, failed early).

@@ -131,3 +131,51 @@ impl TenantView for TenantScope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::{Budget, LedgerRecord, Period};
+
+    fn services() -> Result<ScopeServices, Box<dyn std::error::Error>> {
+        let store = crate::Store::temporary()?;
+        Ok(ScopeServices {
+            vault: Arc::new(Vault::new(store.clone(), crate::sealing::Key::random())?),
+            metering: Metering::new(store.clone())?,
+            catalog: Arc::new(Catalog::new(&[])),
+            store,
+            memory_quota_bytes: 1 << 20,
+            log_lines_kept: 10,
+        })
+    }
+
+    /// A policy asking for the spend of 100,000 distinct end users and tags (names it
+    /// chooses freely) leaves the host's counter cells bounded, and still reads the real
+    /// figures.
+    #[test]
+    fn spend_lookups_of_endless_names_keep_host_memory_bounded() -> Result<(), Box<dyn std::error::Error>> {
+        let services = services()?;
+        let now = 1_764_460_800_000; // 2025-11-30
+        let budget = Some(Budget { limit_microdollars: 1_000_000, period: Period::Month });
+        let reservation = services.metering.reserve_scoped("t", budget, &[("user:alice".into(), 500)], "r1", 100, now)?;
+        let record = LedgerRecord {
+            tenant_id: "t".into(), unix_millis: now, request_id: "r1".into(), provider: "demo".into(), model: "m".into(),
+            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cost_microdollars: 42, latency_ms: 1,
+            outcome: "success".into(), end_user: Some("alice".into()), tags: vec!["team".into()], policy_hash: String::new(),
+        };
+        services.metering.settle(&reservation, &record)?;
+        let scope = services.scope("t", budget, now);
+        for i in 0..100_000 {
+            assert_eq!(scope.user_spend(&format!("user-{i}"))?, 0);
+            if i % 10 == 0 {
+                assert_eq!(scope.tag_spend(&format!("tag-{i}"))?, 0);
+            }
+        }
+        assert_eq!(scope.user_spend("alice")?, 42);
+        assert_eq!(scope.tag_spend("team")?, 42);
+        assert_eq!(scope.budget()?.spent_microdollars, 42);
+        let cells = services.metering.cells_len();
+        assert!(cells <= 100, "100,000 spend lookups left {cells} counter cells in memory");
+        Ok(())
+    }
+}
