@@ -508,6 +508,10 @@ impl PolicyRuntime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
+            // This callback runs inside the epoch libcall, which the call hook below sees
+            // as a host call; its time (a yield: waiting for a worker, not running) is not
+            // the guest's to pay.
+            state.host_entered = None;
             // A tick that fell inside an import is not wasm time: the call hook measured
             // that time already.
             if !std::mem::take(&mut state.tick_in_host) {
