@@ -22,7 +22,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
 pub use limits::PolicyLimits;
-pub use upload::UploadError;
+pub use upload::{check_complexity, UploadError};
 pub use view::{LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
@@ -260,10 +260,10 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(slots * 2)
-        .max_memories_per_component(2)
-        .total_tables(slots * 4)
-        .max_tables_per_component(4)
+        .total_memories(slots * limits::MAX_MEMORIES_PER_COMPONENT)
+        .max_memories_per_component(limits::MAX_MEMORIES_PER_COMPONENT)
+        .total_tables(slots * limits::MAX_TABLES_PER_COMPONENT)
+        .max_tables_per_component(limits::MAX_TABLES_PER_COMPONENT)
         .max_memory_size(limits.memory_bytes)
         .total_stacks(slots)
         .linear_memory_keep_resident(limits::KEEP_RESIDENT_MEMORY_BYTES)
@@ -337,6 +337,7 @@ impl PolicyRuntime {
     /// twice is a no-op that returns the same hash. Compilation runs on a blocking thread.
     pub async fn upload(&self, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
         upload::check_bytes(&wasm, self.limits.upload_bytes)?;
+        upload::check_complexity(&wasm, &self.limits)?;
         let hash = PolicyHash::of(&wasm);
         let key = hash.to_string();
         if self.store.policies.contains_key(&key).map_err(StoreError::from)? {

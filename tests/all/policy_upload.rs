@@ -106,3 +106,32 @@ async fn unknown_hash_is_not_found() {
     let result = sandbox.runtime.route(hash, sandbox.scope("t"), &request("x"), &context("t", "{}")).await;
     assert_eq!(result.expect_err("not found").to_string(), format!("policy {hash} is not uploaded"));
 }
+
+/// A component whose one core module is `module` (WAT).
+fn component_with(module: &str) -> Vec<u8> {
+    wat::parse_str(format!("(component (core module {module}))")).expect("wat")
+}
+
+/// Compile bombs (hundreds of thousands of functions, a function with huge locals or a
+/// huge body) are refused with 400 `policy_too_complex` naming the limit, before any
+/// compiling: quickly. The stock policies pass the same limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_bombs_are_refused_quickly_naming_the_limit() {
+    let gw = crate::support::Gateway::start().await;
+    let bombs = [
+        (component_with(&"(func)".repeat(200_000)), "policy defines functions: 200000; the limit is 20000 (policy.max_functions)"),
+        (component_with(&format!("(func (local {}))", "i64 ".repeat(40_000))), "policy has a function with locals: 40000; the limit is 5000 (policy.max_function_locals)"),
+        (component_with(&format!("(func {})", "nop ".repeat(600_000))), "policy has a function body of bytes: 600002; the limit is 524288 (policy.max_function_body_bytes)"),
+    ];
+    for (wasm, message) in bombs {
+        let started = std::time::Instant::now();
+        let reply = gw.call("POST", "/admin/v1/policies", Some(crate::support::ADMIN), &[], wasm).await;
+        let took = started.elapsed();
+        assert_eq!((reply.status, reply.error_code()), (400, "policy_too_complex".to_string()), "{}", reply.text());
+        assert_eq!(reply.json()["error"]["message"], message);
+        assert!(took < std::time::Duration::from_secs(2), "refusing took {took:?}");
+    }
+    for stock in ["tollgate-policy-default", "tollgate-policy-failover", "tollgate-policy-budget-guard", "tollgate-policy-aliases", "tollgate-guest-hostile"] {
+        tollgate::policy::check_complexity(&tollgate_tests::guests::wasm(stock), &PolicyLimits::default()).unwrap_or_else(|e| panic!("{stock}: {e}"));
+    }
+}

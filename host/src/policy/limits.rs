@@ -70,6 +70,29 @@ pub const DEFAULT_MAX_TAGS: usize = 16;
 /// Longest tag.
 pub const DEFAULT_MAX_TAG_BYTES: usize = 64;
 
+// Compile bombs: a valid component of a few MB with hundreds of thousands of functions,
+// or functions with huge bodies or tens of thousands of locals, costs Cranelift tens of
+// seconds and gigabytes before anything else could refuse it. These are counted with a
+// cheap parse before compiling (see `upload.rs`); the stock policies use a small
+// fraction of each.
+
+/// Functions defined across the component's core modules.
+pub const DEFAULT_MAX_FUNCTIONS: usize = 20_000;
+/// Locals one function may declare.
+pub const DEFAULT_MAX_FUNCTION_LOCALS: usize = 5_000;
+/// Bytes of one function body.
+pub const DEFAULT_MAX_FUNCTION_BODY_BYTES: usize = 512 << 10;
+/// Linear memories per component: the pooling allocator's slots hold this many.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables per component: the pooling allocator's slots hold this many.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 4;
+/// Policies compiled at once, the rest queued: compiling is CPU-heavy and must not take
+/// every core from request handling.
+pub const COMPILE_SLOTS: usize = 1;
+/// Policies a tenant may have uploaded but assigned to no tenant: each is kept on disk
+/// and may be compiled, so a tenant must not be able to pile them up.
+pub const DEFAULT_MAX_UNASSIGNED_UPLOADS: usize = 8;
+
 // Argument sizes of the host imports. The guest's 16 MiB memory already bounds what one
 // argument can be; these keep the host's work per import small and proportionate (a
 // 16 MiB "model name" would be copied, validated and compared against every catalog
@@ -132,6 +155,14 @@ pub struct PolicyLimits {
     pub max_tags: usize,
     /// Tag length, in bytes.
     pub max_tag_bytes: usize,
+    /// Functions per uploaded component.
+    pub max_functions: usize,
+    /// Locals per function of an uploaded component.
+    pub max_function_locals: usize,
+    /// Bytes per function body of an uploaded component.
+    pub max_function_body_bytes: usize,
+    /// Uploaded policies a tenant may hold that no tenant has assigned.
+    pub max_unassigned_uploads: usize,
 }
 
 impl Default for PolicyLimits {
@@ -156,6 +187,10 @@ impl Default for PolicyLimits {
             max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
             max_tags: DEFAULT_MAX_TAGS,
             max_tag_bytes: DEFAULT_MAX_TAG_BYTES,
+            max_functions: DEFAULT_MAX_FUNCTIONS,
+            max_function_locals: DEFAULT_MAX_FUNCTION_LOCALS,
+            max_function_body_bytes: DEFAULT_MAX_FUNCTION_BODY_BYTES,
+            max_unassigned_uploads: DEFAULT_MAX_UNASSIGNED_UPLOADS,
         }
     }
 }
