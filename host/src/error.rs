@@ -84,6 +84,7 @@ impl GatewayError {
             BudgetExceeded(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "budget_exceeded".into()),
             PolicyRejected(r) => (StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), "invalid_request_error", r.code.clone()),
             Policy(PolicyError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded".into()),
+            Policy(PolicyError::CompileBusy) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "compile_busy".into()),
             Policy(PolicyError::CpuShareExhausted { .. }) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "policy_cpu_share_exceeded".into()),
             Policy(PolicyError::Suspended { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "policy_suspended".into()),
             Policy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "policy_failed".into()),

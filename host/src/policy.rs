@@ -137,6 +137,9 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The uploading tenant already has a compile queued or running.
+    #[error("this tenant already has a policy compiling; retry when it is done")]
+    CompileBusy,
     /// Every sandbox slot stayed busy for the whole wait.
     #[error("policy sandbox is at capacity; retry shortly")]
     Busy,
@@ -188,6 +191,10 @@ pub struct PolicyRuntime {
     store: Store,
     cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
     permits: tokio::sync::Semaphore,
+    /// Compiles running at once (the rest queue): see `limits::COMPILE_SLOTS`.
+    compiles: tokio::sync::Semaphore,
+    /// Tenants with a compile queued or running: one each.
+    compiling: Mutex<std::collections::HashSet<String>>,
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
     stop_ticker: Arc<AtomicBool>,
@@ -247,6 +254,29 @@ impl Drop for Call<'_> {
             tracing::warn!(policy = %self.hash, tenant = self.tenant, "policy call abandoned mid-flight by its caller");
             self.settle(true);
         }
+    }
+}
+
+/// A tenant's one compile, queued or running; dropping it (the compile ended, or the
+/// upload's future was dropped) lets the tenant compile again.
+struct CompileTurn<'a> {
+    compiling: &'a Mutex<std::collections::HashSet<String>>,
+    tenant: String,
+}
+
+impl<'a> CompileTurn<'a> {
+    fn take(compiling: &'a Mutex<std::collections::HashSet<String>>, tenant: &str) -> Result<Self, PolicyError> {
+        let mut set = compiling.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(tenant.to_string()) {
+            return Err(PolicyError::CompileBusy);
+        }
+        Ok(Self { compiling, tenant: tenant.to_string() })
+    }
+}
+
+impl Drop for CompileTurn<'_> {
+    fn drop(&mut self) {
+        self.compiling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.tenant);
     }
 }
 
@@ -310,6 +340,8 @@ impl PolicyRuntime {
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
+            compiles: tokio::sync::Semaphore::new(limits::COMPILE_SLOTS),
+            compiling: Mutex::new(std::collections::HashSet::new()),
             breaker: breaker::Breaker::default(),
             cpu_share: cpu_share::CpuShare::new(limits.tenant_cpu_ms_per_second),
             cache: Mutex::new(LruCache::new(cache_size)),
@@ -333,9 +365,18 @@ impl PolicyRuntime {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    /// Validates, compiles and stores a policy; returns its hash. Uploading the same bytes
-    /// twice is a no-op that returns the same hash. Compilation runs on a blocking thread.
+    /// Validates, compiles and stores a policy for the operator; returns its hash (see
+    /// [`PolicyRuntime::upload_for`]).
     pub async fn upload(&self, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
+        self.upload_for(None, wasm).await
+    }
+
+    /// Validates, compiles and stores a policy uploaded by `tenant` (`None`: the
+    /// operator); returns its hash. Uploading the same bytes twice is a no-op that returns
+    /// the same hash. Compiles run on blocking threads, at most `COMPILE_SLOTS` at once,
+    /// the rest queued; a tenant with a compile already queued or running is refused with
+    /// [`PolicyError::CompileBusy`], so one tenant cannot fill the queue.
+    pub async fn upload_for(&self, tenant: Option<&str>, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
         upload::check_bytes(&wasm, self.limits.upload_bytes)?;
         upload::check_complexity(&wasm, &self.limits)?;
         let hash = PolicyHash::of(&wasm);
@@ -343,6 +384,11 @@ impl PolicyRuntime {
         if self.store.policies.contains_key(&key).map_err(StoreError::from)? {
             return Ok(hash);
         }
+        let _turn = match tenant {
+            Some(tenant) => Some(CompileTurn::take(&self.compiling, tenant)?),
+            None => None,
+        };
+        let _slot = self.compiles.acquire().await.map_err(|e| PolicyError::Setup(format!("compile pool: {e}")))?;
         let (engine, linker) = (self.engine.clone(), self.linker.clone());
         let (component, pre, artifact) = tokio::task::spawn_blocking(move || {
             let component = upload::compile(&engine, &wasm)?;

@@ -135,3 +135,28 @@ async fn compile_bombs_are_refused_quickly_naming_the_limit() {
         tollgate::policy::check_complexity(&tollgate_tests::guests::wasm(stock), &PolicyLimits::default()).unwrap_or_else(|e| panic!("{stock}: {e}"));
     }
 }
+
+/// Compiles run in a bounded pool, and a tenant may have one compile queued or running:
+/// a tenant's concurrent uploads past that get 429 `compile_busy`, while its first
+/// upload (and the operator's) go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_gets_one_compile_at_a_time() {
+    let gw = crate::support::Gateway::start().await;
+    gw.demo_tenant("uploader", 10.0).await;
+    let reply = gw.admin("POST", "/admin/v1/tenants/uploader/tokens", serde_json::json!({"scope": "manage"})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let manage = reply.json()["token"].as_str().expect("token").to_string();
+    let wasm = tollgate_tests::guests::wasm("tollgate-guest-hostile");
+    let uploads = (0..4).map(|n| {
+        let (gw, manage, wasm) = (&gw, &manage, variant(&wasm, 100 + n));
+        async move { gw.call("POST", "/v1/tenant/policies", Some(manage), &[], wasm).await }
+    });
+    let replies = futures_util::future::join_all(uploads).await;
+    let statuses: Vec<(u16, String)> = replies.iter().map(|r| (r.status, if r.status == 201 { String::new() } else { r.error_code() })).collect();
+    assert!(statuses.contains(&(201, String::new())), "{statuses:?}");
+    assert!(statuses.contains(&(429, "compile_busy".to_string())), "{statuses:?}");
+    assert!(statuses.iter().all(|s| s.0 == 201 || *s == (429, "compile_busy".to_string())), "{statuses:?}");
+    // Once the tenant's compile is done, it may upload again.
+    let again = gw.call("POST", "/v1/tenant/policies", Some(&manage), &[], variant(&wasm, 200)).await;
+    assert_eq!(again.status, 201, "{}", again.text());
+}

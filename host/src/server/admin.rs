@@ -186,7 +186,8 @@ async fn delete_tenant(app: &App, id: &str) -> Result<usize, GatewayError> {
 }
 
 async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
-    let hash = app.policies.upload(wasm.to_vec()).await.map_err(|e| match e {
+    let uploader = (!tenant.is_empty()).then_some(tenant);
+    let hash = app.policies.upload_for(uploader, wasm.to_vec()).await.map_err(|e| match e {
         crate::PolicyError::Upload(u @ crate::policy::UploadError::TooComplex { .. }) => GatewayError::bad_request("policy_too_complex", u.to_string()),
         crate::PolicyError::Upload(u) => GatewayError::bad_request("invalid_policy", u.to_string()),
         other => GatewayError::Policy(other),
