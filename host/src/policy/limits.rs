@@ -89,9 +89,6 @@ pub const MAX_TABLES_PER_COMPONENT: u32 = 4;
 /// Policies compiled at once, the rest queued: compiling is CPU-heavy and must not take
 /// every core from request handling.
 pub const COMPILE_SLOTS: usize = 1;
-/// Policies a tenant may have uploaded but assigned to no tenant: each is kept on disk
-/// and may be compiled, so a tenant must not be able to pile them up.
-pub const DEFAULT_MAX_UNASSIGNED_UPLOADS: usize = 8;
 
 // Argument sizes of the host imports. The guest's 16 MiB memory already bounds what one
 // argument can be; these keep the host's work per import small and proportionate (a
@@ -161,8 +158,6 @@ pub struct PolicyLimits {
     pub max_function_locals: usize,
     /// Bytes per function body of an uploaded component.
     pub max_function_body_bytes: usize,
-    /// Uploaded policies a tenant may hold that no tenant has assigned.
-    pub max_unassigned_uploads: usize,
 }
 
 impl Default for PolicyLimits {
@@ -190,7 +185,6 @@ impl Default for PolicyLimits {
             max_functions: DEFAULT_MAX_FUNCTIONS,
             max_function_locals: DEFAULT_MAX_FUNCTION_LOCALS,
             max_function_body_bytes: DEFAULT_MAX_FUNCTION_BODY_BYTES,
-            max_unassigned_uploads: DEFAULT_MAX_UNASSIGNED_UPLOADS,
         }
     }
 }
