@@ -130,3 +130,15 @@ impl From<crate::metering::BudgetError> for GatewayError {
         }
     }
 }
+
+impl From<crate::tenants::TenantError> for GatewayError {
+    fn from(e: crate::tenants::TenantError) -> Self {
+        use crate::tenants::TenantError as E;
+        match e {
+            E::NotFound(_) => GatewayError::NotFound(e.to_string()),
+            E::Exists(_) => GatewayError::Conflict(e.to_string()),
+            E::Refused(refused) => refused,
+            E::Store(store) => store.into(),
+        }
+    }
+}

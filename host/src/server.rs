@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod reserve;
 pub mod stream;
 pub mod tenant_api;
 pub mod wire;
@@ -89,7 +90,8 @@ pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal,
         return Ok(Principal::Admin);
     }
     let record = tokens::lookup(&app.store, token)?.ok_or(GatewayError::Unauthorized("invalid token"))?;
-    let tenant = app.tenants.get(&record.tenant_id).ok_or(GatewayError::Unauthorized("invalid token"))?;
+    // The token's tenant as it is now: a token of a deleted incarnation opens nothing.
+    let tenant = app.tenants.get(&record.tenant_id).filter(|t| record.belongs_to(t)).ok_or(GatewayError::Unauthorized("invalid token"))?;
     if let Some(claimed) = request.headers().get("x-tenant-id") {
         if claimed.as_bytes() != tenant.id.as_bytes() {
             return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token's tenant".into()));
@@ -143,7 +145,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             // What this tenant can be served: the demo provider, providers it holds a
             // credential for, and every configured provider if it may bring its own key.
             let catalog = app.services.catalog_for(&tenant);
-            let held: Vec<String> = app.vault.list(&tenant.id)?.into_iter().map(|c| c.provider).collect();
+            let held: Vec<String> = app.vault.list(tenant.storage_id())?.into_iter().map(|c| c.provider).collect();
             let usable = |provider: &str| match app.config.providers.get(provider) {
                 Some(p) => p.kind == crate::providers::ProviderKind::Demo || tenant.allow_request_keys || held.iter().any(|h| h == provider),
                 None => false,

@@ -40,9 +40,13 @@ pub struct SessionInfo {
 }
 
 /// Why a session id is refused.
+/// Session ids are path segments of the API (`DELETE .../sessions/{id}`), so only those
+/// that survive a URL unchanged are accepted: no `/`, `?`, `#`, `%` or spaces, and not `.`
+/// or `..`, which clients resolve away.
 pub fn validate_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES || id.bytes().any(|b| b == 0 || b.is_ascii_control()) {
-        return Err("session ids are 1 to 128 bytes without control characters");
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'+' | b'=');
+    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES || !id.bytes().all(allowed) || id.bytes().all(|b| b == b'.') {
+        return Err("session ids are 1 to 128 of the characters A-Z a-z 0-9 - _ . ~ : @ + = (not only dots)");
     }
     Ok(())
 }
@@ -139,6 +143,16 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_ids_must_survive_a_url_path() {
+        for bad in ["a/b", "a?b", "a#b", "a%2Fb", "a b", ".", "..", ""] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["s1", "user@example.com:42", "a.b~c", "x=y+z"] {
+            assert!(validate_id(good).is_ok(), "{good:?}");
+        }
+    }
+
     use super::*;
 
     fn turn(role: &str, content: &str) -> Turn {

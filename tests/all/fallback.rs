@@ -113,7 +113,7 @@ fn two_mock_config(primary: &MockUpstream, secondary: &MockUpstream, cut_model: 
     mocked::point(&mut config, "backup", OPENAI, &secondary.url());
     for kind in KINDS {
         // $1 per Mtok: a micro-dollar per token, so any billed token shows in the cost.
-        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000 });
+        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000, cached_input_usd_per_mtok: None, cache_write_usd_per_mtok: None });
     }
     config
 }

@@ -16,3 +16,4 @@ mod fallback;
 mod canary;
 mod shutdown;
 mod noisy;
+mod budgets;
