@@ -32,7 +32,7 @@ async fn greedy_tenant(gw: &Gateway, id: &str, budget_usd: f64, config: Value) -
     let token = mocked::create_tenant(gw, id, json!({"budget_usd": budget_usd})).await;
     mocked::put_credential(gw, id, "main", "openai", "sk-greedy").await;
     let hash = mocked::upload(gw, "tollgate-guest-greedy").await;
-    mocked::admin_ok(gw, "PUT", &format!("/admin/v1/tenants/{id}/policy"), json!({"hash": hash, "config": config.to_string()})).await;
+    mocked::admin_ok(gw, "PUT", &format!("/admin/v1/tenants/{id}/policy"), json!({"hash": hash, "config": config})).await;
     token
 }
 

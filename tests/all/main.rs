@@ -17,3 +17,4 @@ mod canary;
 mod shutdown;
 mod noisy;
 mod budgets;
+mod identity;

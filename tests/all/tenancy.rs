@@ -48,14 +48,15 @@ async fn deleting_a_tenant_removes_every_record_and_its_data_key() {
     let inference = gw.demo_tenant("doomed", 10.0).await;
     let chat = gw.call("POST", "/v1/chat/completions", Some(&inference), &[("x-session-id", "s1")], hello("remember me").to_string().into_bytes()).await;
     assert_eq!(chat.status, 200);
-    let prefix = tollgate::store::TenantKey::of("doomed").0;
+    let storage = gw.storage_id("doomed");
+    let prefix = gw.tenant_key("doomed").0;
     let before = gw.app.store.tenant.scan_prefix(prefix).count();
     assert!(before >= 4, "credential, data key, ledger, rollups and session turns exist: {before}");
     let reply = gw.admin("DELETE", "/admin/v1/tenants/doomed", json!({})).await;
     assert_eq!(reply.status, 200);
     assert_eq!(gw.app.store.tenant.scan_prefix(prefix).count(), 0);
     assert_eq!(gw.chat(&inference, hello("x")).await.status, 401, "its tokens are gone too");
-    assert!(gw.app.vault.open("doomed", "default").is_err());
+    assert!(gw.app.vault.open(&storage, "default").is_err());
 }
 
 #[tokio::test]
@@ -72,7 +73,7 @@ async fn manage_tokens_serve_their_own_tenant_only() {
     assert_eq!(put.status, 200, "{}", put.text());
     let listed = get(&gw, "/v1/tenant/credentials", &manage).await;
     assert!(listed.text().contains("extra") && !listed.text().contains("sk-self-canary"));
-    assert!(gw.app.vault.list("neighbour").expect("list").iter().all(|c| c.name != "extra"));
+    assert!(gw.app.vault.list(&gw.storage_id("neighbour")).expect("list").iter().all(|c| c.name != "extra"));
     let wasm = tollgate_tests::guests::wasm("tollgate-policy-failover");
     let upload = gw.call("POST", "/v1/tenant/policies", Some(&manage), &[], wasm).await;
     assert_eq!(upload.status, 201, "{}", upload.text());
@@ -178,7 +179,7 @@ async fn concurrent_requests_never_overspend_the_budget() {
         statuses.push(task.await.expect("task"));
     }
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
-    let status = gw.app.metering.status(&tollgate::store::TenantKey::of("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.tenant_key("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
     assert!(status.spent_microdollars <= 2000, "spent {} of 2000", status.spent_microdollars);
     assert_eq!(status.reserved_microdollars, 0, "every reservation settled");
     let ledger = get(&gw, "/admin/v1/tenants/tight/usage/records?start=2000-01-01&end=2100-12-31", ADMIN).await.json();
@@ -280,12 +281,13 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     assert!(stats.records > 5, "{stats:?}");
     let restored = tollgate::Store::open(dir.path()).expect("open restored");
     assert!(restored.tenants.get("backed-up").expect("read").is_some());
+    let storage = gw.storage_id("backed-up");
     let metering = tollgate::metering::Metering::new(restored.clone()).expect("metering");
-    let ledger = metering.ledger("backed-up", 0, u64::MAX, 100).expect("ledger");
+    let ledger = metering.ledger(&storage, 0, u64::MAX, 100).expect("ledger");
     assert!(!ledger.is_empty() && ledger.iter().any(|r| r.outcome == "success"));
     // The same master key opens the restored credential; the audit chain still verifies.
     let vault = tollgate::sealing::Vault::new(restored.clone(), key).expect("vault");
-    assert_eq!(vault.open("backed-up", "default").expect("open").1.expose(), "sk-canary-backed-up");
+    assert_eq!(vault.open(&storage, "default").expect("open").1.expose(), "sk-canary-backed-up");
     assert!(tollgate::audit::AuditLog::open(restored).expect("audit").verify().expect("verify").ok);
     let mut truncated = backup.body.clone();
     truncated.truncate(truncated.len() - 1);
