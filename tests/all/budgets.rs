@@ -168,3 +168,22 @@ async fn a_streamed_usage_chunk_shows_what_is_billed_when_the_upstream_sends_non
     assert!(row["completion_tokens"].as_u64().unwrap_or(0) > 0, "{row}");
     assert_eq!((usage["prompt_tokens"].clone(), usage["completion_tokens"].clone()), (row["prompt_tokens"].clone(), row["completion_tokens"].clone()), "chunk {usage} vs ledger {row}");
 }
+
+#[tokio::test]
+async fn an_admitted_request_never_costs_more_than_its_reservation() {
+    // The upstream reports a million prompt tokens for a two-word prompt: far past the
+    // estimate the reservation was made from.
+    let mock = MockUpstream::start().await.expect("mock");
+    let mut config = mocked::config(&mock);
+    config.models.push(priced("openai", "mock-cached=1000000"));
+    let gw = Gateway::start_with(config).await;
+    let token = mocked::create_tenant(&gw, "overrun", json!({"budget_usd": 10.0})).await;
+    mocked::put_credential(&gw, "overrun", "main", "openai", "sk-overrun").await;
+    mocked::default_policy(&gw, "overrun", json!({"provider": "openai", "credential": "main"})).await;
+    let reply = gw.chat(&token, mocked::chat("mock-cached=1000000", "hi there")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reserved = reservation(&reply);
+    let row = mocked::ledger_row(&gw, "overrun", &reply.header("x-request-id")).await;
+    assert_eq!(row["prompt_tokens"].as_u64(), Some(1_000_000), "the usage is recorded as reported: {row}");
+    assert_eq!(row["cost_microdollars"].as_u64(), Some(reserved), "billed at the reservation, not past it: {row}");
+}
