@@ -59,16 +59,26 @@ pub struct Unpriced {
 
 /// The most a plan can cost: at its dearest target, every prompt token at the dearest
 /// prompt rate plus every choice running to the completion limit sent.
-pub fn worst_case(catalog: &Catalog, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, Unpriced> {
-    let mut worst = 0u64;
+#[derive(Debug)]
+pub struct WorstCase {
+    /// Over the targets with a known price (an unpriced target is billed nothing).
+    pub microdollars: u64,
+    /// The first target with no known price, if any.
+    pub unpriced: Option<Unpriced>,
+}
+
+/// The worst case of `plan` for `parsed`.
+pub fn worst_case(catalog: &Catalog, plan: &RoutePlan, parsed: &ChatBody) -> WorstCase {
+    let mut worst = WorstCase { microdollars: 0, unpriced: None };
     for target in &plan.targets {
         let Some(price) = catalog.price(&target.provider, &target.model) else {
-            return Err(Unpriced { provider: target.provider.clone(), model: target.model.clone() });
+            worst.unpriced.get_or_insert_with(|| Unpriced { provider: target.provider.clone(), model: target.model.clone() });
+            continue;
         };
         let completion = completion_limit(parsed, target).saturating_mul(parsed.choices);
-        worst = worst.max(worst_case_microdollars(&price, parsed.summary.prompt_token_estimate.into(), completion));
+        worst.microdollars = worst.microdollars.max(worst_case_microdollars(&price, parsed.summary.prompt_token_estimate.into(), completion));
     }
-    Ok(worst)
+    worst
 }
 
 /// Whether any budget (the tenant's, its end users' or a tag's) applies to the tenant.
@@ -78,15 +88,15 @@ pub fn is_budgeted(tenant: &Tenant) -> bool {
 
 /// The amount to reserve: the larger of the policy's estimate and the worst case. A
 /// budgeted tenant's plan with an unpriced target fails closed (400 `price_unknown`),
-/// whatever the policy estimated; an unbudgeted one is served and billed at zero.
-pub fn amount(policy_estimate: Option<u64>, worst_case: Result<u64, Unpriced>, budgeted: bool) -> Result<u64, GatewayError> {
-    match worst_case {
-        Ok(worst) => Ok(worst.max(policy_estimate.unwrap_or(0))),
-        Err(Unpriced { provider, model }) if budgeted => Err(GatewayError::bad_request(
+/// whatever the policy estimated; an unbudgeted one is served, unpriced targets billed
+/// at zero.
+pub fn amount(policy_estimate: Option<u64>, worst_case: WorstCase, budgeted: bool) -> Result<u64, GatewayError> {
+    match worst_case.unpriced {
+        Some(Unpriced { provider, model }) if budgeted => Err(GatewayError::bad_request(
             "price_unknown",
             format!("no price is known for {provider}/{model}, and this tenant has a budget; the operator must add it to the catalog"),
         )),
-        Err(_) => Ok(policy_estimate.unwrap_or(0)),
+        _ => Ok(worst_case.microdollars.max(policy_estimate.unwrap_or(0))),
     }
 }
 
@@ -94,23 +104,29 @@ pub fn amount(policy_estimate: Option<u64>, worst_case: Result<u64, Unpriced>, b
 mod tests {
     use super::*;
 
-    fn unpriced() -> Result<u64, Unpriced> {
-        Err(Unpriced { provider: "p".into(), model: "m".into() })
+    fn priced(microdollars: u64) -> WorstCase {
+        WorstCase { microdollars, unpriced: None }
+    }
+
+    fn partly_unpriced(microdollars: u64) -> WorstCase {
+        WorstCase { microdollars, unpriced: Some(Unpriced { provider: "p".into(), model: "m".into() }) }
     }
 
     #[test]
     fn a_policy_can_raise_the_reservation_but_never_lower_it() -> Result<(), GatewayError> {
-        assert_eq!(amount(Some(0), Ok(500), true)?, 500);
-        assert_eq!(amount(Some(1), Ok(500), false)?, 500);
-        assert_eq!(amount(Some(900), Ok(500), true)?, 900);
-        assert_eq!(amount(None, Ok(500), true)?, 500);
+        assert_eq!(amount(Some(0), priced(500), true)?, 500);
+        assert_eq!(amount(Some(1), priced(500), false)?, 500);
+        assert_eq!(amount(Some(900), priced(500), true)?, 900);
+        assert_eq!(amount(None, priced(500), true)?, 500);
         Ok(())
     }
 
     #[test]
-    fn unknown_prices_fail_closed_for_budgeted_tenants_whatever_the_policy_says() {
-        assert!(matches!(amount(Some(1_000_000), unpriced(), true), Err(GatewayError::BadRequest { code: "price_unknown", .. })));
-        assert!(matches!(amount(Some(0), unpriced(), false), Ok(0)));
+    fn unknown_prices_fail_closed_for_budgeted_tenants_whatever_the_policy_says() -> Result<(), GatewayError> {
+        assert!(matches!(amount(Some(1_000_000), partly_unpriced(0), true), Err(GatewayError::BadRequest { code: "price_unknown", .. })));
+        // Unbudgeted: the priced targets still bound what may be billed.
+        assert_eq!(amount(Some(0), partly_unpriced(700), false)?, 700);
+        Ok(())
     }
 
     #[test]
