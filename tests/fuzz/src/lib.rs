@@ -220,7 +220,8 @@ fn token_fixture() -> &'static TokenFixture {
             .iter()
             .map(|tenant| {
                 let scope = tollgate::tokens::Scope::Inference;
-                let (token, _) = runtime.block_on(tollgate::tokens::issue(&store, tenant, scope, Default::default())).expect("issue");
+                let record: tollgate::tenants::Tenant = serde_json::from_value(serde_json::json!({"id": tenant})).expect("tenant");
+                let (token, _) = runtime.block_on(tollgate::tokens::issue(&store, &record, scope, Default::default())).expect("issue");
                 (token, tenant.to_string())
             })
             .collect();
