@@ -115,6 +115,27 @@ async fn usage_groups_by_model_user_tag_and_day_as_json_and_csv() {
 }
 
 #[tokio::test]
+async fn usage_csv_neutralises_formulas_and_quotes_fields() {
+    let gw = Gateway::start().await;
+    let inference = gw.demo_tenant("csv", 10.0).await;
+    let formula = r#"=HYPERLINK("http://x","y")"#;
+    let body = json!({"model": "default", "user": formula, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(gw.chat(&inference, body).await.status, 200);
+    // A tag with a comma and one starting with '@', as a policy could attach them.
+    let mut record = gw.app.metering.ledger("csv", 0, u64::MAX, 1).expect("ledger").remove(0);
+    record.request_id = "tagged".into();
+    record.tags = vec!["team,red".into(), "@SUM(A1)".into()];
+    gw.app.metering.record(&record).expect("record");
+    let users = get(&gw, "/admin/v1/tenants/csv/usage?start=2000-01-01&end=2100-12-31&group_by=user&format=csv", ADMIN).await.text();
+    let row = users.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with(r#""'=HYPERLINK(""http://x"",""y"")",2,"#), "{users}");
+    let manage = token(&gw, "csv", "manage").await;
+    let tags = get(&gw, "/v1/tenant/usage?start=2000-01-01&end=2100-12-31&group_by=tag&format=csv", &manage).await.text();
+    let keys: Vec<&str> = tags.lines().skip(1).map(|l| l.rsplitn(6, ',').last().unwrap_or_default()).collect();
+    assert_eq!(keys, vec!["'@SUM(A1)", r#""team,red""#], "{tags}");
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after_per_tenant() {
     let gw = Gateway::start().await;
     let limited = gw.demo_tenant("limited", 10.0).await;
