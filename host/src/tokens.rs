@@ -38,6 +38,11 @@ pub struct TokenRecord {
     /// Limits of this token on top of its tenant's.
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// The full hash in hex (the record's store key), set when the record is read: unique
+    /// where the short `id` may collide, so rate-limit buckets are keyed by it. Not stored
+    /// twice, not listed.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -61,6 +66,7 @@ pub async fn issue(store: &Store, tenant_id: &str, scope: Scope, rate_limits: cr
         scope,
         created_millis: crate::clock::unix_millis(),
         rate_limits,
+        digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
     };
     store.tokens.insert(digest, encode(&record))?;
     store.flush().await?;
@@ -72,8 +78,9 @@ pub fn lookup(store: &Store, token: &str) -> Result<Option<TokenRecord>, StoreEr
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Ok(None);
     }
-    match store.tokens.get(hash(token))? {
-        Some(bytes) => Ok(Some(decode("tokens", &bytes)?)),
+    let digest = hash(token);
+    match store.tokens.get(digest)? {
+        Some(bytes) => Ok(Some(TokenRecord { digest: blake3::Hash::from_bytes(digest).to_hex().to_string(), ..decode("tokens", &bytes)? })),
         None => Ok(None),
     }
 }

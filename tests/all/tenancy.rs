@@ -151,6 +151,29 @@ async fn rate_limits_answer_429_with_retry_after_per_tenant() {
 }
 
 #[tokio::test]
+async fn tokens_with_the_same_short_id_in_two_tenants_have_their_own_rate_limits() {
+    let gw = Gateway::start().await;
+    let mut tokens = Vec::new();
+    for tenant in ["bucket-a", "bucket-b"] {
+        gw.demo_tenant(tenant, 10.0).await;
+        let reply = gw.admin("POST", &format!("/admin/v1/tenants/{tenant}/tokens"), json!({"scope": "inference", "rate_limits": {"requests_per_minute": 1}})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        tokens.push(reply.json()["token"].as_str().expect("token").to_string());
+    }
+    // Short ids are 8 hex digits of the hash: give both tokens the same one.
+    for item in gw.app.store.tokens.iter() {
+        let (key, value) = item.expect("token record");
+        let mut record: tollgate::tokens::TokenRecord = tollgate::store::decode("tokens", &value).expect("decode");
+        record.id = "0000beef".into();
+        gw.app.store.tokens.insert(key, tollgate::store::encode(&record)).expect("insert");
+    }
+    assert_eq!(gw.chat(&tokens[0], hello("a's one request")).await.status, 200);
+    let b = gw.chat(&tokens[1], hello("b's one request"));
+    assert_eq!(b.await.status, 200, "b's token has its own bucket");
+    assert_eq!(gw.chat(&tokens[0], hello("a's second")).await.status, 429);
+}
+
+#[tokio::test]
 async fn sessions_store_turns_prepend_history_and_stay_per_tenant() {
     let gw = Gateway::start().await;
     let a = gw.demo_tenant("sess-a", 10.0).await;

@@ -232,7 +232,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let limit = if parts == ["admin", "v1", "policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let ok = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
     let created = |v: serde_json::Value| Ok(json_response(StatusCode::CREATED, &v));
     match (method.clone(), parts.as_slice()) {
@@ -338,7 +338,7 @@ pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(3).collect();
     let limit = if parts == ["policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let actor = format!("tenant:{}/token:{}", tenant.id, token.id);
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["policies"]) => upload_policy(app, &actor, &tenant.id, &body).await,
