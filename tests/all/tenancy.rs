@@ -335,3 +335,43 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     truncated.truncate(truncated.len() - 1);
     assert!(tollgate::backup::restore(tempfile::tempdir().expect("dir").path(), truncated.as_slice()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
+    let gw = std::sync::Arc::new(Gateway::start().await);
+    let token = gw.demo_tenant("snapshot", 100.0).await;
+    let budget = gw.app.tenants.get("snapshot").and_then(|t| t.budget);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for client in 0..6 {
+        let (gw, token, running) = (gw.clone(), token.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(gw.chat(&token, hello(&format!("client {client} request {i}"))).await.status, 200);
+                i += 1;
+            }
+        }));
+    }
+    // A longer ledger widens the window between a tenant's spend counters and its last
+    // ledger record in a backup that is not a snapshot.
+    while gw.app.metering.ledger("snapshot", 0, u64::MAX, 300).expect("ledger").len() < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for round in 0..8 {
+        let backup = get(&gw, "/admin/v1/backup", ADMIN).await;
+        assert_eq!(backup.status, 200);
+        let dir = tempfile::tempdir().expect("tempdir");
+        tollgate::backup::restore(dir.path(), backup.body.as_slice()).expect("restore");
+        let restored = tollgate::Store::open(dir.path()).expect("open restored");
+        let metering = tollgate::metering::Metering::new(restored).expect("metering");
+        let ledger: u64 = metering.ledger("snapshot", 0, u64::MAX, usize::MAX).expect("ledger").iter().map(|r| r.cost_microdollars).sum();
+        let spent = metering.status(&tollgate::store::TenantKey::of("snapshot"), budget, tollgate::clock::unix_millis()).expect("status").spent_microdollars;
+        assert!(ledger > 0);
+        assert_eq!(spent, ledger, "backup {round}: the restored spend counter must equal the restored ledger's costs");
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load");
+    }
+}
