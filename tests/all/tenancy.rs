@@ -358,7 +358,7 @@ async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
     while gw.app.metering.ledger("snapshot", 0, u64::MAX, 300).expect("ledger").len() < 300 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    for round in 0..8 {
+    for round in 0..16 {
         let backup = get(&gw, "/admin/v1/backup", ADMIN).await;
         assert_eq!(backup.status, 200);
         let dir = tempfile::tempdir().expect("tempdir");
