@@ -43,6 +43,11 @@ pub struct TokenRecord {
     /// same id. Empty for tenants and tokens from before incarnations.
     #[serde(default)]
     pub incarnation: String,
+    /// The full hash in hex (the record's store key), set when the record is read: unique
+    /// where the short `id` may collide, so rate-limit buckets are keyed by it. Not stored
+    /// twice, not listed.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 impl TokenRecord {
@@ -74,6 +79,7 @@ pub async fn issue(store: &Store, tenant: &crate::tenants::Tenant, scope: Scope,
         created_millis: crate::clock::unix_millis(),
         rate_limits,
         incarnation: tenant.incarnation.clone(),
+        digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
     };
     store.tokens.insert(digest, encode(&record))?;
     store.flush().await?;
@@ -85,8 +91,9 @@ pub fn lookup(store: &Store, token: &str) -> Result<Option<TokenRecord>, StoreEr
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Ok(None);
     }
-    match store.tokens.get(hash(token))? {
-        Some(bytes) => Ok(Some(decode("tokens", &bytes)?)),
+    let digest = hash(token);
+    match store.tokens.get(digest)? {
+        Some(bytes) => Ok(Some(TokenRecord { digest: blake3::Hash::from_bytes(digest).to_hex().to_string(), ..decode("tokens", &bytes)? })),
         None => Ok(None),
     }
 }

@@ -213,32 +213,41 @@ async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Res
     Ok(json_response(StatusCode::CREATED, &json!({"hash": hash.to_string()})))
 }
 
-/// Streams a backup of the live store (see [`crate::backup`]).
-fn backup_response(app: &App) -> Response<Body> {
+/// Streams a backup of the live store (see [`crate::backup`]): a snapshot spooled to a
+/// local file first (a failure there is a 500), then sent at the client's pace.
+async fn backup_response(app: &App) -> Result<Response<Body>, GatewayError> {
     use http_body_util::BodyExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let store = app.store.clone();
+    // The data dir shares the store's disk and permissions; a store opened elsewhere (tests)
+    // spools to the system's temporary directory.
+    let dir = Some(app.config.server.data_dir.clone()).filter(|d| d.is_dir()).unwrap_or_else(std::env::temp_dir);
+    let (mut file, _) = tokio::task::spawn_blocking(move || crate::backup::spool(&store, &dir))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("backup task: {e}")))?
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::task::spawn_blocking(move || {
-        struct Channel(tokio::sync::mpsc::Sender<bytes::Bytes>);
-        impl std::io::Write for Channel {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.blocking_send(bytes::Bytes::copy_from_slice(buf)).map_err(|_| std::io::Error::other("client went away"))?;
-                Ok(buf.len())
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            match std::io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(bytes::Bytes::copy_from_slice(&chunk[..n])).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The stream ends without its checksum trailer: restore refuses it.
+                    tracing::warn!(error = %e, "backup stream ended early");
+                    break;
+                }
             }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let writer = std::io::BufWriter::with_capacity(256 << 10, Channel(tx));
-        if let Err(e) = crate::backup::export(&store, writer) {
-            // The stream ends without its checksum trailer: restore refuses it.
-            tracing::warn!(error = %e, "backup stream ended early");
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)), rx)) });
     let mut response = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
-    response
+    Ok(response)
 }
 
 /// Routes an `/admin/...` or `/api/...` request. Operator token only.
@@ -251,7 +260,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let limit = if parts == ["admin", "v1", "policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let ok = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
     let created = |v: serde_json::Value| Ok(json_response(StatusCode::CREATED, &v));
     match (method.clone(), parts.as_slice()) {
@@ -268,7 +277,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
         (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify()?)),
         (Method::GET, ["admin", "v1", "backup"]) => {
             app.audit.append(OPERATOR, "backup.start", "", json!({})).await?;
-            Ok(backup_response(app))
+            backup_response(app).await
         }
         (Method::GET, ["admin", "v1", "tenants"]) => {
             let page = app.tenants.page(query_param(&query, "after"), TENANTS_PER_PAGE);
@@ -339,7 +348,7 @@ pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(3).collect();
     let limit = if parts == ["policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let actor = format!("tenant:{}/token:{}", tenant.id, token.id);
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["policies"]) => upload_policy(app, &actor, &tenant.id, &body).await,

@@ -210,7 +210,8 @@ fn body_for(parsed: &ChatBody, target: &PlanTarget) -> Map<String, Value> {
 }
 
 /// Handles one chat request.
-pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+/// `permit` holds the request's concurrency slots, taken before its body was read.
+pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
     let mut parsed = wire::parse(&bytes)?;
     let tenant = caller.tenant.clone();
     let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
@@ -224,9 +225,9 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         }
     }
     let session_turn = session_id.clone().and_then(|s| parsed.last_user_text().map(|text| (s, text)));
-    let limits = vec![(format!("t:{}", tenant.id), tenant.rate_limits), (format!("k:{}", caller.token.id), caller.token.rate_limits)];
+    let limits = permit.scopes().to_vec();
     let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
-    let permit = app.limiter.admit(&scopes, parsed.summary.prompt_token_estimate as u64)?;
+    app.limiter.admit(&scopes, parsed.summary.prompt_token_estimate as u64)?;
     let (hash, config) = match &tenant.policy {
         Some(assignment) => (
             PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,

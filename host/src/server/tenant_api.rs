@@ -158,6 +158,22 @@ pub fn day_range(query: &str) -> Result<(String, String), GatewayError> {
     Ok((start, end))
 }
 
+/// A CSV field safe to open in a spreadsheet (OWASP "CSV injection"). Keys are chosen by
+/// end users and policies (`user`, tags), so a key starting with `=`, `+`, `-`, `@`, tab or
+/// CR gets a leading `'` and is read as text, not run as a formula; a field holding `,`,
+/// `"`, CR or LF is quoted with its quotes doubled (RFC 4180).
+fn csv_field(text: &str) -> String {
+    let mut field = String::with_capacity(text.len() + 3);
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        field.push('\'');
+    }
+    field.push_str(text);
+    if field.contains([',', '"', '\r', '\n']) {
+        field = format!("\"{}\"", field.replace('"', "\"\""));
+    }
+    field
+}
+
 /// Usage of a tenant over a day range, as JSON or CSV, totals or grouped.
 pub fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Response<Body>, GatewayError> {
     let tenant_id = tenant.id.as_str();
@@ -175,7 +191,7 @@ pub fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Response<
         let mut csv = String::from("key,requests,prompt_tokens,completion_tokens,cached_tokens,cost_microdollars\n");
         let all = if group_by.is_some() { rows } else { vec![("total".to_string(), total)] };
         for (key, r) in all {
-            let key = if key.contains([',', '"', '\n']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key };
+            let key = csv_field(&key);
             csv.push_str(&format!("{key},{},{},{},{},{}\n", r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cost_microdollars));
         }
         return Ok(text_response(StatusCode::OK, "text/csv", csv));
@@ -307,5 +323,25 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(json!({"deleted": key}))
         }
         _ => Err(GatewayError::NotFound(format!("no tenant resource /{}", rest.join("/")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_neither_formulas_nor_broken_rows() {
+        assert_eq!(csv_field("demo/demo-small"), "demo/demo-small");
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field(r#"=HYPERLINK("http://x","y")"#), r#""'=HYPERLINK(""http://x"",""y"")""#);
     }
 }
