@@ -123,7 +123,7 @@ async fn usage_csv_neutralises_formulas_and_quotes_fields() {
     let body = json!({"model": "default", "user": formula, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(gw.chat(&inference, body).await.status, 200);
     // A tag with a comma and one starting with '@', as a policy could attach them.
-    let mut record = gw.app.metering.ledger("csv", 0, u64::MAX, 1).expect("ledger").remove(0);
+    let mut record = gw.app.metering.ledger(&gw.storage_id("csv"), 0, u64::MAX, 1).expect("ledger").remove(0);
     record.request_id = "tagged".into();
     record.tags = vec!["team,red".into(), "@SUM(A1)".into()];
     gw.app.metering.record(&record).expect("record");
@@ -357,7 +357,10 @@ async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
     }
     // A longer ledger widens the window between a tenant's spend counters and its last
     // ledger record in a backup that is not a snapshot.
-    while gw.app.metering.ledger("snapshot", 0, u64::MAX, 300).expect("ledger").len() < 300 {
+    let storage_id = gw.storage_id("snapshot");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while gw.app.metering.ledger(&storage_id, 0, u64::MAX, 300).expect("ledger").len() < 300 {
+        assert!(std::time::Instant::now() < deadline, "300 requests did not land within 120 s");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     for round in 0..16 {
@@ -367,8 +370,8 @@ async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
         tollgate::backup::restore(dir.path(), backup.body.as_slice()).expect("restore");
         let restored = tollgate::Store::open(dir.path()).expect("open restored");
         let metering = tollgate::metering::Metering::new(restored).expect("metering");
-        let ledger: u64 = metering.ledger("snapshot", 0, u64::MAX, usize::MAX).expect("ledger").iter().map(|r| r.cost_microdollars).sum();
-        let spent = metering.status(&tollgate::store::TenantKey::of("snapshot"), budget, tollgate::clock::unix_millis()).expect("status").spent_microdollars;
+        let ledger: u64 = metering.ledger(&storage_id, 0, u64::MAX, usize::MAX).expect("ledger").iter().map(|r| r.cost_microdollars).sum();
+        let spent = metering.status(&tollgate::store::TenantKey::of(&storage_id), budget, tollgate::clock::unix_millis()).expect("status").spent_microdollars;
         assert!(ledger > 0);
         assert_eq!(spent, ledger, "backup {round}: the restored spend counter must equal the restored ledger's costs");
     }
