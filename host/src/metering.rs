@@ -571,9 +571,10 @@ impl Metering {
         self.counters.lock(&self.store).forget(&TenantKey::of(tenant_id));
     }
 
-    /// Writes a ledger record for a request that reserved nothing (rejected, failed early).
-    pub fn record(&self, record: &LedgerRecord) -> Result<(), BudgetError> {
-        let tenant = TenantKey::of(&record.tenant_id);
+    /// Writes a ledger record for a request that reserved nothing (rejected, failed early),
+    /// under the tenant's storage id (its incarnation; `record.tenant_id` is the public id).
+    pub fn record(&self, storage_id: &str, record: &LedgerRecord) -> Result<(), BudgetError> {
+        let tenant = TenantKey::of(storage_id);
         let key = ledger_key(&tenant, record.unix_millis, &record.request_id);
         let encoded = encode(record);
         let intact = from_tx(self.store.tenant.transaction(|tx| {
@@ -712,7 +713,7 @@ mod tests {
             let mut r = record("t", &format!("r{i}"), cost);
             r.unix_millis = 1 + (i as u64) * day_ms;
             r.end_user = Some(user.into());
-            metering.record(&r)?;
+            metering.record("t", &r)?;
         }
         let by_user = metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::User)?;
         assert_eq!(by_user.iter().map(|(k, r)| (k.as_str(), r.cost_microdollars, r.requests)).collect::<Vec<_>>(), vec![("alice", 11, 2), ("bob", 5, 1)]);
@@ -814,7 +815,7 @@ mod tests {
                 let key = rollup_key(&TenantKey::of("t"), "1970-01-01", "all", "");
                 store.tenant.insert(key, b"{not a rollup".to_vec())?;
             }
-            metering.record(&record("t", &format!("r{i}"), cost))?;
+            metering.record("t", &record("t", &format!("r{i}"), cost))?;
         }
         let total = metering.totals("t", "1970-01-01", "1970-01-01")?;
         assert_eq!((total.requests, total.cost_microdollars), (3, 60));

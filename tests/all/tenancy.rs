@@ -123,10 +123,11 @@ async fn usage_csv_neutralises_formulas_and_quotes_fields() {
     let body = json!({"model": "default", "user": formula, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(gw.chat(&inference, body).await.status, 200);
     // A tag with a comma and one starting with '@', as a policy could attach them.
-    let mut record = gw.app.metering.ledger(&gw.storage_id("csv"), 0, u64::MAX, 1).expect("ledger").remove(0);
+    let storage_id = gw.storage_id("csv");
+    let mut record = gw.app.metering.ledger(&storage_id, 0, u64::MAX, 1).expect("ledger").remove(0);
     record.request_id = "tagged".into();
     record.tags = vec!["team,red".into(), "@SUM(A1)".into()];
-    gw.app.metering.record(&record).expect("record");
+    gw.app.metering.record(&storage_id, &record).expect("record");
     let users = get(&gw, "/admin/v1/tenants/csv/usage?start=2000-01-01&end=2100-12-31&group_by=user&format=csv", ADMIN).await.text();
     let row = users.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(r#""'=HYPERLINK(""http://x"",""y"")",2,"#), "{users}");
