@@ -26,6 +26,7 @@ pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod tenant_lifecycle;
 pub mod tenant_scope;
 pub mod tenants;
 pub mod tokens;

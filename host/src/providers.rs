@@ -68,6 +68,9 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's cache creation).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// One chat call for one target: an OpenAI chat-completions body whose `model`,

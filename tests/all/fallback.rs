@@ -113,7 +113,7 @@ fn two_mock_config(primary: &MockUpstream, secondary: &MockUpstream, cut_model: 
     mocked::point(&mut config, "backup", OPENAI, &secondary.url());
     for kind in KINDS {
         // $1 per Mtok: a micro-dollar per token, so any billed token shows in the cost.
-        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000 });
+        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000, cached_input_usd_per_mtok: None, cache_write_usd_per_mtok: None });
     }
     config
 }
@@ -225,7 +225,7 @@ async fn a_client_that_hangs_up_before_the_answer_is_settled_at_once() {
     assert_eq!(rows[0]["outcome"], "client_disconnected", "{}", rows[0]);
     assert_eq!(rows[0]["model"], "mock-latency=2000", "billed at the target being tried: {}", rows[0]);
     assert!(rows[0]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{}", rows[0]);
-    let status = gw.app.metering.status(&tollgate::store::TenantKey::of(id), None, tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.tenant_key(id), None, tollgate::clock::unix_millis()).expect("status");
     assert_eq!(status.reserved_microdollars, 0, "the reservation was released");
 }
 

@@ -17,3 +17,5 @@ mod hostile_upstream;
 mod canary;
 mod shutdown;
 mod noisy;
+mod budgets;
+mod identity;

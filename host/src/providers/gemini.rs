@@ -116,6 +116,7 @@ fn usage_from(meta: &Value) -> Usage {
         // Saturating: the counts come from the upstream, which may report anything.
         completion_tokens: field("candidatesTokenCount").saturating_add(field("thoughtsTokenCount")),
         cached_tokens: field("cachedContentTokenCount"),
+        cache_write_tokens: 0,
     }
 }
 
@@ -538,7 +539,7 @@ mod tests {
             "modelVersion": "gemini-2.5-flash",
         });
         let (response, usage) = Gemini.translate(upstream.to_string().as_bytes(), "gemini-2.5-flash", "req1")?;
-        assert_eq!(usage, Usage { prompt_tokens: 40, completion_tokens: 10, cached_tokens: 32 });
+        assert_eq!(usage, Usage { prompt_tokens: 40, completion_tokens: 10, cached_tokens: 32, cache_write_tokens: 0 });
         assert_eq!(response, json!({
             "id": "chatcmpl-req1",
             "object": "chat.completion",
@@ -592,7 +593,7 @@ mod tests {
             c(json!({"tool_calls": [{"index": 0, "id": "call_0", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}}]}), Value::Null),
             c(json!({}), json!("tool_calls")),
         ]);
-        assert_eq!(s.usage(), Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 2 });
+        assert_eq!(s.usage(), Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 2, cache_write_tokens: 0 });
         // "Hello" and the call's arguments `{"q":1}`.
         assert_eq!(s.completion_bytes(), 5 + 7);
         Ok(())

@@ -17,6 +17,7 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
         prompt_tokens: prompt,
         completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
         cached_tokens: usage.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0),
+        cache_write_tokens: 0,
     })
 }
 
@@ -130,7 +131,7 @@ mod tests {
         s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#.into() })?;
         s.event(&SseEvent { event: None, data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.into() })?;
         s.event(&SseEvent { event: None, data: "[DONE]".into() })?;
-        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0 });
+        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0 });
         assert_eq!(s.completion_bytes(), 5);
         assert!(s.finished());
         Ok(())

@@ -188,12 +188,13 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
     // client that saw `[DONE]` has its ledger record on disk, and a graceful shutdown,
     // which waits for open responses, cannot end between the two.
     settlement.reply = std::mem::take(&mut pump.text);
-    settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
+    let billed = settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
     match end {
         End::Finished => {
             if pump.include_usage && !pump.usage_sent {
+                // What is billed: the upstream's figures, or the estimate when it sent none.
                 let created = crate::clock::unix_millis() / 1000;
-                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, usage))).await;
+                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, billed))).await;
             }
             let _ = pump.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         }
