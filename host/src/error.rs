@@ -122,6 +122,7 @@ impl From<crate::sealing::SealError> for GatewayError {
     fn from(e: crate::sealing::SealError) -> Self {
         match e {
             crate::sealing::SealError::NotFound(name) => GatewayError::NotFound(format!("no credential named '{name}'")),
+            e @ crate::sealing::SealError::RotationInProgress => GatewayError::Conflict(e.to_string()),
             other => GatewayError::Internal(other.to_string()),
         }
     }

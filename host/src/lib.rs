@@ -20,6 +20,7 @@ pub mod policy;
 pub mod policy_log;
 pub mod providers;
 pub mod ratelimit;
+pub mod redact;
 pub mod sealing;
 pub mod secret;
 pub mod server;

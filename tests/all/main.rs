@@ -13,6 +13,7 @@ mod stock_policies;
 mod tenancy;
 mod conformance;
 mod fallback;
+mod hostile_upstream;
 mod canary;
 mod shutdown;
 mod noisy;

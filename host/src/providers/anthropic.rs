@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The Anthropic adapter.
@@ -34,7 +34,7 @@ impl Provider for Anthropic {
     }
 
     fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let message: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let message = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
         let blocks = message
             .get("content")
             .and_then(Value::as_array)
@@ -357,7 +357,7 @@ impl StreamTranslator for AnthropicStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let value: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream event: {e}")))?;
+        let value = bounded_json::parse(data.as_bytes(), bounded_json::MAX_EVENT_PARSE_BYTES)?;
         let kind = value.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or("");
         match kind {
             "message_start" => {

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The Gemini adapter.
@@ -31,7 +31,7 @@ impl Provider for Gemini {
     }
 
     fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let response: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let response = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
         let candidate = match response.pointer("/candidates/0") {
             Some(candidate) => candidate,
             // A blocked prompt is a 200 with `promptFeedback` and no candidates.
@@ -353,7 +353,7 @@ impl StreamTranslator for GeminiStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let response: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream event: {e}")))?;
+        let response = bounded_json::parse(data.as_bytes(), bounded_json::MAX_EVENT_PARSE_BYTES)?;
         if let Some(error) = response.get("error") {
             let message = error.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
             return Err(ProviderError::BadResponse(message.into()));

@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::metering::{Hold, LedgerRecord, Reservation};
 use crate::policy::{Completion, Context, Decision, Outcome, PlanTarget, PolicyHash, RoutePlan};
 use crate::providers::{ChatCall, ProviderKind, Usage};
+use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::tenants::Tenant;
 use crate::upstream::{failure_status, read_body, AttemptError, MAX_UPSTREAM_BODY_BYTES};
@@ -379,6 +380,8 @@ async fn dispatch(
                 continue;
             }
         };
+        // Whatever the upstream sends back passes through this before the client sees it.
+        let redactor = Redactor::new(key.as_ref());
         let body = body_for(&parsed, target);
         let adapter = provider.kind.adapter();
         let call = ChatCall { body: &body, model: &target.model, stream };
@@ -387,11 +390,11 @@ async fn dispatch(
             return demo(app, caller, target, &body, stream, parsed.include_usage, settlement, &headers).await;
         }
         settlement.trying = Some(target.clone());
-        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), request_for).await {
+        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for).await {
             Ok(response) => {
                 if stream {
                     let translator = adapter.stream(&target.model, &caller.request_id);
-                    let job = StreamJob { source: stream::Source::Upstream(response.into_body()), translator, include_usage: parsed.include_usage, model: target.model.clone(), request_id: caller.request_id.clone(), idle_timeout: app.upstream.config.timeout, settlement, target: target.clone() };
+                    let job = StreamJob { source: stream::Source::Upstream(response.into_body()), translator, redactor, include_usage: parsed.include_usage, model: target.model.clone(), request_id: caller.request_id.clone(), idle_timeout: app.upstream.config.timeout, settlement, target: target.clone() };
                     let mut response = stream::respond(job);
                     headers.apply(&mut response, target);
                     return Ok(response);
@@ -404,7 +407,8 @@ async fn dispatch(
                     }
                 };
                 return match adapter.translate(&bytes, &target.model, &caller.request_id) {
-                    Ok((value, usage)) => {
+                    Ok((mut value, usage)) => {
+                        redactor.json(&mut value);
                         settlement.reply = reply_text(&value);
                         // Billed by estimate from the answer when the upstream reports no usage.
                         settlement.finish(Some(usage), completion_bytes(&value), "success", Some(target)).await;
@@ -414,7 +418,7 @@ async fn dispatch(
                     }
                     Err(e) => {
                         settlement.finish(None, 0, "upstream_error", Some(target)).await;
-                        Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: e.to_string() })
+                        Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) })
                     }
                 };
             }
@@ -433,6 +437,7 @@ async fn try_target(
     provider_name: &str,
     cooldown_key: &str,
     key: Option<&Secret>,
+    redactor: &Redactor,
     request_for: impl Fn() -> Result<crate::providers::UpstreamRequest, crate::providers::ProviderError>,
 ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
     let attempts = app.upstream.config.attempts_per_target;
@@ -446,7 +451,10 @@ async fn try_target(
             }
             Err(error) => {
                 app.metrics.upstream_error(provider_name);
-                app.upstream.record(cooldown_key, false);
+                // A refusal of this tenant's key or request says nothing about the target.
+                if error.is_upstreams(key.is_some()) {
+                    app.upstream.record(cooldown_key, false);
+                }
                 let retry = error.retryable() && attempt < attempts;
                 let wait = match &error {
                     AttemptError::Status { retry_after, .. } => *retry_after,
@@ -467,12 +475,8 @@ async fn try_target(
         AttemptError::Timeout => format!("{provider_name}: no response within {} ms", app.upstream.config.timeout.as_millis()),
         AttemptError::Connect(reason) => format!("{provider_name}: {reason}"),
     };
-    // An upstream may echo the key it refused; it must not reach the client.
-    let message = match key {
-        Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "[redacted]"),
-        _ => message,
-    };
-    Err(GatewayError::Upstream { status, code, message })
+    // An upstream may echo the key it refused; redacted before the message is cut.
+    Err(GatewayError::Upstream { status, code, message: redactor.message(&message) })
 }
 
 /// The assistant text of an OpenAI `chat.completion`.
@@ -511,6 +515,7 @@ async fn demo(
         let job = StreamJob {
             source: stream::Source::Events(crate::providers::demo::stream_events(body)),
             translator: adapter.stream(&target.model, &caller.request_id),
+            redactor: Redactor::default(),
             include_usage,
             model: target.model.clone(),
             request_id: caller.request_id.clone(),

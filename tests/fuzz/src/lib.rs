@@ -142,8 +142,11 @@ pub fn provider_translate(data: &[u8]) {
         0 => {
             let body = u.take_rest();
             check_translate(kind, body);
-            let message = adapter.error_message(502, body);
-            assert!(message.len() <= 512);
+            // What a client sees: redacted, then cut.
+            let key = tollgate::Secret::new("sk-fuzz-0123456789".into());
+            let message = tollgate::redact::Redactor::new(Some(&key)).message(&adapter.error_message(502, body));
+            assert!(message.len() <= tollgate::redact::MAX_UPSTREAM_MESSAGE_BYTES);
+            assert!(!message.contains("sk-fuzz-"));
         }
         1 => {
             if let Ok(body) = json::response(&mut u, kind) {
