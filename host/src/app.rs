@@ -121,6 +121,11 @@ impl App {
             services,
             limiter: crate::ratelimit::Limiter::default(),
         };
-        Ok(Arc::new(app))
+        let app = Arc::new(app);
+        let finished = crate::tenant_lifecycle::finish_interrupted(&app).await.map_err(|e| StartError::Recovery(e.to_string()))?;
+        if finished > 0 {
+            tracing::warn!(finished, "finished tenant creations and deletions a crash interrupted");
+        }
+        Ok(app)
     }
 }

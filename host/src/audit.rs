@@ -22,6 +22,11 @@ pub struct AuditRecord {
     pub action: String,
     /// The tenant it concerns (empty for gateway-wide actions).
     pub tenant: String,
+    /// The tenant incarnation it concerns: a tenant re-created under the same id does not
+    /// see its predecessor's trail. Left out of records (and their hash) when empty, so
+    /// records from before incarnations verify unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
     /// Non-secret details (names, hashes, amounts).
     pub detail: Value,
     /// Hash of the previous record (hex; zeros for the first).
@@ -73,6 +78,15 @@ impl AuditLog {
 
     /// Appends one record and flushes it.
     pub async fn append(&self, actor: &str, action: &str, tenant: &str, detail: Value) -> Result<(), StoreError> {
+        self.append_record(actor, action, tenant, "", detail).await
+    }
+
+    /// Appends one record about one tenant incarnation.
+    pub async fn append_tenant(&self, actor: &str, action: &str, tenant: &crate::tenants::Tenant, detail: Value) -> Result<(), StoreError> {
+        self.append_record(actor, action, &tenant.id, &tenant.incarnation, detail).await
+    }
+
+    async fn append_record(&self, actor: &str, action: &str, tenant: &str, incarnation: &str, detail: Value) -> Result<(), StoreError> {
         {
             let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
             let mut record = AuditRecord {
@@ -81,6 +95,7 @@ impl AuditLog {
                 actor: actor.into(),
                 action: action.into(),
                 tenant: tenant.into(),
+                incarnation: incarnation.into(),
                 detail,
                 prev_hash: head.1.clone(),
                 hash: String::new(),
@@ -92,13 +107,23 @@ impl AuditLog {
         self.store.flush().await
     }
 
-    /// Records after `after`, at most `limit`, optionally only one tenant's.
+    /// Records after `after`, at most `limit`, optionally only those about one tenant id
+    /// (every incarnation: the operator's view).
     pub fn read(&self, after: u64, limit: usize, tenant: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read_matching(after, limit, |record| tenant.is_none_or(|t| t == record.tenant))
+    }
+
+    /// Records about this incarnation of `tenant` only (the tenant's own view).
+    pub fn read_own(&self, after: u64, limit: usize, tenant: &crate::tenants::Tenant) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read_matching(after, limit, |record| record.tenant == tenant.id && record.incarnation == tenant.incarnation)
+    }
+
+    fn read_matching(&self, after: u64, limit: usize, wanted: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.store.audit.range((after + 1).to_be_bytes()..) {
             let (_, value) = item?;
             let record: AuditRecord = decode("audit", &value)?;
-            if tenant.is_none_or(|t| t == record.tenant) {
+            if wanted(&record) {
                 out.push(record);
                 if out.len() >= limit {
                     break;

@@ -9,10 +9,14 @@
 //! trailer: [kind 0][len 32][blake3 of all preceding bytes]
 //! ```
 //!
-//! It is taken without stopping traffic: each record is copied whole, and records written
-//! while the backup runs may or may not be in it. The master key is not included (it is a
-//! secret): keep `master.key` (or `TOLLGATE_MASTER_KEY`) separately, or the restored
-//! credentials cannot be opened.
+//! It is taken while serving, and is a snapshot: while it is written, every transaction on
+//! per-tenant records waits ([`Store::snapshot`]), so a settlement's spend counters,
+//! ledger record and rollups, or a memory write and its quota counter, are in it together
+//! or not at all. Requests keep running meanwhile and wait only at those writes, for as
+//! long as it takes to write the store to a local file ([`spool`]; about the time to copy
+//! the data dir), never on a slow reader. The master key is not included (it is a secret):
+//! keep `master.key` (or `TOLLGATE_MASTER_KEY`) separately, or the restored credentials
+//! cannot be opened.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -78,8 +82,10 @@ impl<W: Write> Hashing<W> {
     }
 }
 
-/// Writes a backup of `store` to `out`.
+/// Writes a backup of `store` to `out`, holding off transactions on per-tenant records
+/// until it is done (so write to something fast: see [`spool`]).
 pub fn export(store: &Store, out: impl Write) -> Result<BackupStats, BackupError> {
+    let _snapshot = store.snapshot();
     let mut writer = Hashing { inner: out, hasher: blake3::Hasher::new(), bytes: 0 };
     let mut stats = BackupStats::default();
     writer.raw(MAGIC)?;
@@ -103,6 +109,27 @@ pub fn export(store: &Store, out: impl Write) -> Result<BackupStats, BackupError
     writer.inner.flush()?;
     stats.bytes = writer.bytes + 37;
     Ok(stats)
+}
+
+/// Exports a backup into an anonymous file in `dir` (created mode 0600 and unlinked at
+/// once, so nothing is left behind), rewound for reading: the snapshot lasts as long as
+/// the local write, and the file is then streamed to the client at its own pace.
+pub fn spool(store: &Store, dir: &Path) -> Result<(std::fs::File, BackupStats), BackupError> {
+    use std::io::Seek;
+    let mut suffix = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut suffix);
+    let path = dir.join(format!(".backup-{}.partial", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
+    let stats = export(store, &mut out)?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    file.rewind()?;
+    Ok((file, stats))
 }
 
 fn read_frame(input: &mut impl Read, hasher: &mut blake3::Hasher) -> Result<(u8, Vec<u8>), BackupError> {

@@ -20,6 +20,10 @@ pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 /// Time a client has to send its request headers (slowloris defence).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its whole request body once the headers are in: without
+/// it, a client trickling bytes holds its connection, and its tenant's concurrency
+/// slots, for as long as it likes (408 `request_timeout`).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most request headers accepted (hyper refuses more with 431).
 pub const DEFAULT_MAX_HEADERS: usize = 64;
 /// How long shutdown waits for in-flight requests and streams.
@@ -78,6 +82,7 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
     max_headers: Option<usize>,
     drain_timeout_ms: Option<u64>,
 }
@@ -111,6 +116,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Header read timeout.
     pub header_read_timeout: Duration,
+    /// Whole-body read timeout, from the end of the headers.
+    pub body_read_timeout: Duration,
     /// Header count cap.
     pub max_headers: usize,
     /// Shutdown drain timeout.
@@ -186,6 +193,7 @@ impl Config {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 max_headers: DEFAULT_MAX_HEADERS,
                 drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             },
@@ -202,6 +210,9 @@ impl Config {
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
+        }
+        if raw.server.body_read_timeout_ms == Some(0) {
+            return Err(ConfigError::Invalid("server.body_read_timeout_ms must be at least 1".into()));
         }
         raw.policy.validate().map_err(|e| ConfigError::Invalid(e.into()))?;
         let mut providers = default_providers();
@@ -229,6 +240,7 @@ impl Config {
                 data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
                 max_body_bytes,
                 header_read_timeout: ms(raw.server.header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT),
+                body_read_timeout: ms(raw.server.body_read_timeout_ms, DEFAULT_BODY_READ_TIMEOUT),
                 max_headers: raw.server.max_headers.unwrap_or(DEFAULT_MAX_HEADERS).clamp(8, 1024),
                 drain_timeout: ms(raw.server.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT),
             },

@@ -36,6 +36,10 @@ pub enum GatewayError {
     /// Body larger than the cap (413).
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within the body read timeout (408 `request_timeout`; the
+    /// connection is closed).
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     /// A rate limit was hit (429 `rate_limit_exceeded`, with `Retry-After`).
     #[error(transparent)]
     RateLimited(#[from] crate::ratelimit::RateLimited),
@@ -80,6 +84,7 @@ impl GatewayError {
             Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict".into()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed".into()),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large".into()),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout".into()),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded".into()),
             BudgetExceeded(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "budget_exceeded".into()),
             PolicyRejected(r) => (StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), "invalid_request_error", r.code.clone()),
@@ -118,6 +123,7 @@ impl From<crate::sealing::SealError> for GatewayError {
     fn from(e: crate::sealing::SealError) -> Self {
         match e {
             crate::sealing::SealError::NotFound(name) => GatewayError::NotFound(format!("no credential named '{name}'")),
+            e @ crate::sealing::SealError::RotationInProgress => GatewayError::Conflict(e.to_string()),
             other => GatewayError::Internal(other.to_string()),
         }
     }
@@ -128,6 +134,18 @@ impl From<crate::metering::BudgetError> for GatewayError {
         match e {
             crate::metering::BudgetError::Exceeded { .. } => GatewayError::BudgetExceeded(e.to_string()),
             crate::metering::BudgetError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::tenants::TenantError> for GatewayError {
+    fn from(e: crate::tenants::TenantError) -> Self {
+        use crate::tenants::TenantError as E;
+        match e {
+            E::NotFound(_) => GatewayError::NotFound(e.to_string()),
+            E::Exists(_) => GatewayError::Conflict(e.to_string()),
+            E::Refused(refused) => refused,
+            E::Store(store) => store.into(),
         }
     }
 }

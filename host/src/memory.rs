@@ -95,6 +95,42 @@ impl TenantMemory {
         }
     }
 
+    /// Writes new quota-counted records in one transaction, all or none. Returns `false`
+    /// (writing nothing) if any key already exists, so a caller that picked the keys from
+    /// a read can pick again instead of overwriting a concurrent writer's records.
+    pub fn insert_new_records(&self, kind: Kind, records: &[(Vec<u8>, Vec<u8>)]) -> Result<bool, MemoryError> {
+        enum Refused {
+            Quota,
+            Taken,
+        }
+        let full: Vec<Vec<u8>> = records.iter().map(|(key, _)| self.tenant.record(kind, key)).collect();
+        let added: u64 = records.iter().map(|(key, value)| (key.len() + value.len()) as u64).sum();
+        let usage_key = self.tenant.prefix(Kind::MemoryUsage);
+        let quota = self.quota_bytes;
+        let result = self.store.tenant.transaction(|tx| {
+            for record in &full {
+                if tx.get(record)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(Refused::Taken));
+                }
+            }
+            let next = read_u64(tx.get(&usage_key)?).saturating_add(added);
+            if next > quota {
+                return Err(ConflictableTransactionError::Abort(Refused::Quota));
+            }
+            for (record, (_, value)) in full.iter().zip(records) {
+                tx.insert(record.as_slice(), value.as_slice())?;
+            }
+            tx.insert(usage_key.as_slice(), &next.to_be_bytes())?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(Refused::Taken)) => Ok(false),
+            Err(TransactionError::Abort(Refused::Quota)) => Err(MemoryError::QuotaExceeded),
+            Err(TransactionError::Storage(e)) => Err(unavailable(e)),
+        }
+    }
+
     /// Keys starting with `prefix`, in byte order, at most `limit`.
     pub fn list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError> {
         let scan = self.tenant.record(Kind::Memory, prefix.as_bytes());

@@ -94,7 +94,7 @@ pub enum BudgetError {
 /// it at the reserved amount on the next start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    /// Tenant id.
+    /// The tenant's storage id (its incarnation; see `Tenant::storage_id`).
     pub tenant_id: String,
     /// Request id.
     pub request_id: String,
@@ -105,6 +105,58 @@ pub struct Reservation {
     /// Sub-budget scopes (`user:alice`, `tag:x`) whose reserved counters hold it too.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// When the request arrived (ms since the Unix epoch): its ledger record's time, so a
+    /// settlement and a crash recovery of the same request write the same record. 0 in
+    /// records written before this field.
+    #[serde(default)]
+    pub unix_millis: u64,
+    /// The request's end user, charged on crash recovery too.
+    #[serde(default)]
+    pub end_user: Option<String>,
+    /// The plan's tags, charged on crash recovery too.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Reservation {
+    /// The periods whose counters hold this reservation and take its settled cost: the
+    /// day, the month and all time, so a budget whose period changes, or a budget added
+    /// later, reads spend that was counted all along. Records written before the three
+    /// counters existed hold only their budget's period.
+    pub fn period_ids(&self) -> Vec<String> {
+        if self.unix_millis == 0 {
+            return vec![self.period_id.clone()];
+        }
+        [Period::Day, Period::Month, Period::Total].iter().map(|p| p.id_at(self.unix_millis)).collect()
+    }
+
+    /// Every (scope, period) counter this reservation holds: the tenant's and each
+    /// sub-budget's, in every period.
+    fn held_cells(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+        let periods = self.period_ids();
+        std::iter::once("total").chain(self.scopes.iter().map(String::as_str)).flat_map(move |scope| periods.clone().into_iter().map(move |p| (scope, p)))
+    }
+}
+
+/// What a request asks to hold; see [`Metering::reserve_for`].
+#[derive(Debug)]
+pub struct Hold<'a> {
+    /// Tenant id.
+    pub tenant_id: &'a str,
+    /// The tenant's budget, if any.
+    pub budget: Option<Budget>,
+    /// Sub-budgets `(scope, limit)` (`user:alice`, `tag:x`) that must have room too.
+    pub sub_budgets: &'a [(String, u64)],
+    /// Request id.
+    pub request_id: &'a str,
+    /// The amount.
+    pub microdollars: u64,
+    /// The request's arrival time.
+    pub now_millis: u64,
+    /// The request's end user.
+    pub end_user: Option<String>,
+    /// The plan's tags.
+    pub tags: Vec<String>,
 }
 
 /// One usage ledger record: what a request did and cost.
@@ -126,11 +178,15 @@ pub struct LedgerRecord {
     pub completion_tokens: u64,
     /// Cached prompt tokens, where the provider reports them.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Cost in micro-dollars.
     pub cost_microdollars: u64,
     /// Milliseconds from accept to last byte.
     pub latency_ms: u64,
-    /// `success`, `upstream_error`, `client_disconnected`, `rejected`, `crash_recovered`.
+    /// `success`, `upstream_error`, `upstream_cut`, `client_disconnected`,
+    /// `internal_error`, `crash_recovered`.
     pub outcome: String,
     /// End user from the request.
     pub end_user: Option<String>,
@@ -214,8 +270,8 @@ pub fn day_of(unix_millis: u64) -> String {
     Period::Day.id_at(unix_millis)
 }
 
-fn tx_rollups(tx: &TransactionalTree, tenant: &TenantKey, record: &LedgerRecord) -> TxResult<()> {
-    let day = day_of(record.unix_millis);
+/// The rollup cells one ledger record adds to, and what it adds.
+fn rollup_cells(record: &LedgerRecord) -> (Vec<(&'static str, String)>, Rollup) {
     let mut cells = vec![("all", String::new()), ("model", format!("{}/{}", record.provider, record.model)), ("provider", record.provider.clone())];
     if let Some(user) = &record.end_user {
         cells.push(("user", user.clone()));
@@ -228,15 +284,61 @@ fn tx_rollups(tx: &TransactionalTree, tenant: &TenantKey, record: &LedgerRecord)
         cached_tokens: record.cached_tokens,
         cost_microdollars: record.cost_microdollars,
     };
+    (cells, delta)
+}
+
+/// Adds a record to its day's rollups. Returns false when a rollup did not decode: it is
+/// left alone and the caller rebuilds that day from the ledger (never restarted at zero).
+fn tx_rollups(tx: &TransactionalTree, tenant: &TenantKey, record: &LedgerRecord) -> TxResult<bool> {
+    let day = day_of(record.unix_millis);
+    let (cells, delta) = rollup_cells(record);
+    let mut intact = true;
     for (dimension, value) in cells {
         let key = rollup_key(tenant, &day, dimension, &value);
         let mut rollup: Rollup = match tx.get(&key)? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Some(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(rollup) => rollup,
+                Err(_) => {
+                    intact = false;
+                    continue;
+                }
+            },
             None => Rollup::default(),
         };
         rollup.add(&delta);
         tx.insert(key, encode(&rollup))?;
     }
+    Ok(intact)
+}
+
+const DAY_MILLIS: u64 = 86_400_000;
+
+/// Recomputes every rollup of one tenant's UTC day from its ledger records (the source of
+/// truth), replacing whatever was there: the repair for a rollup that did not decode.
+fn rebuild_rollups(store: &Store, tenant: &TenantKey, unix_millis: u64) -> Result<(), StoreError> {
+    let day_start = unix_millis - unix_millis % DAY_MILLIS;
+    let day = day_of(day_start);
+    let mut rows: std::collections::BTreeMap<Vec<u8>, Rollup> = std::collections::BTreeMap::new();
+    let start = tenant.record(Kind::Ledger, &day_start.to_be_bytes());
+    let end = tenant.record(Kind::Ledger, &(day_start + DAY_MILLIS).to_be_bytes());
+    for value in store.tenant.range(start..end).values() {
+        let record: LedgerRecord = decode("ledger", &value?)?;
+        let (cells, delta) = rollup_cells(&record);
+        for (dimension, name) in cells {
+            rows.entry(rollup_key(tenant, &day, dimension, &name)).or_default().add(&delta);
+        }
+    }
+    let mut batch = sled::Batch::default();
+    let mut day_prefix = tenant.record(Kind::Rollup, day.as_bytes());
+    day_prefix.push(0);
+    for key in store.tenant.scan_prefix(&day_prefix).keys() {
+        batch.remove(key?);
+    }
+    for (key, rollup) in rows {
+        batch.insert(key, encode(&rollup));
+    }
+    store.tenant.apply_batch(batch)?;
+    tracing::error!(day = %day, "a usage rollup did not decode; that day's rollups were rebuilt from the ledger");
     Ok(())
 }
 
@@ -244,14 +346,19 @@ fn counter_key(tenant: &TenantKey, scope: &str, period_id: &str) -> Vec<u8> {
     tenant.record(Kind::Spend, format!("{scope}\0{period_id}").as_bytes())
 }
 
-fn read_u64(bytes: Option<sled::IVec>) -> u64 {
-    bytes.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0)
+/// A spend counter: absent is zero; anything but 8 bytes is corruption, refused rather
+/// than read as zero (which would let a budget fail open).
+fn read_u64(bytes: Option<sled::IVec>) -> Result<u64, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b.as_ref()).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt { tree: "spend", reason: format!("a counter holds {} bytes, not 8", b.len()) }),
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<BudgetError>>;
 
 fn tx_add(tx: &TransactionalTree, key: &[u8], delta: i128) -> TxResult<u64> {
-    let current = read_u64(tx.get(key)?) as i128;
+    let current = read_u64(tx.get(key)?).map_err(|e| ConflictableTransactionError::Abort(BudgetError::Store(e)))? as i128;
     let next = (current + delta).clamp(0, u64::MAX as i128) as u64;
     tx.insert(key, &next.to_be_bytes())?;
     Ok(next)
@@ -273,7 +380,7 @@ pub struct Metering {
     writer: Arc<Writer>,
 }
 
-/// Scopes a settled cost is added to besides the tenant total.
+/// Scopes a settled cost is added to: the tenant's total, its end user and its tags.
 fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
     let mut scopes = vec!["total".to_string()];
     if let Some(user) = &record.end_user {
@@ -288,6 +395,7 @@ fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
 /// a request with a ledger record is settled.
 fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reservation, LedgerRecord)]) -> Result<(), BudgetError> {
     struct Keys {
+        tenant: TenantKey,
         record: Vec<u8>,
         ledger: Vec<u8>,
         spend: Vec<Vec<u8>>,
@@ -297,10 +405,12 @@ fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reserva
         .iter()
         .map(|(reservation, record)| {
             let tenant = TenantKey::of(&reservation.tenant_id);
+            let periods = reservation.period_ids();
             Keys {
+                tenant,
                 record: tenant.record(Kind::Reservation, reservation.request_id.as_bytes()),
                 ledger: ledger_key(&tenant, record.unix_millis, &record.request_id),
-                spend: spend_scopes(record).iter().map(|s| counter_key(&tenant, s, &reservation.period_id)).collect(),
+                spend: spend_scopes(record).iter().flat_map(|s| periods.iter().map(|p| counter_key(&tenant, s, p))).collect(),
                 encoded: encode(record),
             }
         })
@@ -310,7 +420,7 @@ fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reserva
         let mut applied = Vec::with_capacity(settlements.len());
         for ((_, record), keys) in settlements.iter().zip(&keys) {
             if tx.get(&keys.ledger)?.is_some() {
-                applied.push(false);
+                applied.push((false, true));
                 continue;
             }
             for key in &keys.spend {
@@ -318,22 +428,29 @@ fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reserva
             }
             tx.remove(keys.record.as_slice())?;
             tx.insert(keys.ledger.as_slice(), keys.encoded.as_slice())?;
-            tx_rollups(tx, &TenantKey::of(&record.tenant_id), record)?;
-            applied.push(true);
+            let intact = tx_rollups(tx, &keys.tenant, record)?;
+            applied.push((true, intact));
         }
         Ok(applied)
     }))?;
-    for ((reservation, record), _) in settlements.iter().zip(applied).filter(|(_, applied)| *applied) {
+    for ((reservation, record), (applied, intact)) in settlements.iter().zip(applied) {
         let tenant = TenantKey::of(&reservation.tenant_id);
-        let held = std::iter::once("total").chain(reservation.scopes.iter().map(String::as_str));
-        for scope in held {
-            if let Some(cell) = cells.loaded(&tenant, scope, &reservation.period_id) {
+        if !intact {
+            rebuild_rollups(store, &tenant, record.unix_millis)?;
+        }
+        if !applied {
+            continue;
+        }
+        for (scope, period) in reservation.held_cells() {
+            if let Some(cell) = cells.loaded(&tenant, scope, &period) {
                 cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
             }
         }
         for scope in spend_scopes(record) {
-            if let Some(cell) = cells.loaded(&tenant, &scope, &reservation.period_id) {
-                cell.spent = cell.spent.saturating_add(record.cost_microdollars);
+            for period in reservation.period_ids() {
+                if let Some(cell) = cells.loaded(&tenant, &scope, &period) {
+                    cell.spent = cell.spent.saturating_add(record.cost_microdollars);
+                }
             }
         }
     }
@@ -373,11 +490,18 @@ impl Metering {
         self.reserve_scoped(tenant_id, budget, &[], request_id, microdollars, now_millis)
     }
 
-    /// Like [`Metering::reserve`], also holding the amount against sub-budgets: each
-    /// `(scope, limit)` (`user:alice`, `tag:x`) must have room too, checked and held under
-    /// the same lock. The reservation record is written before this returns, so a crash
-    /// from here on charges it.
+    /// Like [`Metering::reserve`], also holding the amount against sub-budgets.
     pub fn reserve_scoped(&self, tenant_id: &str, budget: Option<Budget>, sub_budgets: &[(String, u64)], request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
+        self.reserve_for(Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new() })
+    }
+
+    /// Holds `hold.microdollars` for a request if the tenant's budget and each
+    /// `(scope, limit)` sub-budget (`user:alice`, `tag:x`) have room, checked and held
+    /// under one lock, in every period's counter (day, month, all time) so that whichever
+    /// period a budget names sees it. The reservation record is written before this
+    /// returns, so a crash from here on charges it.
+    pub fn reserve_for(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
+        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags } = hold;
         let tenant = TenantKey::of(tenant_id);
         let period = budget.map(|b| b.period).unwrap_or_default();
         let reservation = Reservation {
@@ -386,11 +510,14 @@ impl Metering {
             period_id: period.id_at(now_millis),
             microdollars,
             scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
+            unix_millis: now_millis,
+            end_user,
+            tags,
         };
         let limits = std::iter::once(("total", budget.map(|b| b.limit_microdollars))).chain(sub_budgets.iter().map(|(scope, limit)| (scope.as_str(), Some(*limit))));
         {
             let mut cells = self.counters.lock_tenant(&self.store, &tenant);
-            for (scope, limit) in limits.clone() {
+            for (scope, limit) in limits {
                 let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
                 if let Some(limit) = limit
                     && cell.spent.saturating_add(cell.reserved).saturating_add(microdollars) > limit
@@ -403,8 +530,8 @@ impl Metering {
                     return Err(BudgetError::Exceeded { scope, spent: cell.spent, reserved: cell.reserved, limit, needed: microdollars, period: period.as_str() });
                 }
             }
-            for (scope, _) in limits {
-                let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
+            for (scope, period_id) in reservation.held_cells() {
+                let cell = cells.cell(&tenant, scope, &period_id)?;
                 cell.reserved = cell.reserved.saturating_add(microdollars);
             }
         }
@@ -420,8 +547,8 @@ impl Metering {
     fn release(&self, reservation: &Reservation) {
         let tenant = TenantKey::of(&reservation.tenant_id);
         let mut cells = self.counters.lock_tenant(&self.store, &tenant);
-        for scope in std::iter::once("total").chain(reservation.scopes.iter().map(String::as_str)) {
-            if let Some(cell) = cells.loaded(&tenant, scope, &reservation.period_id) {
+        for (scope, period) in reservation.held_cells() {
+            if let Some(cell) = cells.loaded(&tenant, scope, &period) {
                 cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
             }
         }
@@ -450,15 +577,20 @@ impl Metering {
         self.counters.lock_tenant(&self.store, &tenant).forget(&tenant);
     }
 
-    /// Writes a ledger record for a request that reserved nothing (rejected, failed early).
-    pub fn record(&self, record: &LedgerRecord) -> Result<(), BudgetError> {
-        let tenant = TenantKey::of(&record.tenant_id);
+    /// Writes a ledger record for a request that reserved nothing (rejected, failed early),
+    /// under the tenant's storage id (its incarnation; `record.tenant_id` is the public id).
+    pub fn record(&self, storage_id: &str, record: &LedgerRecord) -> Result<(), BudgetError> {
+        let tenant = TenantKey::of(storage_id);
         let key = ledger_key(&tenant, record.unix_millis, &record.request_id);
         let encoded = encode(record);
-        from_tx(self.store.tenant.transaction(|tx| {
+        let intact = from_tx(self.store.tenant.transaction(|tx| {
             tx.insert(key.as_slice(), encoded.as_slice())?;
             tx_rollups(tx, &tenant, record)
-        }))
+        }))?;
+        if !intact {
+            rebuild_rollups(&self.store, &tenant, record.unix_millis)?;
+        }
+        Ok(())
     }
 
     /// Usage between two UTC days (inclusive), grouped, read from the daily rollups (a
@@ -515,20 +647,25 @@ impl Metering {
         let settlements: Vec<(Reservation, LedgerRecord)> = pending
             .into_iter()
             .map(|reservation| {
+                // The request's own time, so a settlement of the same request (restored
+                // from a backup, or late) finds this record and counts once.
+                let unix_millis = if reservation.unix_millis == 0 { crate::clock::unix_millis() } else { reservation.unix_millis };
                 let record = LedgerRecord {
-                    tenant_id: reservation.tenant_id.clone(),
-                    unix_millis: crate::clock::unix_millis(),
+                    // The id, not the incarnation (`id#...`) the reservation is stored under.
+                    tenant_id: reservation.tenant_id.split('#').next().unwrap_or_default().to_string(),
+                    unix_millis,
                     request_id: reservation.request_id.clone(),
                     provider: String::new(),
                     model: String::new(),
                     prompt_tokens: 0,
                     completion_tokens: 0,
                     cached_tokens: 0,
+                    cache_write_tokens: 0,
                     cost_microdollars: reservation.microdollars,
                     latency_ms: 0,
                     outcome: "crash_recovered".into(),
-                    end_user: None,
-                    tags: Vec::new(),
+                    end_user: reservation.end_user.clone(),
+                    tags: reservation.tags.clone(),
                     policy_hash: String::new(),
                 };
                 (reservation, record)
@@ -552,7 +689,7 @@ mod tests {
     fn record(tenant: &str, request: &str, cost: u64) -> LedgerRecord {
         LedgerRecord {
             tenant_id: tenant.into(), unix_millis: 1, request_id: request.into(), provider: "demo".into(), model: "m".into(),
-            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cost_microdollars: cost, latency_ms: 1,
+            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0, cost_microdollars: cost, latency_ms: 1,
             outcome: "success".into(), end_user: Some("alice".into()), tags: vec!["x".into()], policy_hash: String::new(),
         }
     }
@@ -582,7 +719,7 @@ mod tests {
             let mut r = record("t", &format!("r{i}"), cost);
             r.unix_millis = 1 + (i as u64) * day_ms;
             r.end_user = Some(user.into());
-            metering.record(&r)?;
+            metering.record("t", &r)?;
         }
         let by_user = metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::User)?;
         assert_eq!(by_user.iter().map(|(k, r)| (k.as_str(), r.cost_microdollars, r.requests)).collect::<Vec<_>>(), vec![("alice", 11, 2), ("bob", 5, 1)]);
@@ -619,6 +756,87 @@ mod tests {
         let status = metering.status(&TenantKey::of("t"), None, now)?;
         assert_eq!((status.spent_microdollars, status.reserved_microdollars), (42, 0));
         assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?[0].outcome, "crash_recovered");
+        Ok(())
+    }
+
+    fn hold<'a>(request_id: &'a str, budget: Option<Budget>, microdollars: u64, now_millis: u64) -> Hold<'a> {
+        Hold { tenant_id: "t", budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: Some("alice".into()), tags: vec!["x".into()] }
+    }
+
+    #[test]
+    fn spend_counts_under_every_period_so_changing_or_adding_a_budget_keeps_it() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Metering::new(Store::temporary()?)?;
+        let now = 1_764_460_800_000; // 2025-11-30
+        let month = Some(Budget { limit_microdollars: 1_000, period: Period::Month });
+        let r = metering.reserve_for(hold("r1", month, 600, now))?;
+        let mut rec = record("t", "r1", 600);
+        rec.unix_millis = now;
+        metering.settle(&r, &rec)?;
+        let tenant = TenantKey::of("t");
+        for period in [Period::Day, Period::Month, Period::Total] {
+            let budget = Some(Budget { limit_microdollars: 1_000, period });
+            assert_eq!(metering.status(&tenant, budget, now)?.spent_microdollars, 600, "{period:?}");
+            assert!(metering.reserve_for(hold("r2", budget, 500, now)).is_err(), "{period:?} budget forgot earlier spend");
+        }
+        // A tenant with no budget yet: its spend is counted too, for a budget added later.
+        let r = metering.reserve_for(hold("r3", None, 50, now))?;
+        let mut rec = record("t", "r3", 50);
+        rec.unix_millis = now;
+        metering.settle(&r, &rec)?;
+        assert_eq!(metering.status(&tenant, Some(Budget { limit_microdollars: 1, period: Period::Total }), now)?.spent_microdollars, 650);
+        // In-flight holds are seen by every period too.
+        metering.reserve_for(hold("r4", month, 100, now))?;
+        assert_eq!(metering.status(&tenant, Some(Budget { limit_microdollars: 1, period: Period::Day }), now)?.reserved_microdollars, 100);
+        Ok(())
+    }
+
+    #[test]
+    fn crash_recovery_charges_the_end_user_and_tags_and_a_late_settle_counts_once() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let metering = Metering::new(store.clone())?;
+        let now = crate::clock::unix_millis() - 5_000;
+        let r = metering.reserve_for(hold("lost", None, 42, now))?;
+        let restarted = Metering::new(store)?;
+        assert_eq!(restarted.recover_reservations()?, 1);
+        let tenant = TenantKey::of("t");
+        let month = Period::Month.id_at(now);
+        assert_eq!(restarted.scope_spend(&tenant, "user:alice", &month)?, 42);
+        assert_eq!(restarted.scope_spend(&tenant, "tag:x", &month)?, 42);
+        // The request's own settlement arrives after all (a restored backup replaying it):
+        // it finds the recovered record and is not charged again.
+        let mut late = record("t", "lost", 30);
+        late.unix_millis = now;
+        restarted.settle(&r, &late)?;
+        assert_eq!(restarted.status(&tenant, None, now)?.spent_microdollars, 42);
+        assert_eq!(restarted.ledger("t", 0, u64::MAX, 10)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_corrupt_rollup_is_rebuilt_from_the_ledger_not_reset() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let metering = Metering::new(store.clone())?;
+        for (i, cost) in [10u64, 20, 30].into_iter().enumerate() {
+            if i == 2 {
+                let key = rollup_key(&TenantKey::of("t"), "1970-01-01", "all", "");
+                store.tenant.insert(key, b"{not a rollup".to_vec())?;
+            }
+            metering.record("t", &record("t", &format!("r{i}"), cost))?;
+        }
+        let total = metering.totals("t", "1970-01-01", "1970-01-01")?;
+        assert_eq!((total.requests, total.cost_microdollars), (3, 60));
+        assert_eq!(metering.usage("t", "1970-01-01", "1970-01-01", GroupBy::User)?[0].1.cost_microdollars, 60);
+        Ok(())
+    }
+
+    #[test]
+    fn a_corrupt_spend_counter_refuses_reservations_instead_of_reading_zero() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let now = 1_764_460_800_000;
+        store.tenant.insert(counter_key(&TenantKey::of("t"), "total", &Period::Month.id_at(now)), b"xyz".to_vec())?;
+        let metering = Metering::new(store)?;
+        let budget = Some(Budget { limit_microdollars: 1_000, period: Period::Month });
+        assert!(matches!(metering.reserve("t", budget, "r", 1, now), Err(BudgetError::Store(StoreError::Corrupt { .. }))));
         Ok(())
     }
 

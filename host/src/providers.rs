@@ -8,6 +8,7 @@
 //! in a request, a credential or a policy decision can change it.
 
 pub mod anthropic;
+pub mod bounded_json;
 pub mod demo;
 pub mod gemini;
 pub mod openai;
@@ -67,6 +68,9 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Prompt tokens served from the provider's cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's cache creation).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// One chat call for one target: an OpenAI chat-completions body whose `model`,
@@ -117,7 +121,8 @@ pub trait Provider: Send + Sync {
     /// A translator for one streamed response.
     fn stream(&self, model: &str, request_id: &str) -> Box<dyn StreamTranslator>;
 
-    /// A short message from a non-2xx body, for the client's error (never headers).
+    /// The message of a non-2xx body, for the client's error (never headers). Whole: the
+    /// caller redacts the key and then cuts it ([`crate::redact::Redactor::message`]).
     fn error_message(&self, status: u16, body: &[u8]) -> String {
         upstream_error_message(status, body)
     }
@@ -137,20 +142,13 @@ pub trait StreamTranslator: Send {
 }
 
 /// The `error.message` of an OpenAI/Anthropic/Gemini-shaped error body, else a generic
-/// message with the status. Truncated: upstream bodies are not the client's business.
+/// message with the status. Not cut here: a cut before the key is redacted could leave
+/// the start of a key that straddled it.
 pub fn upstream_error_message(status: u16, body: &[u8]) -> String {
-    let message = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+    let message = bounded_json::parse(body, bounded_json::MAX_EVENT_PARSE_BYTES).ok().and_then(|v| {
         v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned)
     });
-    let mut message = message.unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-    if message.len() > 512 {
-        let mut end = 512;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
-    message
+    message.unwrap_or_else(|| format!("upstream answered HTTP {status}"))
 }
 
 /// Builds a header value, refusing bytes that would split or smuggle headers.

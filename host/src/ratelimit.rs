@@ -76,22 +76,38 @@ pub struct Limiter {
     state: Arc<Mutex<State>>,
 }
 
-/// Holds one concurrency slot until dropped.
+/// The limiter keys and limits of a request: its tenant's, and its token's. A token is
+/// keyed by its tenant and its full hash, never by its 8-digit id, which can collide
+/// (within a tenant or across tenants) and would let one token drain another's bucket.
+pub fn scopes_of(tenant: &crate::tenants::Tenant, token: &crate::tokens::TokenRecord) -> Vec<(String, RateLimits)> {
+    vec![(format!("t:{}", tenant.id), tenant.rate_limits), (format!("k:{}:{}", tenant.id, token.digest), token.rate_limits)]
+}
+
+/// Holds one concurrency slot per capped scope until dropped, and names the request's
+/// scopes for the bucket checks that follow.
 pub struct Permit {
     state: Arc<Mutex<State>>,
-    keys: Vec<String>,
+    scopes: Vec<(String, RateLimits)>,
+    held: Vec<String>,
 }
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").field("keys", &self.keys).finish()
+        f.debug_struct("Permit").field("held", &self.held).finish()
+    }
+}
+
+impl Permit {
+    /// The scopes this permit was acquired for.
+    pub fn scopes(&self) -> &[(String, RateLimits)] {
+        &self.scopes
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut state) = self.state.lock() {
-            for key in &self.keys {
+            for key in &self.held {
                 if let Some(n) = state.in_flight.get_mut(key) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -104,18 +120,34 @@ impl Drop for Permit {
 }
 
 impl Limiter {
-    /// Admits one request costing `tokens` under every `(key, limits)` given (tenant and
-    /// token), or refuses it without charging anything.
-    pub fn admit(&self, scopes: &[(&str, RateLimits)], tokens: u64) -> Result<Permit, RateLimited> {
-        let now = Instant::now();
+    /// Takes a concurrency slot under every capped scope, or refuses without taking any.
+    /// Taken as soon as the request is authenticated, before its body is read, so a
+    /// client slowly sending bodies is held to its tenant's cap like any other.
+    pub fn acquire(&self, scopes: Vec<(String, RateLimits)>) -> Result<Permit, RateLimited> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, limits) in scopes {
+        for (key, limits) in &scopes {
             if let Some(max) = limits.max_concurrent {
-                if state.in_flight.get(*key).copied().unwrap_or(0) >= max {
+                if state.in_flight.get(key).copied().unwrap_or(0) >= max {
                     return Err(RateLimited { what: "too many concurrent requests", retry_after_secs: 1 });
                 }
             }
         }
+        let mut held = Vec::new();
+        for (key, limits) in &scopes {
+            if limits.max_concurrent.is_some() {
+                *state.in_flight.entry(key.clone()).or_default() += 1;
+                held.push(key.clone());
+            }
+        }
+        Ok(Permit { state: self.state.clone(), scopes, held })
+    }
+
+    /// Admits one request costing `tokens` under the requests-per-minute and
+    /// tokens-per-minute buckets of every `(key, limits)` given (tenant and token), or
+    /// refuses it without charging anything.
+    pub fn admit(&self, scopes: &[(&str, RateLimits)], tokens: u64) -> Result<(), RateLimited> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Check every bucket before charging any, so a refusal costs nothing.
         let mut snapshot = Vec::new();
         for (key, limits) in scopes {
@@ -136,14 +168,7 @@ impl Limiter {
                 snapshot.push((((*key).to_string(), kind), before));
             }
         }
-        let mut keys = Vec::new();
-        for (key, limits) in scopes {
-            if limits.max_concurrent.is_some() {
-                *state.in_flight.entry((*key).to_string()).or_default() += 1;
-                keys.push((*key).to_string());
-            }
-        }
-        Ok(Permit { state: self.state.clone(), keys })
+        Ok(())
     }
 
     /// Charges tokens learned after the fact (the completion) to the tokens-per-minute
@@ -164,19 +189,46 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    fn scope(key: &str, limits: RateLimits) -> Vec<(String, RateLimits)> {
+        vec![(key.to_string(), limits)]
+    }
+
     #[test]
     fn requests_per_minute_and_concurrency() {
         let limiter = Limiter::default();
         let limits = RateLimits { requests_per_minute: Some(2), tokens_per_minute: None, max_concurrent: Some(1) };
-        let first = limiter.admit(&[("t", limits)], 0).expect("first");
-        assert_eq!(limiter.admit(&[("t", limits)], 0).err().map(|e| e.what), Some("too many concurrent requests"));
+        let first = limiter.acquire(scope("t", limits)).expect("first");
+        assert_eq!(limiter.acquire(scope("t", limits)).err().map(|e| e.what), Some("too many concurrent requests"));
+        limiter.admit(&[("t", limits)], 0).expect("first");
         drop(first);
-        let second = limiter.admit(&[("t", limits)], 0).expect("second");
+        let second = limiter.acquire(scope("t", limits)).expect("second");
+        limiter.admit(&[("t", limits)], 0).expect("second");
         drop(second);
         let refused = limiter.admit(&[("t", limits)], 0).expect_err("third in a minute");
         assert_eq!(refused.what, "requests per minute");
         assert_eq!(refused.retry_after_secs, 30);
         assert!(limiter.admit(&[("other", limits)], 0).is_ok(), "tenants have their own buckets");
+    }
+
+    #[test]
+    fn tokens_with_one_short_id_in_two_tenants_never_share_a_bucket() {
+        let tenant = |id: &str| -> crate::tenants::Tenant { serde_json::from_value(serde_json::json!({"id": id})).expect("tenant") };
+        let token = |tenant: &str, digest: &str| crate::tokens::TokenRecord {
+            id: "0000beef".into(),
+            tenant_id: tenant.into(),
+            scope: crate::tokens::Scope::Inference,
+            created_millis: 0,
+            rate_limits: RateLimits { requests_per_minute: Some(1), ..RateLimits::default() },
+            incarnation: String::new(),
+            digest: digest.into(),
+        };
+        let (a, b) = (scopes_of(&tenant("a"), &token("a", "aa")), scopes_of(&tenant("b"), &token("b", "bb")));
+        assert_ne!(a[1].0, b[1].0);
+        let limiter = Limiter::default();
+        for scopes in [&a, &b] {
+            let borrowed: Vec<(&str, RateLimits)> = scopes.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+            assert!(limiter.admit(&borrowed, 0).is_ok(), "each token has its own one request a minute");
+        }
     }
 
     #[test]

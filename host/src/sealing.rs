@@ -38,6 +38,9 @@ pub enum SealError {
     /// No credential with that name.
     #[error("no credential named '{0}'")]
     NotFound(String),
+    /// Another master-key rotation is running; only one runs at a time.
+    #[error("a master-key rotation is already running; retry when it has finished")]
+    RotationInProgress,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -217,6 +220,9 @@ pub struct Vault {
     master: RwLock<(Key, u32)>,
     previous: RwLock<Option<Key>>,
     key_file: Option<PathBuf>,
+    /// Held for a whole rotation (key file, re-wrap, flush, promotion): two interleaved
+    /// rotations could leave `master.key` naming a key that wraps no data key.
+    rotation: tokio::sync::Mutex<()>,
 }
 
 /// Longest credential name.
@@ -234,7 +240,7 @@ impl Vault {
     pub fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
         let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
         let pending = keys.previous.is_some() && keys.file.is_some();
-        let vault = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file };
+        let vault = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()) };
         if pending {
             vault.rewrap(keys.primary)?;
             vault.store.flush_blocking()?;
@@ -273,32 +279,31 @@ impl Vault {
         Ok(())
     }
 
-    fn master(&self) -> (Key, u32) {
-        match self.master.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The tenant's data key, created on first use.
+    /// The tenant's data key, created on first use. Reading and creating both hold the
+    /// master-key lock for reading, so a re-wrap (which holds it for writing) never runs
+    /// between wrapping a new data key and storing it: a key wrapped by a master key that
+    /// is retired meanwhile would be unreadable once the rotation finishes.
     fn data_key(&self, tenant_id: &str) -> Result<Key, SealError> {
-        let tenant = TenantKey::of(tenant_id);
-        let (master, version) = self.master();
-        let slot = tenant.prefix(Kind::DataKey);
-        if let Some(bytes) = self.store.tenant.get(&slot).map_err(StoreError::from)? {
-            let record: DataKeyRecord = decode("data keys", &bytes)?;
-            let plain = self.unwrap_dek(&master, &record)?;
-            let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| SealError::Tampered)?;
-            return Ok(Key(Zeroizing::new(bytes)));
-        }
-        let dek = Key::random();
-        let sealed = seal(&master, dek.0.as_ref(), &dek_aad(tenant_id, version), version);
-        // compare_and_swap so two first uses racing agree on one key.
-        let record = DataKeyRecord { tenant_id: tenant_id.into(), sealed };
-        match self.store.tenant.compare_and_swap(&slot, None as Option<&[u8]>, Some(encode(&record))).map_err(StoreError::from)? {
-            Ok(()) => Ok(dek),
-            Err(_) => self.data_key(tenant_id),
-        }
+        let master = self.master.read().unwrap_or_else(|p| p.into_inner());
+        let (key, version) = &*master;
+        let slot = TenantKey::of(tenant_id).prefix(Kind::DataKey);
+        let stored = match self.store.tenant.get(&slot).map_err(StoreError::from)? {
+            Some(bytes) => bytes,
+            None => {
+                let dek = Key::random();
+                let sealed = seal(key, dek.0.as_ref(), &dek_aad(tenant_id, *version), *version);
+                let record = DataKeyRecord { tenant_id: tenant_id.into(), sealed };
+                // compare_and_swap so two first uses racing agree on one key.
+                match self.store.tenant.compare_and_swap(&slot, None as Option<&[u8]>, Some(encode(&record))).map_err(StoreError::from)? {
+                    Ok(()) => return Ok(dek),
+                    Err(lost) => lost.current.ok_or(SealError::Tampered)?,
+                }
+            }
+        };
+        let record: DataKeyRecord = decode("data keys", &stored)?;
+        let plain = self.unwrap_dek(key, &record)?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| SealError::Tampered)?;
+        Ok(Key(Zeroizing::new(bytes)))
     }
 
     /// Seals and stores a credential, replacing one of the same name.
@@ -347,7 +352,11 @@ impl Vault {
 
     /// Forgets a tenant's data key: every credential sealed under it becomes unreadable.
     pub async fn shred(&self, tenant_id: &str) -> Result<(), SealError> {
-        self.store.tenant.remove(TenantKey::of(tenant_id).prefix(Kind::DataKey)).map_err(StoreError::from)?;
+        {
+            // Not during a re-wrap, which would write back the key it had read.
+            let _master = self.master.read().unwrap_or_else(|p| p.into_inner());
+            self.store.tenant.remove(TenantKey::of(tenant_id).prefix(Kind::DataKey)).map_err(StoreError::from)?;
+        }
         self.store.flush().await?;
         Ok(())
     }
@@ -360,11 +369,26 @@ impl Vault {
     /// leaves a key that opens every DEK (finished on the next start). With
     /// `TOLLGATE_MASTER_KEY`, the operator sets the new key there (and may keep the old one
     /// in `TOLLGATE_MASTER_KEY_PREVIOUS`) before the next restart.
+    ///
+    /// One rotation runs at a time: a second one meanwhile fails with
+    /// [`SealError::RotationInProgress`] (and changes nothing).
     pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
-        if let Some(file) = &self.key_file {
-            write_private(&file.with_file_name(NEXT_MASTER_KEY_FILE), new_master.to_hex().as_bytes())?;
+        let _rotation = self.rotation.try_lock().map_err(|_| SealError::RotationInProgress)?;
+        let next = self.key_file.as_ref().map(|file| file.with_file_name(NEXT_MASTER_KEY_FILE));
+        if let Some(next) = &next {
+            write_private(next, new_master.to_hex().as_bytes())?;
         }
-        let count = self.rewrap(new_master)?;
+        let count = match self.rewrap(new_master) {
+            Ok(count) => count,
+            Err(e) => {
+                // The re-wrap is one batch, so nothing changed: drop the staged key, or the
+                // next start would try to finish a rotation that never began.
+                if let Some(next) = &next {
+                    let _ = std::fs::remove_file(next);
+                }
+                return Err(e);
+            }
+        };
         self.store.flush().await?;
         self.promote_next_key_file()?;
         Ok(count)
@@ -469,6 +493,71 @@ mod tests {
         drop(vault);
         let reopened = Vault::with_keys(store, load_master_keys(None, None, dir.path())?)?;
         assert_eq!(reopened.open("a", "main")?.1.expose(), "sk-2");
+        Ok(())
+    }
+
+    /// Rotations racing each other and new tenants' first credentials (each creates a data
+    /// key), then a restart from disk: every credential written still opens.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_rotations_and_first_credentials_all_open_after_a_restart() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let vault = std::sync::Arc::new(Vault::with_keys(Store::open(dir.path())?, load_master_keys(None, None, dir.path())?)?);
+        let mut tasks = tokio::task::JoinSet::new();
+        for rotator in 0..4 {
+            let vault = vault.clone();
+            tasks.spawn(async move {
+                for _ in 0..10 {
+                    match vault.rotate(Key::random()).await {
+                        Ok(_) | Err(SealError::RotationInProgress) => {}
+                        Err(e) => return Err(format!("rotator {rotator}: {e}")),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Ok(())
+            });
+        }
+        for writer in 0..4 {
+            let vault = vault.clone();
+            tasks.spawn(async move {
+                for i in 0..60 {
+                    let tenant = format!("t-{writer}-{i}");
+                    vault.put(&tenant, "main", "openai", &Secret::new(format!("sk-{tenant}"))).await.map_err(|e| format!("{tenant}: {e}"))?;
+                }
+                Ok(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        drop(vault);
+        // The store's flusher thread lets go of the directory lock shortly after the drop.
+        let mut store = Store::open(dir.path());
+        for _ in 0..100 {
+            if store.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            store = Store::open(dir.path());
+        }
+        let reopened = Vault::with_keys(store?, load_master_keys(None, None, dir.path())?)?;
+        for writer in 0..4 {
+            for i in 0..60 {
+                let tenant = format!("t-{writer}-{i}");
+                assert_eq!(reopened.open(&tenant, "main").map(|(_, s)| s.expose().to_string()).ok(), Some(format!("sk-{tenant}")), "{tenant}");
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_second_rotation_while_one_runs_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, vault) = vault()?;
+        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        let running = vault.rotation.try_lock()?;
+        assert!(matches!(vault.rotate(Key::random()).await, Err(SealError::RotationInProgress)));
+        drop(running);
+        assert_eq!(vault.rotate(Key::random()).await?, 1);
+        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-1");
         Ok(())
     }
 

@@ -1,9 +1,10 @@
 //! The hyper server: accept loop (TCP_NODELAY), header timeout and limits, body cap
-//! enforced while the body streams in, authentication, routing, and graceful shutdown
+//! enforced while the body streams in, body read timeout, authentication, routing, and graceful shutdown
 //! with a bounded drain.
 
 pub mod admin;
 pub mod chat;
+pub mod reserve;
 pub mod stream;
 pub mod tenant_api;
 pub mod wire;
@@ -62,6 +63,10 @@ pub fn error_response(error: &GatewayError) -> Response<Body> {
     if let Some(value) = retry_after.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
         response.headers_mut().insert(http::header::RETRY_AFTER, value);
     }
+    if matches!(error, GatewayError::BodyTimeout(_)) {
+        // The rest of the body may still be trickling in: do not wait for it.
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -88,7 +93,8 @@ pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal,
         return Ok(Principal::Admin);
     }
     let record = tokens::lookup(&app.store, token)?.ok_or(GatewayError::Unauthorized("invalid token"))?;
-    let tenant = app.tenants.get(&record.tenant_id).ok_or(GatewayError::Unauthorized("invalid token"))?;
+    // The token's tenant as it is now: a token of a deleted incarnation opens nothing.
+    let tenant = app.tenants.get(&record.tenant_id).filter(|t| record.belongs_to(t)).ok_or(GatewayError::Unauthorized("invalid token"))?;
     if let Some(claimed) = request.headers().get("x-tenant-id") {
         if claimed.as_bytes() != tenant.id.as_bytes() {
             return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token's tenant".into()));
@@ -97,9 +103,11 @@ pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal,
     Ok(Principal::Tenant(tenant, record))
 }
 
-/// Reads the body up to the cap, refusing larger ones while they stream in.
-pub async fn read_capped(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    match Limited::new(body, limit).collect().await {
+/// Reads the body up to the cap, refusing larger ones while they stream in, and bodies
+/// that take longer than `timeout` in all (a trickling client holds no connection longer).
+pub async fn read_capped(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, GatewayError> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await.map_err(|_| GatewayError::BodyTimeout(timeout.as_millis() as u64))?;
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge(limit)),
         Err(_) => Err(GatewayError::bad_request("body_read_failed", "the request body could not be read")),
@@ -131,9 +139,11 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             }
             let session_id = request.headers().get("x-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let session_history = request.headers().get("x-session-history").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-            let body = read_capped(request.into_body(), app.config.server.max_body_bytes).await?;
+            // Counted against the concurrency caps from here, not from when the body is in.
+            let permit = app.limiter.acquire(crate::ratelimit::scopes_of(&tenant, &token))?;
+            let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
             let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history };
-            chat::handle(&app, caller, body).await
+            chat::handle(&app, caller, permit, body).await
         }
         (Method::GET, "/v1/models") => {
             let Principal::Tenant(tenant, _) = authenticate(&app, &request)? else {
@@ -142,7 +152,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             // What this tenant can be served: the demo provider, providers it holds a
             // credential for, and every configured provider if it may bring its own key.
             let catalog = app.services.catalog_for(&tenant);
-            let held: Vec<String> = app.vault.list(&tenant.id)?.into_iter().map(|c| c.provider).collect();
+            let held: Vec<String> = app.vault.list(tenant.storage_id())?.into_iter().map(|c| c.provider).collect();
             let usable = |provider: &str| match app.config.providers.get(provider) {
                 Some(p) => p.kind == crate::providers::ProviderKind::Demo || tenant.allow_request_keys || held.iter().any(|h| h == provider),
                 None => false,

@@ -16,6 +16,10 @@ pub const MAX_SESSION_ID_BYTES: usize = 128;
 pub const MAX_HISTORY_TURNS: usize = 200;
 /// Longest stored turn text; longer replies are truncated.
 pub const MAX_TURN_BYTES: usize = 64 << 10;
+/// Tries of one append against concurrent appends to the same session. Each failed try
+/// means another append committed, so this only runs out under a pile-up far beyond what
+/// one session's requests produce.
+const MAX_APPEND_ATTEMPTS: usize = 1000;
 
 /// One stored turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +44,13 @@ pub struct SessionInfo {
 }
 
 /// Why a session id is refused.
+/// Session ids are path segments of the API (`DELETE .../sessions/{id}`), so only those
+/// that survive a URL unchanged are accepted: no `/`, `?`, `#`, `%` or spaces, and not `.`
+/// or `..`, which clients resolve away.
 pub fn validate_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES || id.bytes().any(|b| b == 0 || b.is_ascii_control()) {
-        return Err("session ids are 1 to 128 bytes without control characters");
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'+' | b'=');
+    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES || !id.bytes().all(allowed) || id.bytes().all(|b| b == b'.') {
+        return Err("session ids are 1 to 128 of the characters A-Z a-z 0-9 - _ . ~ : @ + = (not only dots)");
     }
     Ok(())
 }
@@ -88,22 +96,28 @@ impl Sessions {
         Ok(turns)
     }
 
-    /// Appends turns (within the memory quota).
+    /// Appends turns (within the memory quota), all or none. Concurrent appends to one
+    /// session never overwrite each other: the turns are written only under sequence
+    /// numbers still free at commit, else the next free ones are read and tried again.
     pub fn append(&self, session: &str, turns: &[Turn]) -> Result<(), MemoryError> {
-        let next = self
-            .store
-            .tenant
-            .scan_prefix(self.prefix(session))
-            .keys()
-            .next_back()
-            .and_then(|k| k.ok())
-            .and_then(|k| <[u8; 8]>::try_from(&k[k.len() - 8..]).ok())
-            .map(|b| u64::from_be_bytes(b) + 1)
-            .unwrap_or(0);
-        for (i, turn) in turns.iter().enumerate() {
-            self.memory.put_record(Kind::Session, &turn_key(session, next + i as u64), Some(&encode(turn)))?;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let next = self
+                .store
+                .tenant
+                .scan_prefix(self.prefix(session))
+                .keys()
+                .next_back()
+                .transpose()
+                .map_err(|e| MemoryError::Unavailable(e.to_string()))?
+                .and_then(|k| <[u8; 8]>::try_from(&k[k.len() - 8..]).ok())
+                .map(|b| u64::from_be_bytes(b) + 1)
+                .unwrap_or(0);
+            let records: Vec<(Vec<u8>, Vec<u8>)> = turns.iter().enumerate().map(|(i, turn)| (turn_key(session, next + i as u64), encode(turn))).collect();
+            if self.memory.insert_new_records(Kind::Session, &records)? {
+                return Ok(());
+            }
         }
-        Ok(())
+        Err(MemoryError::Unavailable(format!("session turns not stored: {MAX_APPEND_ATTEMPTS} concurrent appends won the same sequence numbers")))
     }
 
     /// Every session with its turn count (at most `limit` sessions).
@@ -139,6 +153,16 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_ids_must_survive_a_url_path() {
+        for bad in ["a/b", "a?b", "a#b", "a%2Fb", "a b", ".", "..", ""] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["s1", "user@example.com:42", "a.b~c", "x=y+z"] {
+            assert!(validate_id(good).is_ok(), "{good:?}");
+        }
+    }
+
     use super::*;
 
     fn turn(role: &str, content: &str) -> Turn {
@@ -160,6 +184,26 @@ mod tests {
         assert!(a.delete("s1")?);
         assert!(a.history("s1", 10)?.is_empty());
         assert_eq!(b.history("s1", 10)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_appends_to_one_session_keep_every_turn() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let key = TenantKey::of("t");
+        let sessions = Sessions::new(store.clone(), key, TenantMemory::new(store, key, 1 << 20));
+        std::thread::scope(|scope| {
+            for i in 0..50 {
+                let sessions = &sessions;
+                scope.spawn(move || sessions.append("s", &[turn("user", &format!("q{i}")), turn("assistant", &format!("a{i}"))]));
+            }
+        });
+        let stored = sessions.history("s", 1000)?;
+        assert_eq!(stored.len(), 100);
+        // Each request's two turns stay adjacent: question, then its answer.
+        for pair in stored.chunks(2) {
+            assert_eq!(pair[0].content.replace('q', ""), pair[1].content.replace('a', ""));
+        }
         Ok(())
     }
 

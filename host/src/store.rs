@@ -150,6 +150,44 @@ impl Flusher {
 /// pages) fit in far less, and older pages are read back from the OS page cache.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
 
+/// The `tenant` tree, whose multi-record writes a backup sees whole or not at all.
+///
+/// sled runs transactions one at a time, but a backup iterates tree by tree while writes
+/// go on, so on its own it could hold a ledger record without the spend counter updated in
+/// the same transaction. Every transaction and batch on this tree holds the read side of a
+/// gate that [`Store::snapshot`] holds exclusively while a backup copies the store. Other
+/// operations pass through to the sled tree unchanged.
+#[derive(Clone)]
+pub struct TenantTree {
+    tree: sled::Tree,
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
+}
+
+impl std::ops::Deref for TenantTree {
+    type Target = sled::Tree;
+
+    fn deref(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+impl TenantTree {
+    /// [`sled::Tree::transaction`], waiting while a backup copies the store.
+    pub fn transaction<F, A, E>(&self, f: F) -> sled::transaction::TransactionResult<A, E>
+    where
+        F: Fn(&sled::transaction::TransactionalTree) -> sled::transaction::ConflictableTransactionResult<A, E>,
+    {
+        let _gate = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.tree.transaction(f)
+    }
+
+    /// [`sled::Tree::apply_batch`], waiting while a backup copies the store.
+    pub fn apply_batch(&self, batch: sled::Batch) -> sled::Result<()> {
+        let _gate = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.tree.apply_batch(batch)
+    }
+}
+
 /// The gateway's store.
 #[derive(Clone)]
 pub struct Store {
@@ -164,7 +202,7 @@ pub struct Store {
     /// Compiled policy artifacts by hash.
     pub compiled: sled::Tree,
     /// Per-tenant records (see [`Kind`]).
-    pub tenant: sled::Tree,
+    pub tenant: TenantTree,
     /// Gateway-wide settings.
     pub meta: sled::Tree,
     /// The audit chain.
@@ -189,7 +227,7 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             policies: db.open_tree("policies")?,
             compiled: db.open_tree("compiled")?,
-            tenant: db.open_tree("tenant")?,
+            tenant: TenantTree { tree: db.open_tree("tenant")?, gate: std::sync::Arc::default() },
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
             flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
@@ -200,6 +238,13 @@ impl Store {
     /// Names of every tree (including sled's default one).
     pub fn tree_names(&self) -> Vec<sled::IVec> {
         self.db.tree_names()
+    }
+
+    /// Holds off every transaction and batch on per-tenant records until dropped, so what
+    /// is read meanwhile is one consistent state (see [`TenantTree`]). Single-record
+    /// writes still proceed; each is whole by itself.
+    pub fn snapshot(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.tenant.gate.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens a tree by name.

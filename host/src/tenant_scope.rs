@@ -53,12 +53,12 @@ impl ScopeServices {
 
     /// The scope of `tenant` (its budget and prices) at `now_millis`.
     pub fn tenant_scope(&self, tenant: &crate::tenants::Tenant, now_millis: u64) -> TenantScope {
-        let mut scope = self.scope(&tenant.id, tenant.budget, now_millis);
+        let mut scope = self.scope(tenant.storage_id(), tenant.budget, now_millis);
         scope.catalog = self.catalog_for(tenant);
         scope
     }
 
-    /// The scope of `tenant_id` at `now_millis`.
+    /// The scope of the tenant stored under `tenant_id` (its storage id) at `now_millis`.
     pub fn scope(&self, tenant_id: &str, budget: Option<Budget>, now_millis: u64) -> TenantScope {
         let tenant = TenantKey::of(tenant_id);
         TenantScope {

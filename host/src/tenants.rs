@@ -1,4 +1,13 @@
 //! The tenant registry: records in the store, an in-memory map of `Arc`s in front.
+//!
+//! A tenant id names a tenant; its **incarnation** (random, fixed at creation) is what
+//! its data is stored under. Deleting `tenant-a` and creating it again makes a new
+//! incarnation, which can never see the old one's spend, ledger, sessions, tokens or keys,
+//! even records a request of the old one wrote after the purge.
+//!
+//! Changes to one tenant are serialised by a per-id lock and applied to the current
+//! record ([`Tenants::update`]), so concurrent writers (an operator PATCH and the tenant's
+//! policy assignment) never lose each other's changes; creation is insert-if-absent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -7,10 +16,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::metering::Budget;
 use crate::policy::PolicyHash;
-use crate::store::{decode, encode, Store, StoreError};
+use crate::store::{decode, encode, Store, StoreError, TenantKey};
 
 /// Longest tenant id.
 pub const MAX_TENANT_ID_BYTES: usize = 64;
+
+/// Stripes of the per-tenant update lock: enough that unrelated tenants rarely wait on
+/// each other, bounded whatever the number of tenants.
+const UPDATE_LOCK_STRIPES: usize = 256;
+
+/// Where a tenant is in its life. Only a `Live` tenant is served or managed; the others
+/// exist so a crash mid-create or mid-delete is finished on the next start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Being created in several writes (`POST /api/v1/tenants`); rolled back at start.
+    Creating,
+    /// In service.
+    #[default]
+    Live,
+    /// Being deleted; the purge is finished at start.
+    Deleting,
+}
 
 /// A policy a tenant runs, with the JSON config it chose for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,15 +83,34 @@ pub struct Tenant {
     /// Prices that differ from the operator's catalog for this tenant.
     #[serde(default)]
     pub price_overrides: Vec<crate::catalog::ModelEntry>,
+    /// What this tenant's data is stored under; see [`Tenant::storage_id`].
+    #[serde(default)]
+    pub incarnation: String,
+    /// Where the tenant is in its life.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
 }
 
-/// Why a tenant id is refused.
+/// A fresh incarnation of `id`: the id (for whoever reads a raw store) and 128 random
+/// bits, joined by `#`, which no tenant id contains.
+pub fn new_incarnation(id: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{id}#{hex}")
+}
+
+/// Why a tenant id is refused. Ids are path segments of the API, so they must survive a
+/// URL unchanged: `.` and `..` would be resolved away by clients and proxies.
 pub fn validate_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() || id.len() > MAX_TENANT_ID_BYTES {
         return Err("tenant id must be 1 to 64 bytes");
     }
     if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
         return Err("tenant id may contain only ASCII letters, digits, '-', '_' and '.'");
+    }
+    if id.bytes().all(|b| b == b'.') {
+        return Err("tenant id cannot be only dots ('.' and '..' do not survive in a URL path)");
     }
     Ok(())
 }
@@ -74,12 +120,41 @@ impl Tenant {
     pub fn policy_hash(&self) -> Option<PolicyHash> {
         self.policy.as_ref().and_then(|p| PolicyHash::parse(&p.hash))
     }
+
+    /// The name every per-tenant record is stored under: the incarnation (tenants created
+    /// before incarnations existed keep their id).
+    pub fn storage_id(&self) -> &str {
+        if self.incarnation.is_empty() { &self.id } else { &self.incarnation }
+    }
+
+    /// The prefix of every per-tenant record.
+    pub fn key(&self) -> TenantKey {
+        TenantKey::of(self.storage_id())
+    }
+}
+
+/// A tenant change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// No live tenant has this id.
+    #[error("no tenant '{0}'")]
+    NotFound(String),
+    /// A tenant with this id exists (or is being deleted).
+    #[error("tenant '{0}' already exists")]
+    Exists(String),
+    /// The change itself was refused (validation); the message is for the client.
+    #[error(transparent)]
+    Refused(#[from] crate::error::GatewayError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The registry.
 pub struct Tenants {
     store: Store,
     cache: RwLock<HashMap<String, Arc<Tenant>>>,
+    update_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Tenants {
@@ -91,17 +166,34 @@ impl Tenants {
             let tenant: Tenant = decode("tenants", &value)?;
             cache.insert(tenant.id.clone(), Arc::new(tenant));
         }
-        Ok(Self { store, cache: RwLock::new(cache) })
+        let update_locks = (0..UPDATE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(Self { store, cache: RwLock::new(cache), update_locks })
     }
 
-    /// One tenant.
+    /// One live tenant.
     pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.get_any(id).filter(|t| t.lifecycle == Lifecycle::Live)
+    }
+
+    /// One tenant in any state (being created or deleted too).
+    fn get_any(&self, id: &str) -> Option<Arc<Tenant>> {
         self.cache.read().ok().and_then(|c| c.get(id).cloned())
     }
 
-    /// How many tenants exist.
+    /// Whether `tenant` is still the live incarnation of its id: work for a deleted (or
+    /// deleted and re-created) tenant is refused.
+    pub fn is_current(&self, tenant: &Tenant) -> bool {
+        self.get(&tenant.id).is_some_and(|t| t.incarnation == tenant.incarnation)
+    }
+
+    /// Tenants not live: interrupted creations and deletions, for the start to finish.
+    pub fn unfinished(&self) -> Vec<Arc<Tenant>> {
+        self.cache.read().map(|c| c.values().filter(|t| t.lifecycle != Lifecycle::Live).cloned().collect()).unwrap_or_default()
+    }
+
+    /// How many live tenants exist.
     pub fn len(&self) -> usize {
-        self.cache.read().map(|c| c.len()).unwrap_or(0)
+        self.cache.read().map(|c| c.values().filter(|t| t.lifecycle == Lifecycle::Live).count()).unwrap_or(0)
     }
 
     /// Whether there are none.
@@ -109,16 +201,20 @@ impl Tenants {
         self.len() == 0
     }
 
-    /// Tenants in id order after `after`, at most `limit`.
+    /// Live tenants in id order after `after`, at most `limit`.
     pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Tenant>> {
         let Ok(cache) = self.cache.read() else { return Vec::new() };
-        let mut ids: Vec<&String> = cache.keys().filter(|id| after.is_none_or(|a| id.as_str() > a)).collect();
+        let mut ids: Vec<&String> = cache.iter().filter(|(id, t)| t.lifecycle == Lifecycle::Live && after.is_none_or(|a| id.as_str() > a)).map(|(id, _)| id).collect();
         ids.sort();
         ids.into_iter().take(limit).filter_map(|id| cache.get(id).cloned()).collect()
     }
 
-    /// Creates or replaces a tenant record, durably.
-    pub async fn put(&self, tenant: Tenant) -> Result<Arc<Tenant>, StoreError> {
+    fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let stripe = blake3::hash(id.as_bytes()).as_bytes()[0] as usize % UPDATE_LOCK_STRIPES;
+        &self.update_locks[stripe]
+    }
+
+    async fn write(&self, tenant: Tenant) -> Result<Arc<Tenant>, StoreError> {
         self.store.tenants.insert(tenant.id.as_bytes(), encode(&tenant))?;
         self.store.flush().await?;
         let tenant = Arc::new(tenant);
@@ -128,13 +224,151 @@ impl Tenants {
         Ok(tenant)
     }
 
-    /// Removes a tenant record (the caller removes its data).
-    pub async fn remove(&self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.store.tenants.remove(id.as_bytes())?.is_some();
+    /// Creates a tenant with a fresh incarnation, durably; refuses an id in use (also one
+    /// being deleted). Two concurrent creates of one id: one succeeds, one gets `Exists`.
+    pub async fn create(&self, mut tenant: Tenant) -> Result<Arc<Tenant>, TenantError> {
+        let _guard = self.lock_for(&tenant.id).lock().await;
+        if self.get_any(&tenant.id).is_some() {
+            return Err(TenantError::Exists(tenant.id));
+        }
+        tenant.incarnation = new_incarnation(&tenant.id);
+        let created = self.store.tenants.compare_and_swap(tenant.id.as_bytes(), None::<&[u8]>, Some(encode(&tenant))).map_err(StoreError::from)?;
+        if created.is_err() {
+            return Err(TenantError::Exists(tenant.id));
+        }
+        Ok(self.write(tenant).await?)
+    }
+
+    /// Applies `change` to the current record of live tenant `tenant` (the same
+    /// incarnation: a tenant deleted and re-created meanwhile is not changed) under its
+    /// lock, and stores the result durably. `change` may refuse with an error for the
+    /// client; it sees every change made before it, so concurrent writers lose nothing.
+    pub async fn update<F>(&self, tenant: &Tenant, change: F) -> Result<Arc<Tenant>, TenantError>
+    where
+        F: FnOnce(&Tenant) -> Result<Tenant, crate::error::GatewayError>,
+    {
+        self.update_in(&tenant.id, Some(&tenant.incarnation), &[Lifecycle::Live], change).await
+    }
+
+    /// [`Tenants::update`] for a tenant in one of `states`, of any incarnation when
+    /// `incarnation` is `None`.
+    async fn update_in<F>(&self, id: &str, incarnation: Option<&str>, states: &[Lifecycle], change: F) -> Result<Arc<Tenant>, TenantError>
+    where
+        F: FnOnce(&Tenant) -> Result<Tenant, crate::error::GatewayError>,
+    {
+        let _guard = self.lock_for(id).lock().await;
+        let current = self
+            .get_any(id)
+            .filter(|t| states.contains(&t.lifecycle) && incarnation.is_none_or(|i| i == t.incarnation))
+            .ok_or_else(|| TenantError::NotFound(id.into()))?;
+        let mut updated = change(&current)?;
+        // Identity is not the change's to make.
+        updated.id = current.id.clone();
+        updated.incarnation = current.incarnation.clone();
+        Ok(self.write(updated).await?)
+    }
+
+    /// Makes a tenant being created live.
+    pub async fn activate(&self, id: &str) -> Result<Arc<Tenant>, TenantError> {
+        self.update_in(id, None, &[Lifecycle::Creating], |t| Ok(Tenant { lifecycle: Lifecycle::Live, ..t.clone() })).await
+    }
+
+    /// Marks a tenant deleting, durably: from here it is served and managed no more, its
+    /// id cannot be re-created until [`Tenants::remove`], and a crash finishes the purge.
+    pub async fn mark_deleting(&self, id: &str) -> Result<Arc<Tenant>, TenantError> {
+        self.update_in(id, None, &[Lifecycle::Live, Lifecycle::Creating, Lifecycle::Deleting], |t| Ok(Tenant { lifecycle: Lifecycle::Deleting, ..t.clone() })).await
+    }
+
+    /// Removes the record of incarnation `tenant` (the caller purged its data). A newer
+    /// incarnation under the same id is left alone.
+    pub async fn remove(&self, tenant: &Tenant) -> Result<bool, StoreError> {
+        let _guard = self.lock_for(&tenant.id).lock().await;
+        if self.get_any(&tenant.id).is_none_or(|t| t.incarnation != tenant.incarnation) {
+            return Ok(false);
+        }
+        let existed = self.store.tenants.remove(tenant.id.as_bytes())?.is_some();
         self.store.flush().await?;
         if let Ok(mut cache) = self.cache.write() {
-            cache.remove(id);
+            cache.remove(&tenant.id);
         }
         Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> Tenant {
+        serde_json::from_value(serde_json::json!({"id": id})).unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn ids_that_do_not_survive_a_url_path_are_refused() {
+        for bad in [".", "..", "...", "a/b", "a b", "", "é"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "tenant-a", "a.b", "..a", "A_1"] {
+            assert!(validate_id(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_of_one_id_make_one_tenant() -> Result<(), Box<dyn std::error::Error>> {
+        let tenants = Arc::new(Tenants::load(Store::temporary()?)?);
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let tenants = tenants.clone();
+            tasks.push(tokio::spawn(async move { tenants.create(tenant("twin")).await.is_ok() }));
+        }
+        let mut created = 0;
+        for task in tasks {
+            created += usize::from(task.await?);
+        }
+        assert_eq!(created, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_updates_of_different_fields_are_all_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let tenants = Arc::new(Tenants::load(Store::temporary()?)?);
+        let busy = tenants.create(tenant("busy")).await?;
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let tenants = tenants.clone();
+            let busy = busy.clone();
+            tasks.push(tokio::spawn(async move {
+                tenants
+                    .update(&busy, |t| {
+                        let mut t = t.clone();
+                        t.tag_budgets_microdollars.insert(format!("tag{i}"), i);
+                        Ok(t)
+                    })
+                    .await
+                    .is_ok()
+            }));
+        }
+        for task in tasks {
+            assert!(task.await?);
+        }
+        assert_eq!(tenants.get("busy").map(|t| t.tag_budgets_microdollars.len()), Some(20));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_re_created_id_is_a_new_incarnation() -> Result<(), Box<dyn std::error::Error>> {
+        let tenants = Tenants::load(Store::temporary()?)?;
+        let first = tenants.create(tenant("again")).await?;
+        tenants.mark_deleting("again").await?;
+        assert!(tenants.get("again").is_none() && !tenants.is_current(&first));
+        assert!(matches!(tenants.create(tenant("again")).await, Err(TenantError::Exists(_))), "not while it is being deleted");
+        tenants.remove(&first).await?;
+        let second = tenants.create(tenant("again")).await?;
+        assert_ne!(first.key(), second.key());
+        assert!(tenants.is_current(&second) && !tenants.is_current(&first));
+        // A late removal of the old incarnation leaves the new one alone.
+        assert!(!tenants.remove(&first).await?);
+        assert!(tenants.get("again").is_some());
+        Ok(())
     }
 }

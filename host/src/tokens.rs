@@ -38,6 +38,23 @@ pub struct TokenRecord {
     /// Limits of this token on top of its tenant's.
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// The tenant incarnation it was issued for: a token minted for a tenant that was
+    /// deleted (even while it was being minted) never opens a tenant re-created under the
+    /// same id. Empty for tenants and tokens from before incarnations.
+    #[serde(default)]
+    pub incarnation: String,
+    /// The full hash in hex (the record's store key), set when the record is read: unique
+    /// where the short `id` may collide, so rate-limit buckets are keyed by it. Not stored
+    /// twice, not listed.
+    #[serde(skip)]
+    pub digest: String,
+}
+
+impl TokenRecord {
+    /// Whether this token belongs to `tenant` as it is now (same id, same incarnation).
+    pub fn belongs_to(&self, tenant: &crate::tenants::Tenant) -> bool {
+        self.tenant_id == tenant.id && self.incarnation == tenant.incarnation
+    }
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -52,15 +69,17 @@ pub fn generate() -> String {
 }
 
 /// Issues a token for a tenant; returns the token (shown once) and its record.
-pub async fn issue(store: &Store, tenant_id: &str, scope: Scope, rate_limits: crate::ratelimit::RateLimits) -> Result<(String, TokenRecord), StoreError> {
+pub async fn issue(store: &Store, tenant: &crate::tenants::Tenant, scope: Scope, rate_limits: crate::ratelimit::RateLimits) -> Result<(String, TokenRecord), StoreError> {
     let token = generate();
     let digest = hash(&token);
     let record = TokenRecord {
         id: blake3::Hash::from_bytes(digest).to_hex()[..8].to_string(),
-        tenant_id: tenant_id.into(),
+        tenant_id: tenant.id.clone(),
         scope,
         created_millis: crate::clock::unix_millis(),
         rate_limits,
+        incarnation: tenant.incarnation.clone(),
+        digest: blake3::Hash::from_bytes(digest).to_hex().to_string(),
     };
     store.tokens.insert(digest, encode(&record))?;
     store.flush().await?;
@@ -72,19 +91,20 @@ pub fn lookup(store: &Store, token: &str) -> Result<Option<TokenRecord>, StoreEr
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Ok(None);
     }
-    match store.tokens.get(hash(token))? {
-        Some(bytes) => Ok(Some(decode("tokens", &bytes)?)),
+    let digest = hash(token);
+    match store.tokens.get(digest)? {
+        Some(bytes) => Ok(Some(TokenRecord { digest: blake3::Hash::from_bytes(digest).to_hex().to_string(), ..decode("tokens", &bytes)? })),
         None => Ok(None),
     }
 }
 
 /// A tenant's tokens.
-pub fn list(store: &Store, tenant_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+pub fn list(store: &Store, tenant: &crate::tenants::Tenant) -> Result<Vec<TokenRecord>, StoreError> {
     let mut out = Vec::new();
     for item in store.tokens.iter() {
         let (_, value) = item?;
         let record: TokenRecord = decode("tokens", &value)?;
-        if record.tenant_id == tenant_id {
+        if record.belongs_to(tenant) {
             out.push(record);
         }
     }
@@ -92,12 +112,12 @@ pub fn list(store: &Store, tenant_id: &str) -> Result<Vec<TokenRecord>, StoreErr
 }
 
 /// Revokes a tenant's token by id; `false` if none matched.
-pub async fn revoke(store: &Store, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn revoke(store: &Store, tenant: &crate::tenants::Tenant, id: &str) -> Result<bool, StoreError> {
     let mut found = false;
     for item in store.tokens.iter() {
         let (key, value) = item?;
         let record: TokenRecord = decode("tokens", &value)?;
-        if record.tenant_id == tenant_id && record.id == id {
+        if record.belongs_to(tenant) && record.id == id {
             store.tokens.remove(key)?;
             found = true;
         }
@@ -106,11 +126,11 @@ pub async fn revoke(store: &Store, tenant_id: &str, id: &str) -> Result<bool, St
     Ok(found)
 }
 
-/// Revokes every token of a tenant.
-pub fn revoke_all(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+/// Revokes every token of one tenant incarnation.
+pub fn revoke_all(store: &Store, tenant: &crate::tenants::Tenant) -> Result<(), StoreError> {
     for item in store.tokens.iter() {
         let (key, value) = item?;
-        if decode::<TokenRecord>("tokens", &value)?.tenant_id == tenant_id {
+        if decode::<TokenRecord>("tokens", &value)?.belongs_to(tenant) {
             store.tokens.remove(key)?;
         }
     }

@@ -2,6 +2,10 @@
 //! attempt with a timeout, retries with capped exponential backoff and jitter for
 //! retryable failures (connect errors, timeouts, 429 honouring `Retry-After`, 5xx), and a
 //! cool-down for targets that keep failing. 4xx other than 429 is never retried.
+//!
+//! The cool-down is shared by every tenant, so only failures that are the upstream's own
+//! count towards it ([`AttemptError::is_upstreams`]): one tenant's revoked key or exhausted
+//! quota must not take a model out of service for the others.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,6 +51,18 @@ impl AttemptError {
         match self {
             AttemptError::Connect(_) | AttemptError::Timeout => true,
             AttemptError::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+
+    /// Whether the failure is the upstream's own (down, slow, erroring, or out of capacity
+    /// for a call made without a tenant's key) rather than a refusal of this tenant's key or
+    /// request (401/403/400/404/422, or 429 on the tenant's own key, which is that tenant's
+    /// quota). Only the upstream's own failures cool a target down for every tenant.
+    pub fn is_upstreams(&self, tenant_key: bool) -> bool {
+        match self {
+            AttemptError::Connect(_) | AttemptError::Timeout => true,
+            AttemptError::Status { status: 429, .. } => !tenant_key,
+            AttemptError::Status { status, .. } => *status >= 500,
         }
     }
 }
@@ -189,6 +205,18 @@ mod tests {
         assert!(!up.cooling_down("p/other"));
         up.record("p/m", true);
         assert!(!up.cooling_down("p/m"));
+    }
+
+    #[test]
+    fn only_the_upstreams_own_failures_count_towards_the_shared_cool_down() {
+        let status = |s| AttemptError::Status { status: s, retry_after: None, body: Bytes::new() };
+        assert!(AttemptError::Timeout.is_upstreams(true) && AttemptError::Connect(String::new()).is_upstreams(true));
+        assert!(status(500).is_upstreams(true) && status(503).is_upstreams(true));
+        assert!(status(429).is_upstreams(false), "429 without a tenant key: the upstream's capacity");
+        assert!(!status(429).is_upstreams(true), "429 on a tenant's key: that tenant's quota");
+        for tenants in [400, 401, 403, 404, 422] {
+            assert!(!status(tenants).is_upstreams(true) && !status(tenants).is_upstreams(false), "{tenants}");
+        }
     }
 
     #[test]

@@ -363,13 +363,16 @@ fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
     use tollgate::store::TenantKey;
     let store = tollgate::Store::open(dir).expect("the store opens after a kill");
     let metering = Metering::new(store.clone()).expect("metering");
+    let registry = tollgate::tenants::Tenants::load(store.clone()).expect("tenants");
     let now = tollgate::clock::unix_millis();
     let budget = Some(Budget { limit_microdollars: 0, period: Period::Month });
     let period = Period::Month.id_at(now);
     let mut out = BTreeMap::new();
     for id in tenants {
-        let status = metering.status(&TenantKey::of(id), budget, now).expect("status");
-        let ledger = metering.ledger(id, 0, u64::MAX, usize::MAX).expect("ledger");
+        // Records are stored under the tenant's incarnation, not its id.
+        let storage = registry.get(id).map(|t| t.storage_id().to_string()).expect("tenant on disk");
+        let status = metering.status(&TenantKey::of(&storage), budget, now).expect("status");
+        let ledger = metering.ledger(&storage, 0, u64::MAX, usize::MAX).expect("ledger");
         let mut seen = BTreeSet::new();
         for record in &ledger {
             assert!(seen.insert(record.request_id.clone()), "tenant {id}: request {} is in the ledger twice", record.request_id);
@@ -379,6 +382,7 @@ fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
         let ledger_cost = ledger.iter().map(|r| r.cost_microdollars).sum();
         out.insert(id.clone(), DiskTenant { spent: status.spent_microdollars, reserved: status.reserved_microdollars, month_cost, ledger_cost });
     }
+    drop(registry);
     drop(metering);
     drop(store);
     out

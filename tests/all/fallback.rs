@@ -113,7 +113,7 @@ fn two_mock_config(primary: &MockUpstream, secondary: &MockUpstream, cut_model: 
     mocked::point(&mut config, "backup", OPENAI, &secondary.url());
     for kind in KINDS {
         // $1 per Mtok: a micro-dollar per token, so any billed token shows in the cost.
-        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000 });
+        config.models.push(ModelEntry { provider: kind.name.into(), model: cut_model.into(), input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, context_window: 100_000, cached_input_usd_per_mtok: None, cache_write_usd_per_mtok: None });
     }
     config
 }
@@ -225,6 +225,35 @@ async fn a_client_that_hangs_up_before_the_answer_is_settled_at_once() {
     assert_eq!(rows[0]["outcome"], "client_disconnected", "{}", rows[0]);
     assert_eq!(rows[0]["model"], "mock-latency=2000", "billed at the target being tried: {}", rows[0]);
     assert!(rows[0]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{}", rows[0]);
-    let status = gw.app.metering.status(&tollgate::store::TenantKey::of(id), None, tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.tenant_key(id), None, tollgate::clock::unix_millis()).expect("status");
     assert_eq!(status.reserved_microdollars, 0, "the reservation was released");
+}
+
+#[tokio::test]
+async fn one_tenants_revoked_key_never_cools_a_model_down_for_other_tenants() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let mut config = mocked::config(&mock);
+    config.upstream.cooldown_after = 2;
+    config.upstream.cooldown = std::time::Duration::from_secs(60);
+    let gw = Gateway::start_with(config).await;
+    let hash = mocked::upload(&gw, "tollgate-policy-failover").await;
+    let chain = json!([{"provider": "openai", "model": "mock-shared", "credential": "oa"}, {"provider": "anthropic", "model": "mock-backup", "credential": "ant"}]);
+    let mut tokens = Vec::new();
+    for (id, key) in [("revoked", format!("{}-a", tollgate_tests::mock::REVOKED_KEY_PREFIX)), ("healthy", "sk-healthy".to_string())] {
+        let token = mocked::create_tenant(&gw, id, json!({})).await;
+        mocked::put_credential(&gw, id, "oa", "openai", &key).await;
+        mocked::put_credential(&gw, id, "ant", "anthropic", "sk-ant").await;
+        mocked::admin_ok(&gw, "PUT", &format!("/admin/v1/tenants/{id}/policy"), json!({"hash": hash, "config": {"chain": chain}})).await;
+        tokens.push(token);
+    }
+    for round in 0..4 {
+        let reply = gw.chat(&tokens[0], hello("default")).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+        assert_eq!(reply.header("x-tollgate-target"), "anthropic/mock-backup", "round {round}: the revoked key falls back");
+    }
+    let before = mock.hits();
+    let reply = gw.chat(&tokens[1], hello("default")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-tollgate-target"), "openai/mock-shared", "the other tenant is still served by the model");
+    assert_eq!(mock.hits() - before, 1);
 }

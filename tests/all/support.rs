@@ -123,6 +123,16 @@ impl Gateway {
         reply.json()["token"].as_str().expect("token").to_string()
     }
 
+    /// What tenant `id`'s records are stored under (its incarnation).
+    pub fn storage_id(&self, id: &str) -> String {
+        self.app.tenants.get(id).map(|t| t.storage_id().to_string()).unwrap_or_else(|| panic!("no tenant {id}"))
+    }
+
+    /// The key prefixing every record of tenant `id`.
+    pub fn tenant_key(&self, id: &str) -> tollgate::store::TenantKey {
+        tollgate::store::TenantKey::of(&self.storage_id(id))
+    }
+
     pub async fn chat(&self, token: &str, body: serde_json::Value) -> Reply {
         self.call("POST", "/v1/chat/completions", Some(token), &[], body.to_string().into_bytes()).await
     }

@@ -48,14 +48,15 @@ async fn deleting_a_tenant_removes_every_record_and_its_data_key() {
     let inference = gw.demo_tenant("doomed", 10.0).await;
     let chat = gw.call("POST", "/v1/chat/completions", Some(&inference), &[("x-session-id", "s1")], hello("remember me").to_string().into_bytes()).await;
     assert_eq!(chat.status, 200);
-    let prefix = tollgate::store::TenantKey::of("doomed").0;
+    let storage = gw.storage_id("doomed");
+    let prefix = gw.tenant_key("doomed").0;
     let before = gw.app.store.tenant.scan_prefix(prefix).count();
     assert!(before >= 4, "credential, data key, ledger, rollups and session turns exist: {before}");
     let reply = gw.admin("DELETE", "/admin/v1/tenants/doomed", json!({})).await;
     assert_eq!(reply.status, 200);
     assert_eq!(gw.app.store.tenant.scan_prefix(prefix).count(), 0);
     assert_eq!(gw.chat(&inference, hello("x")).await.status, 401, "its tokens are gone too");
-    assert!(gw.app.vault.open("doomed", "default").is_err());
+    assert!(gw.app.vault.open(&storage, "default").is_err());
 }
 
 #[tokio::test]
@@ -72,7 +73,7 @@ async fn manage_tokens_serve_their_own_tenant_only() {
     assert_eq!(put.status, 200, "{}", put.text());
     let listed = get(&gw, "/v1/tenant/credentials", &manage).await;
     assert!(listed.text().contains("extra") && !listed.text().contains("sk-self-canary"));
-    assert!(gw.app.vault.list("neighbour").expect("list").iter().all(|c| c.name != "extra"));
+    assert!(gw.app.vault.list(&gw.storage_id("neighbour")).expect("list").iter().all(|c| c.name != "extra"));
     let wasm = tollgate_tests::guests::wasm("tollgate-policy-failover");
     let upload = gw.call("POST", "/v1/tenant/policies", Some(&manage), &[], wasm).await;
     assert_eq!(upload.status, 201, "{}", upload.text());
@@ -115,6 +116,28 @@ async fn usage_groups_by_model_user_tag_and_day_as_json_and_csv() {
 }
 
 #[tokio::test]
+async fn usage_csv_neutralises_formulas_and_quotes_fields() {
+    let gw = Gateway::start().await;
+    let inference = gw.demo_tenant("csv", 10.0).await;
+    let formula = r#"=HYPERLINK("http://x","y")"#;
+    let body = json!({"model": "default", "user": formula, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(gw.chat(&inference, body).await.status, 200);
+    // A tag with a comma and one starting with '@', as a policy could attach them.
+    let storage_id = gw.storage_id("csv");
+    let mut record = gw.app.metering.ledger(&storage_id, 0, u64::MAX, 1).expect("ledger").remove(0);
+    record.request_id = "tagged".into();
+    record.tags = vec!["team,red".into(), "@SUM(A1)".into()];
+    gw.app.metering.record(&storage_id, &record).expect("record");
+    let users = get(&gw, "/admin/v1/tenants/csv/usage?start=2000-01-01&end=2100-12-31&group_by=user&format=csv", ADMIN).await.text();
+    let row = users.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with(r#""'=HYPERLINK(""http://x"",""y"")",2,"#), "{users}");
+    let manage = token(&gw, "csv", "manage").await;
+    let tags = get(&gw, "/v1/tenant/usage?start=2000-01-01&end=2100-12-31&group_by=tag&format=csv", &manage).await.text();
+    let keys: Vec<&str> = tags.lines().skip(1).map(|l| l.rsplitn(6, ',').last().unwrap_or_default()).collect();
+    assert_eq!(keys, vec!["'@SUM(A1)", r#""team,red""#], "{tags}");
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after_per_tenant() {
     let gw = Gateway::start().await;
     let limited = gw.demo_tenant("limited", 10.0).await;
@@ -127,6 +150,29 @@ async fn rate_limits_answer_429_with_retry_after_per_tenant() {
     assert_eq!((refused.status, refused.error_code().as_str()), (429, "rate_limit_exceeded"));
     assert_eq!(refused.header("retry-after"), "30");
     assert_eq!(gw.chat(&other, hello("unaffected")).await.status, 200);
+}
+
+#[tokio::test]
+async fn tokens_with_the_same_short_id_in_two_tenants_have_their_own_rate_limits() {
+    let gw = Gateway::start().await;
+    let mut tokens = Vec::new();
+    for tenant in ["bucket-a", "bucket-b"] {
+        gw.demo_tenant(tenant, 10.0).await;
+        let reply = gw.admin("POST", &format!("/admin/v1/tenants/{tenant}/tokens"), json!({"scope": "inference", "rate_limits": {"requests_per_minute": 1}})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        tokens.push(reply.json()["token"].as_str().expect("token").to_string());
+    }
+    // Short ids are 8 hex digits of the hash: give both tokens the same one.
+    for item in gw.app.store.tokens.iter() {
+        let (key, value) = item.expect("token record");
+        let mut record: tollgate::tokens::TokenRecord = tollgate::store::decode("tokens", &value).expect("decode");
+        record.id = "0000beef".into();
+        gw.app.store.tokens.insert(key, tollgate::store::encode(&record)).expect("insert");
+    }
+    assert_eq!(gw.chat(&tokens[0], hello("a's one request")).await.status, 200);
+    let b = gw.chat(&tokens[1], hello("b's one request"));
+    assert_eq!(b.await.status, 200, "b's token has its own bucket");
+    assert_eq!(gw.chat(&tokens[0], hello("a's second")).await.status, 429);
 }
 
 #[tokio::test]
@@ -178,7 +224,7 @@ async fn concurrent_requests_never_overspend_the_budget() {
         statuses.push(task.await.expect("task"));
     }
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
-    let status = gw.app.metering.status(&tollgate::store::TenantKey::of("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.tenant_key("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
     assert!(status.spent_microdollars <= 2000, "spent {} of 2000", status.spent_microdollars);
     assert_eq!(status.reserved_microdollars, 0, "every reservation settled");
     let ledger = get(&gw, "/admin/v1/tenants/tight/usage/records?start=2000-01-01&end=2100-12-31", ADMIN).await.json();
@@ -280,14 +326,58 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     assert!(stats.records > 5, "{stats:?}");
     let restored = tollgate::Store::open(dir.path()).expect("open restored");
     assert!(restored.tenants.get("backed-up").expect("read").is_some());
+    let storage = gw.storage_id("backed-up");
     let metering = tollgate::metering::Metering::new(restored.clone()).expect("metering");
-    let ledger = metering.ledger("backed-up", 0, u64::MAX, 100).expect("ledger");
+    let ledger = metering.ledger(&storage, 0, u64::MAX, 100).expect("ledger");
     assert!(!ledger.is_empty() && ledger.iter().any(|r| r.outcome == "success"));
     // The same master key opens the restored credential; the audit chain still verifies.
     let vault = tollgate::sealing::Vault::new(restored.clone(), key).expect("vault");
-    assert_eq!(vault.open("backed-up", "default").expect("open").1.expose(), "sk-canary-backed-up");
+    assert_eq!(vault.open(&storage, "default").expect("open").1.expose(), "sk-canary-backed-up");
     assert!(tollgate::audit::AuditLog::open(restored).expect("audit").verify().expect("verify").ok);
     let mut truncated = backup.body.clone();
     truncated.truncate(truncated.len() - 1);
     assert!(tollgate::backup::restore(tempfile::tempdir().expect("dir").path(), truncated.as_slice()).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
+    let gw = std::sync::Arc::new(Gateway::start().await);
+    let token = gw.demo_tenant("snapshot", 100.0).await;
+    let budget = gw.app.tenants.get("snapshot").and_then(|t| t.budget);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for client in 0..6 {
+        let (gw, token, running) = (gw.clone(), token.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(gw.chat(&token, hello(&format!("client {client} request {i}"))).await.status, 200);
+                i += 1;
+            }
+        }));
+    }
+    // A longer ledger widens the window between a tenant's spend counters and its last
+    // ledger record in a backup that is not a snapshot.
+    let storage_id = gw.storage_id("snapshot");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while gw.app.metering.ledger(&storage_id, 0, u64::MAX, 300).expect("ledger").len() < 300 {
+        assert!(std::time::Instant::now() < deadline, "300 requests did not land within 120 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for round in 0..16 {
+        let backup = get(&gw, "/admin/v1/backup", ADMIN).await;
+        assert_eq!(backup.status, 200);
+        let dir = tempfile::tempdir().expect("tempdir");
+        tollgate::backup::restore(dir.path(), backup.body.as_slice()).expect("restore");
+        let restored = tollgate::Store::open(dir.path()).expect("open restored");
+        let metering = tollgate::metering::Metering::new(restored).expect("metering");
+        let ledger: u64 = metering.ledger(&storage_id, 0, u64::MAX, usize::MAX).expect("ledger").iter().map(|r| r.cost_microdollars).sum();
+        let spent = metering.status(&tollgate::store::TenantKey::of(&storage_id), budget, tollgate::clock::unix_millis()).expect("status").spent_microdollars;
+        assert!(ledger > 0);
+        assert_eq!(spent, ledger, "backup {round}: the restored spend counter must equal the restored ledger's costs");
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load");
+    }
 }

@@ -12,6 +12,7 @@ pub const GUESTS: &[&str] = &[
     "tollgate-policy-budget-guard",
     "tollgate-policy-aliases",
     "tollgate-guest-hostile",
+    "tollgate-guest-greedy",
 ];
 
 /// The workspace root.

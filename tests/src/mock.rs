@@ -28,8 +28,15 @@
 //! | `badsse`       | stream a malformed event (`data: {not json`) after the first piece  |
 //! | `cut=N`        | stream N pieces, then drop the connection before the final events   |
 //! | `fail-first=N` | the first N requests for this exact model name get 500              |
+//! | `echokey`      | whole: HTTP 401 whose error message holds the request's key across   |
+//! |                | byte [`ECHO_KEY_AT`]..; streamed: an error event holding the key     |
+//! |                | after the first piece, then the rest of the stream                  |
+//! | `bloat=N`      | HTTP 200: a valid N-byte answer padded with `"pad":[0,0,...]`        |
 //!
 //! Example: `mock-latency=50-chunks=5-pace=10`.
+//!
+//! One behaviour is chosen by the key instead, so two tenants can share a model name: a
+//! request whose provider key starts with [`REVOKED_KEY_PREFIX`] gets HTTP 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -52,6 +59,13 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Completion tokens reported for a tool-call reply.
 pub const TOOL_CALL_TOKENS: u64 = 5;
+
+/// A provider key starting with this is refused with 401, whatever the model.
+pub const REVOKED_KEY_PREFIX: &str = "sk-revoked";
+
+/// Where `echokey` puts the key in its error message: 12 bytes before the 512th, so a
+/// gateway that cuts the message at 512 bytes before redacting leaks a 12-byte prefix.
+pub const ECHO_KEY_AT: usize = 500;
 
 /// Largest request body the mock reads.
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -196,6 +210,8 @@ struct Knobs {
     bad_sse: bool,
     cut: Option<usize>,
     fail_first: u64,
+    echo_key: bool,
+    bloat: Option<usize>,
 }
 
 impl Default for Knobs {
@@ -212,6 +228,8 @@ impl Default for Knobs {
             bad_sse: false,
             cut: None,
             fail_first: 0,
+            echo_key: false,
+            bloat: None,
         }
     }
 }
@@ -250,6 +268,8 @@ impl Knobs {
                 ("hang", None) => knobs.hang = true,
                 ("reset", None) => knobs.reset = true,
                 ("badsse", None) => knobs.bad_sse = true,
+                ("echokey", None) => knobs.echo_key = true,
+                ("bloat", Some(n)) => knobs.bloat = Some(n as usize),
                 _ => {}
             }
         }
@@ -323,20 +343,69 @@ async fn respond(state: &State, req: &RecordedRequest, hit: usize) -> Result<Res
     if let Some(status) = knobs.status {
         return Ok(error_response(api, status, &format!("mock: forced {status}")));
     }
+    let key = request_key(req);
+    if key.starts_with(REVOKED_KEY_PREFIX) {
+        return Ok(error_response(api, 401, "mock: this key has been revoked"));
+    }
+    if knobs.echo_key && !stream {
+        let message = format!("{}{key} is not a valid key", "x".repeat(ECHO_KEY_AT));
+        return Ok(error_response(api, 401, &message));
+    }
+    if let Some(bytes) = knobs.bloat {
+        // A valid answer, so only the padding can make a gateway refuse it.
+        let mut body = match api {
+            Api::OpenAi => r#"{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"#,
+            Api::Anthropic => r#"{"type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","#,
+            Api::Gemini => r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"ok"}]},"finishReason":"STOP"}],"#,
+        }
+        .to_owned();
+        let zeros = bytes.saturating_sub(body.len() + 10) / 2;
+        body.reserve(bytes);
+        body.push_str("\"pad\":[");
+        for i in 0..zeros {
+            body.push_str(if i == 0 { "0" } else { ",0" });
+        }
+        body.push_str("]}");
+        let mut response = Response::new(full(body));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        return Ok(response);
+    }
 
     let reply = Reply::new(api, &body, &knobs);
     let id = hit.to_string();
-    Ok(match (api, stream) {
-        (Api::OpenAi, false) => json_response(StatusCode::OK, &openai_body(&reply, &model, &id)),
-        (Api::Anthropic, false) => json_response(StatusCode::OK, &anthropic_body(&reply, &model, &id)),
-        (Api::Gemini, false) => json_response(StatusCode::OK, &gemini_body(&reply, &model, &id)),
+    let plan = match (api, stream) {
+        (Api::OpenAi, false) => return Ok(json_response(StatusCode::OK, &openai_body(&reply, &model, &id))),
+        (Api::Anthropic, false) => return Ok(json_response(StatusCode::OK, &anthropic_body(&reply, &model, &id))),
+        (Api::Gemini, false) => return Ok(json_response(StatusCode::OK, &gemini_body(&reply, &model, &id))),
         (Api::OpenAi, true) => {
             let include_usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
-            sse_response(openai_stream(&reply, &model, &id, include_usage), &knobs, api)
+            openai_stream(&reply, &model, &id, include_usage)
         }
-        (Api::Anthropic, true) => sse_response(anthropic_stream(&reply, &model, &id), &knobs, api),
-        (Api::Gemini, true) => sse_response(gemini_stream(&reply, &model, &id), &knobs, api),
-    })
+        (Api::Anthropic, true) => anthropic_stream(&reply, &model, &id),
+        (Api::Gemini, true) => gemini_stream(&reply, &model, &id),
+    };
+    let mut plan = plan;
+    if knobs.echo_key {
+        let at = plan.pieces.len().min(1);
+        plan.pieces.insert(at, echo_key_event(api, &key));
+    }
+    Ok(sse_response(plan, &knobs, api))
+}
+
+/// The provider key a request carried, in any of the three auth headers.
+fn request_key(req: &RecordedRequest) -> String {
+    let raw = req.header("authorization").or_else(|| req.header("x-api-key")).or_else(|| req.header("x-goog-api-key")).unwrap_or("");
+    raw.strip_prefix("Bearer ").unwrap_or(raw).to_owned()
+}
+
+/// A mid-stream error event, in the provider's shape, that echoes the key.
+fn echo_key_event(api: Api, key: &str) -> String {
+    let message = format!("mock: overloaded while serving key {key}");
+    match api {
+        Api::OpenAi => data_event(&json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})),
+        Api::Anthropic => named_event("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": message}})),
+        Api::Gemini => format!("data: {}\r\n\r\n", json!({"error": {"code": 503, "message": message, "status": "UNAVAILABLE"}})),
+    }
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {

@@ -122,7 +122,7 @@ impl Locked<'_> {
         let store = self.store;
         match self.shard(tenant)?.get(&key) {
             Some(cell) => Ok(cell.spent),
-            None => Ok(read_u64(store.tenant.get(&key)?)),
+            None => read_u64(store.tenant.get(&key)?),
         }
     }
 
@@ -143,11 +143,11 @@ impl Locked<'_> {
 }
 
 fn load(store: &Store, tenant: &TenantKey, scope: &str, period_id: &str, key: &[u8]) -> Result<Cell, StoreError> {
-    let spent = read_u64(store.tenant.get(key)?);
+    let spent = read_u64(store.tenant.get(key)?)?;
     let mut reserved = 0u64;
     for value in store.tenant.scan_prefix(tenant.prefix(Kind::Reservation)).values() {
         let reservation: Reservation = decode("reservations", &value?)?;
-        if reservation.period_id == period_id && (scope == "total" || reservation.scopes.iter().any(|s| s == scope)) {
+        if reservation.period_ids().iter().any(|p| p == period_id) && (scope == "total" || reservation.scopes.iter().any(|s| s == scope)) {
             reserved = reserved.saturating_add(reservation.microdollars);
         }
     }

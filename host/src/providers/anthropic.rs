@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The Anthropic adapter.
@@ -34,7 +34,7 @@ impl Provider for Anthropic {
     }
 
     fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let message: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let message = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
         let blocks = message
             .get("content")
             .and_then(Value::as_array)
@@ -113,10 +113,10 @@ fn usage_from(usage: &Value, previous: Usage) -> Usage {
     let prompt = match (field("input_tokens"), field("cache_read_input_tokens"), field("cache_creation_input_tokens")) {
         (None, None, None) => None,
         // Saturating: the counts come from the upstream, which may report anything.
-        (input, read, creation) => Some((input.unwrap_or(0).saturating_add(read.unwrap_or(0)).saturating_add(creation.unwrap_or(0)), read.unwrap_or(0))),
+        (input, read, creation) => Some((input.unwrap_or(0).saturating_add(read.unwrap_or(0)).saturating_add(creation.unwrap_or(0)), read.unwrap_or(0), creation.unwrap_or(0))),
     };
-    let (prompt_tokens, cached_tokens) = prompt.unwrap_or((previous.prompt_tokens, previous.cached_tokens));
-    Usage { prompt_tokens, completion_tokens: field("output_tokens").unwrap_or(previous.completion_tokens), cached_tokens }
+    let (prompt_tokens, cached_tokens, cache_write_tokens) = prompt.unwrap_or((previous.prompt_tokens, previous.cached_tokens, previous.cache_write_tokens));
+    Usage { prompt_tokens, completion_tokens: field("output_tokens").unwrap_or(previous.completion_tokens), cached_tokens, cache_write_tokens }
 }
 
 /// The Anthropic request body for an OpenAI-shaped call.
@@ -357,7 +357,7 @@ impl StreamTranslator for AnthropicStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let value: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream event: {e}")))?;
+        let value = bounded_json::parse(data.as_bytes(), bounded_json::MAX_EVENT_PARSE_BYTES)?;
         let kind = value.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or("");
         match kind {
             "message_start" => {
@@ -593,7 +593,7 @@ mod tests {
             "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20},
         });
         let (response, usage) = Anthropic.translate(upstream.to_string().as_bytes(), "claude-sonnet-4", "req1")?;
-        assert_eq!(usage, Usage { prompt_tokens: 130, completion_tokens: 5, cached_tokens: 100 });
+        assert_eq!(usage, Usage { prompt_tokens: 130, completion_tokens: 5, cached_tokens: 100, cache_write_tokens: 20 });
         assert_eq!(response, json!({
             "id": "chatcmpl-req1",
             "object": "chat.completion",
@@ -617,7 +617,7 @@ mod tests {
             let (response, usage) = Anthropic.translate(upstream.to_string().as_bytes(), "m", "r")?;
             assert_eq!(response["choices"][0]["finish_reason"], expected);
             assert_eq!(response["choices"][0]["message"], json!({"role": "assistant", "content": null}));
-            assert_eq!(usage, Usage { prompt_tokens: 1, completion_tokens: 0, cached_tokens: 0 });
+            assert_eq!(usage, Usage { prompt_tokens: 1, completion_tokens: 0, cached_tokens: 0, cache_write_tokens: 0 });
         }
         assert!(matches!(Anthropic.translate(b"{\"type\":\"message\"}", "m", "r"), Err(ProviderError::BadResponse(_))));
         assert!(matches!(Anthropic.translate(b"not json", "m", "r"), Err(ProviderError::BadResponse(_))));
@@ -658,7 +658,7 @@ mod tests {
             c(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
             c(json!({}), json!("tool_calls")),
         ]);
-        assert_eq!(s.usage(), Usage { prompt_tokens: 30, completion_tokens: 15, cached_tokens: 5 });
+        assert_eq!(s.usage(), Usage { prompt_tokens: 30, completion_tokens: 15, cached_tokens: 5, cache_write_tokens: 0 });
         // "Hello there" and the tool input `{"city":"Paris"}`.
         assert_eq!(s.completion_bytes(), 11 + 16);
         Ok(())

@@ -27,7 +27,7 @@ pub fn answer(body: &Map<String, Value>) -> (String, Usage) {
     let full = format!("Hello from the Tollgate demo provider. You said: {last_user}");
     let words: Vec<&str> = full.split_whitespace().take(max_tokens.min(4096) as usize).collect();
     let text = words.join(" ");
-    let usage = Usage { prompt_tokens: (prompt_bytes as u64).div_ceil(4).max(1), completion_tokens: words.len() as u64, cached_tokens: 0 };
+    let usage = Usage { prompt_tokens: (prompt_bytes as u64).div_ceil(4).max(1), completion_tokens: words.len() as u64, cached_tokens: 0, cache_write_tokens: 0 };
     (text, usage)
 }
 
@@ -89,7 +89,7 @@ impl StreamTranslator for DemoStream {
             }
             Some("usage") => {
                 let mut parts = event.data.split(' ').map(|p| p.parse::<u64>().unwrap_or(0));
-                self.usage = Usage { prompt_tokens: parts.next().unwrap_or(0), completion_tokens: parts.next().unwrap_or(0), cached_tokens: 0 };
+                self.usage = Usage { prompt_tokens: parts.next().unwrap_or(0), completion_tokens: parts.next().unwrap_or(0), cached_tokens: 0, cache_write_tokens: 0 };
                 self.done = true;
                 Ok(vec![chunk(&self.request_id, &self.model, created, json!({}), Some("stop"))])
             }

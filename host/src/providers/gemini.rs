@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The Gemini adapter.
@@ -31,7 +31,7 @@ impl Provider for Gemini {
     }
 
     fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let response: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let response = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
         let candidate = match response.pointer("/candidates/0") {
             Some(candidate) => candidate,
             // A blocked prompt is a 200 with `promptFeedback` and no candidates.
@@ -116,6 +116,7 @@ fn usage_from(meta: &Value) -> Usage {
         // Saturating: the counts come from the upstream, which may report anything.
         completion_tokens: field("candidatesTokenCount").saturating_add(field("thoughtsTokenCount")),
         cached_tokens: field("cachedContentTokenCount"),
+        cache_write_tokens: 0,
     }
 }
 
@@ -352,7 +353,7 @@ impl StreamTranslator for GeminiStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let response: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream event: {e}")))?;
+        let response = bounded_json::parse(data.as_bytes(), bounded_json::MAX_EVENT_PARSE_BYTES)?;
         if let Some(error) = response.get("error") {
             let message = error.get("message").and_then(Value::as_str).unwrap_or("upstream stream error");
             return Err(ProviderError::BadResponse(message.into()));
@@ -538,7 +539,7 @@ mod tests {
             "modelVersion": "gemini-2.5-flash",
         });
         let (response, usage) = Gemini.translate(upstream.to_string().as_bytes(), "gemini-2.5-flash", "req1")?;
-        assert_eq!(usage, Usage { prompt_tokens: 40, completion_tokens: 10, cached_tokens: 32 });
+        assert_eq!(usage, Usage { prompt_tokens: 40, completion_tokens: 10, cached_tokens: 32, cache_write_tokens: 0 });
         assert_eq!(response, json!({
             "id": "chatcmpl-req1",
             "object": "chat.completion",
@@ -592,7 +593,7 @@ mod tests {
             c(json!({"tool_calls": [{"index": 0, "id": "call_0", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}}]}), Value::Null),
             c(json!({}), json!("tool_calls")),
         ]);
-        assert_eq!(s.usage(), Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 2 });
+        assert_eq!(s.usage(), Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 2, cache_write_tokens: 0 });
         // "Hello" and the call's arguments `{"q":1}`.
         assert_eq!(s.completion_bytes(), 5 + 7);
         Ok(())

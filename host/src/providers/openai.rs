@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{header_value, join_url, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, header_value, join_url, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The OpenAI-compatible adapter.
@@ -17,6 +17,7 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
         prompt_tokens: prompt,
         completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
         cached_tokens: usage.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0),
+        cache_write_tokens: 0,
     })
 }
 
@@ -42,7 +43,7 @@ impl Provider for OpenAi {
     }
 
     fn translate(&self, body: &[u8], _model: &str, _request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        let value = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
         if value.get("choices").and_then(Value::as_array).is_none() {
             return Err(ProviderError::BadResponse("no choices in chat completion".into()));
         }
@@ -73,7 +74,7 @@ impl StreamTranslator for OpenAiStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| ProviderError::BadResponse(format!("bad stream chunk: {e}")))?;
+        let chunk = bounded_json::parse(data.as_bytes(), bounded_json::MAX_EVENT_PARSE_BYTES)?;
         if let Some(usage) = chunk.get("usage").and_then(parse_usage) {
             self.usage = usage;
         }
@@ -130,7 +131,7 @@ mod tests {
         s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#.into() })?;
         s.event(&SseEvent { event: None, data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.into() })?;
         s.event(&SseEvent { event: None, data: "[DONE]".into() })?;
-        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0 });
+        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0 });
         assert_eq!(s.completion_bytes(), 5);
         assert!(s.finished());
         Ok(())

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::tenant_api::{self, assign_policy, check_provider, parse, put_credential, query_param, tenant_json, AssignPolicy, PutCredential};
+use super::tenant_api::{self, check_provider, parse, put_credential, query_param, tenant_json, PutCredential};
 use super::{authenticate, json_response, read_capped, Body, Principal};
 use crate::app::App;
 use crate::catalog::ModelEntry;
@@ -22,8 +22,7 @@ use crate::error::GatewayError;
 use crate::metering::{Budget, Period};
 use crate::ratelimit::RateLimits;
 use crate::sealing::Key;
-use crate::store::TenantKey;
-use crate::tenants::{validate_id, Tenant};
+use crate::tenants::{validate_id, Lifecycle, PolicyAssignment, Tenant};
 use crate::tokens::{self, Scope};
 
 /// The audit trail's name for the operator token.
@@ -114,16 +113,14 @@ fn tenant(app: &App, id: &str) -> Result<Arc<Tenant>, GatewayError> {
     app.tenants.get(id).ok_or_else(|| GatewayError::NotFound(format!("no tenant '{id}'")))
 }
 
-async fn create_tenant(app: &App, request: CreateTenant) -> Result<Arc<Tenant>, GatewayError> {
+/// The tenant record a create request describes (not yet stored).
+fn new_tenant(request: CreateTenant) -> Result<Tenant, GatewayError> {
     validate_id(&request.id).map_err(|e| GatewayError::bad_request("invalid_tenant_id", e))?;
-    if app.tenants.get(&request.id).is_some() {
-        return Err(GatewayError::Conflict(format!("tenant '{}' already exists", request.id)));
-    }
     let budget = match request.budget_usd {
         Some(usd) => Some(Budget { limit_microdollars: usd_to_micros(usd)?, period: request.budget_period.unwrap_or_default() }),
         None => None,
     };
-    let tenant = Tenant {
+    Ok(Tenant {
         id: request.id,
         display_name: request.display_name,
         budget,
@@ -135,54 +132,76 @@ async fn create_tenant(app: &App, request: CreateTenant) -> Result<Arc<Tenant>, 
         user_budget_microdollars: request.user_budget_usd.map(usd_to_micros).transpose()?,
         tag_budgets_microdollars: tag_budgets(&request.tag_budgets_usd)?,
         price_overrides: request.price_overrides,
-    };
-    Ok(app.tenants.put(tenant).await?)
+        incarnation: String::new(),
+        lifecycle: Lifecycle::Live,
+    })
 }
 
 async fn update_tenant(app: &App, current: &Tenant, request: UpdateTenant) -> Result<Arc<Tenant>, GatewayError> {
-    let mut updated = current.clone();
-    if let Some(name) = request.display_name {
-        updated.display_name = name;
-    }
-    match request.budget_usd {
-        Some(Some(usd)) => {
-            let period = request.budget_period.or(current.budget.map(|b| b.period)).unwrap_or_default();
-            updated.budget = Some(Budget { limit_microdollars: usd_to_micros(usd)?, period });
-        }
-        Some(None) => updated.budget = None,
-        None => {
-            if let (Some(period), Some(budget)) = (request.budget_period, updated.budget.as_mut()) {
-                budget.period = period;
+    let updated = app
+        .tenants
+        .update(current, |current| {
+            let mut updated = current.clone();
+            if let Some(name) = request.display_name {
+                updated.display_name = name;
             }
-        }
-    }
-    if let Some(allow) = request.allow_request_keys {
-        updated.allow_request_keys = allow;
-    }
-    if let Some(limits) = request.rate_limits {
-        updated.rate_limits = limits;
-    }
-    if let Some(user_budget) = request.user_budget_usd {
-        updated.user_budget_microdollars = user_budget.map(usd_to_micros).transpose()?;
-    }
-    if let Some(tags) = request.tag_budgets_usd {
-        updated.tag_budgets_microdollars = tag_budgets(&tags)?;
-    }
-    if let Some(prices) = request.price_overrides {
-        updated.price_overrides = prices;
-    }
-    Ok(app.tenants.put(updated).await?)
+            match request.budget_usd {
+                Some(Some(usd)) => {
+                    let period = request.budget_period.or(current.budget.map(|b| b.period)).unwrap_or_default();
+                    updated.budget = Some(Budget { limit_microdollars: usd_to_micros(usd)?, period });
+                }
+                Some(None) => updated.budget = None,
+                None => {
+                    if let (Some(period), Some(budget)) = (request.budget_period, updated.budget.as_mut()) {
+                        budget.period = period;
+                    }
+                }
+            }
+            if let Some(allow) = request.allow_request_keys {
+                updated.allow_request_keys = allow;
+            }
+            if let Some(limits) = request.rate_limits {
+                updated.rate_limits = limits;
+            }
+            if let Some(user_budget) = request.user_budget_usd {
+                updated.user_budget_microdollars = user_budget.map(usd_to_micros).transpose()?;
+            }
+            if let Some(tags) = request.tag_budgets_usd {
+                updated.tag_budgets_microdollars = tag_budgets(&tags)?;
+            }
+            if let Some(prices) = request.price_overrides {
+                updated.price_overrides = prices;
+            }
+            Ok(updated)
+        })
+        .await?;
+    Ok(updated)
 }
 
-/// Deletes a tenant and every record of it; its data key goes first, so sealed bytes
-/// left in old store pages can no longer be opened.
-async fn delete_tenant(app: &App, id: &str) -> Result<usize, GatewayError> {
-    app.vault.shred(id).await?;
-    tokens::revoke_all(&app.store, id)?;
-    let removed = app.store.purge_tenant(&TenantKey::of(id))?;
-    app.metering.forget_tenant(id);
-    app.tenants.remove(id).await?;
-    Ok(removed)
+/// `POST /api/v1/tenants`: the tenant, its credential, its policy and its first token,
+/// created whole or not at all. The record is stored `creating` first (invisible, and
+/// rolled back by the next start if a crash comes before the end) and made live last.
+async fn quick_create(app: &App, quick: QuickTenant) -> Result<(Arc<Tenant>, String, tokens::TokenRecord), GatewayError> {
+    check_provider(app, &quick.provider)?;
+    let mut tenant = new_tenant(CreateTenant {
+        id: quick.tenant_id.clone(),
+        display_name: String::new(),
+        budget_usd: quick.budget_usd_per_month,
+        budget_period: Some(Period::Month),
+        allow_request_keys: false,
+        rate_limits: RateLimits::default(),
+        user_budget_usd: None,
+        tag_budgets_usd: BTreeMap::new(),
+        price_overrides: Vec::new(),
+    })?;
+    let config = json!({"provider": quick.provider, "credential": "default", "model": quick.model, "max_tokens": quick.max_tokens, "temperature": quick.temperature});
+    tenant.policy = Some(PolicyAssignment { hash: app.default_policy.to_string(), config: config.to_string() });
+    tenant.lifecycle = Lifecycle::Creating;
+    let tenant = app.tenants.create(tenant).await?;
+    put_credential(app, tenant.storage_id(), "default", PutCredential { provider: quick.provider.clone(), api_key: quick.api_key }).await?;
+    let (token, record) = tokens::issue(&app.store, &tenant, Scope::Inference, RateLimits::default()).await?;
+    let tenant = app.tenants.activate(&tenant.id).await?;
+    Ok((tenant, token, record))
 }
 
 async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
@@ -196,32 +215,41 @@ async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Res
     Ok(json_response(StatusCode::CREATED, &json!({"hash": hash.to_string()})))
 }
 
-/// Streams a backup of the live store (see [`crate::backup`]).
-fn backup_response(app: &App) -> Response<Body> {
+/// Streams a backup of the live store (see [`crate::backup`]): a snapshot spooled to a
+/// local file first (a failure there is a 500), then sent at the client's pace.
+async fn backup_response(app: &App) -> Result<Response<Body>, GatewayError> {
     use http_body_util::BodyExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let store = app.store.clone();
+    // The data dir shares the store's disk and permissions; a store opened elsewhere (tests)
+    // spools to the system's temporary directory.
+    let dir = Some(app.config.server.data_dir.clone()).filter(|d| d.is_dir()).unwrap_or_else(std::env::temp_dir);
+    let (mut file, _) = tokio::task::spawn_blocking(move || crate::backup::spool(&store, &dir))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("backup task: {e}")))?
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     tokio::task::spawn_blocking(move || {
-        struct Channel(tokio::sync::mpsc::Sender<bytes::Bytes>);
-        impl std::io::Write for Channel {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.blocking_send(bytes::Bytes::copy_from_slice(buf)).map_err(|_| std::io::Error::other("client went away"))?;
-                Ok(buf.len())
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            match std::io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(bytes::Bytes::copy_from_slice(&chunk[..n])).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The stream ends without its checksum trailer: restore refuses it.
+                    tracing::warn!(error = %e, "backup stream ended early");
+                    break;
+                }
             }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let writer = std::io::BufWriter::with_capacity(256 << 10, Channel(tx));
-        if let Err(e) = crate::backup::export(&store, writer) {
-            // The stream ends without its checksum trailer: restore refuses it.
-            tracing::warn!(error = %e, "backup stream ended early");
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)), rx)) });
     let mut response = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
-    response
+    Ok(response)
 }
 
 /// Routes an `/admin/...` or `/api/...` request. Operator token only.
@@ -234,13 +262,13 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let limit = if parts == ["admin", "v1", "policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let ok = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
     let created = |v: serde_json::Value| Ok(json_response(StatusCode::CREATED, &v));
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["admin", "v1", "tenants"]) => {
-            let tenant = create_tenant(app, parse(&body)?).await?;
-            app.audit.append(OPERATOR, "tenant.create", &tenant.id, json!({"budget": tenant.budget, "rate_limits": tenant.rate_limits})).await?;
+            let tenant = app.tenants.create(new_tenant(parse(&body)?)?).await?;
+            app.audit.append_tenant(OPERATOR, "tenant.create", &tenant, json!({"budget": tenant.budget, "rate_limits": tenant.rate_limits})).await?;
             created(tenant_json(&tenant))
         }
         (Method::GET, ["admin", "v1", "audit"]) => {
@@ -251,7 +279,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
         (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify()?)),
         (Method::GET, ["admin", "v1", "backup"]) => {
             app.audit.append(OPERATOR, "backup.start", "", json!({})).await?;
-            Ok(backup_response(app))
+            backup_response(app).await
         }
         (Method::GET, ["admin", "v1", "tenants"]) => {
             let page = app.tenants.page(query_param(&query, "after"), TENANTS_PER_PAGE);
@@ -263,13 +291,12 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             let changes: serde_json::Value = parse(&body)?;
             let updated = update_tenant(app, &current, parse(&body)?).await?;
             let changed: Vec<&String> = changes.as_object().map(|m| m.keys().collect()).unwrap_or_default();
-            app.audit.append(OPERATOR, "tenant.update", id, json!({"fields": changed, "budget": updated.budget})).await?;
+            app.audit.append_tenant(OPERATOR, "tenant.update", &updated, json!({"fields": changed, "budget": updated.budget})).await?;
             ok(tenant_json(&updated))
         }
         (Method::DELETE, ["admin", "v1", "tenants", id]) => {
-            tenant(app, id)?;
-            let removed = delete_tenant(app, id).await?;
-            app.audit.append(OPERATOR, "tenant.delete", id, json!({"records_removed": removed})).await?;
+            let (deleted, removed) = crate::tenant_lifecycle::delete(app, id).await?;
+            app.audit.append_tenant(OPERATOR, "tenant.delete", &deleted, json!({"records_removed": removed})).await?;
             ok(json!({"deleted": id, "records_removed": removed}))
         }
         (_, ["admin", "v1", "tenants", id, rest @ ..]) => {
@@ -298,30 +325,13 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             ok(json!({"rewrapped_data_keys": rewrapped, "new_key_fingerprint": fingerprint, "key_file_updated": app.vault.key_in_file()}))
         }
         (Method::POST, ["api", "v1", "tenants"]) => {
-            let quick: QuickTenant = parse(&body)?;
-            check_provider(app, &quick.provider)?;
-            let tenant = create_tenant(app, CreateTenant {
-                id: quick.tenant_id.clone(),
-                display_name: String::new(),
-                budget_usd: quick.budget_usd_per_month,
-                budget_period: Some(Period::Month),
-                allow_request_keys: false,
-                rate_limits: RateLimits::default(),
-                user_budget_usd: None,
-                tag_budgets_usd: BTreeMap::new(),
-                price_overrides: Vec::new(),
-            })
-            .await?;
-            put_credential(app, &tenant.id, "default", PutCredential { provider: quick.provider.clone(), api_key: quick.api_key }).await?;
-            let config = json!({"provider": quick.provider, "credential": "default", "model": quick.model, "max_tokens": quick.max_tokens, "temperature": quick.temperature});
-            let tenant = assign_policy(app, &tenant, AssignPolicy { hash: app.default_policy.to_string(), config: Some(config) }).await?;
-            let (token, record) = tokens::issue(&app.store, &tenant.id, Scope::Inference, RateLimits::default()).await?;
-            app.audit.append(OPERATOR, "tenant.create", &tenant.id, json!({"via": "/api/v1/tenants", "budget": tenant.budget, "credential": "default", "token_id": record.id})).await?;
+            let (tenant, token, record) = quick_create(app, parse(&body)?).await?;
+            app.audit.append_tenant(OPERATOR, "tenant.create", &tenant, json!({"via": "/api/v1/tenants", "budget": tenant.budget, "credential": "default", "token_id": record.id})).await?;
             created(json!({"tenant": tenant_json(&tenant), "token": token, "token_id": record.id}))
         }
         (Method::GET, ["api", "v1", "metering", "tenant", id]) => {
-            tenant(app, id)?;
-            tenant_api::usage_report(app, id, &query)
+            let found = tenant(app, id)?;
+            tenant_api::usage_report(app, &found, &query)
         }
         _ => Err(GatewayError::NotFound(format!("no admin route for {method} {path}"))),
     }
@@ -340,7 +350,7 @@ pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<
     let query = request.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.split('/').skip(3).collect();
     let limit = if parts == ["policies"] { app.policies.limits().upload_bytes } else { MAX_ADMIN_BODY_BYTES };
-    let body = read_capped(request.into_body(), limit).await?;
+    let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let actor = format!("tenant:{}/token:{}", tenant.id, token.id);
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["policies"]) => upload_policy(app, &actor, &tenant.id, &body).await,

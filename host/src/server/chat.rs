@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value};
 
+use super::reserve;
 use super::stream::{self, StreamJob};
 use super::wire::{self, ChatBody};
 use super::{json_response, Body};
@@ -17,16 +18,13 @@ use crate::app::App;
 use crate::catalog::cost_microdollars;
 use crate::config::ProviderConfig;
 use crate::error::GatewayError;
-use crate::metering::{LedgerRecord, Reservation};
+use crate::metering::{Hold, LedgerRecord, Reservation};
 use crate::policy::{Completion, Context, Decision, Outcome, PlanTarget, PolicyHash, RoutePlan};
 use crate::providers::{ChatCall, ProviderKind, Usage};
+use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::tenants::Tenant;
 use crate::upstream::{failure_status, read_body, AttemptError, MAX_UPSTREAM_BODY_BYTES};
-
-/// Completion tokens assumed for the reservation when neither client nor policy set
-/// `max_tokens`.
-pub const DEFAULT_RESERVED_COMPLETION_TOKENS: u64 = 4096;
 
 /// Who is asking, established by the server before the body is read.
 pub struct Caller {
@@ -73,8 +71,9 @@ pub struct Settlement {
 
 impl Settlement {
     /// Settles at the actual usage (estimating what the upstream did not report), writes
-    /// the ledger record, and calls the policy's `on-complete` if its plan asked.
-    pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) {
+    /// the ledger record, and calls the policy's `on-complete` if its plan asked. Returns
+    /// the usage billed (what a stream's usage chunk reports).
+    pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) -> Usage {
         self.finished = true;
         let usage = self.account(usage, completion_bytes, outcome, target);
         if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
@@ -86,6 +85,7 @@ impl Settlement {
         }
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
         self.notify_policy(outcome, usage).await;
+        usage
     }
 
     /// Fills the ledger record (estimating what the upstream did not report) and charges
@@ -97,6 +97,7 @@ impl Settlement {
             prompt_tokens: if target.is_some() && outcome != "upstream_error" { self.prompt_estimate } else { 0 },
             completion_tokens: completion_bytes.div_ceil(4),
             cached_tokens: 0,
+            cache_write_tokens: 0,
         });
         if let Some(t) = target {
             self.record.provider = t.provider.clone();
@@ -105,10 +106,15 @@ impl Settlement {
         self.record.prompt_tokens = usage.prompt_tokens;
         self.record.completion_tokens = usage.completion_tokens;
         self.record.cached_tokens = usage.cached_tokens;
-        self.record.cost_microdollars = target
-            .and_then(|t| self.catalog.price(&t.provider, &t.model))
-            .map(|price| cost_microdollars(price, usage.prompt_tokens, usage.completion_tokens))
-            .unwrap_or(0);
+        self.record.cache_write_tokens = usage.cache_write_tokens;
+        let cost = target.and_then(|t| self.catalog.price(&t.provider, &t.model)).map(|price| cost_microdollars(&price, &usage)).unwrap_or(0);
+        // Never past the reservation: the limit sent upstream bounds the completion, and
+        // what the prompt estimate missed (dense scripts, provider tokenisers) is the
+        // gateway's, never the tenant's cap's.
+        if cost > self.reservation.microdollars {
+            tracing::warn!(request_id = %self.record.request_id, cost, reserved = self.reservation.microdollars, "usage cost more than the reservation; billed at the reservation");
+        }
+        self.record.cost_microdollars = cost.min(self.reservation.microdollars);
         self.record.latency_ms = self.started.elapsed().as_millis() as u64;
         self.record.outcome = outcome.into();
         let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = self.limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
@@ -135,8 +141,9 @@ impl Settlement {
                 latency_ms: self.record.latency_ms,
                 tags: self.record.tags.clone(),
             };
-            let tenant = self.reservation.tenant_id.clone();
-            let Some(current) = self.app.tenants.get(&tenant) else { return };
+            let tenant = self.record.tenant_id.clone();
+            // Only the incarnation that made the request hears of it.
+            let Some(current) = self.app.tenants.get(&tenant).filter(|t| t.storage_id() == self.reservation.tenant_id) else { return };
             let view = Arc::new(self.app.services.tenant_scope(&current, crate::clock::unix_millis()));
             if let Err(e) = self.app.policies.on_complete(hash, view, &completion, &context).await {
                 tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
@@ -155,7 +162,9 @@ impl Drop for Settlement {
             return;
         }
         let target = self.trying.take();
-        self.account(None, 0, "client_disconnected", target.as_ref());
+        // Unwinding from a bug is the gateway's failure, not the client's hang-up.
+        let outcome = if std::thread::panicking() { "internal_error" } else { "client_disconnected" };
+        self.account(None, 0, outcome, target.as_ref());
         if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
             tracing::error!(request_id = %self.record.request_id, error = %e, "settling a dropped request failed; the reservation stays and is charged on restart");
         }
@@ -189,53 +198,37 @@ pub fn truncate_utf8(text: &mut String, max: usize) {
     }
 }
 
-/// The body for one target: the client's, with model, `max_tokens` and temperature set.
-fn body_for(body: &Map<String, Value>, target: &PlanTarget) -> Map<String, Value> {
-    let mut out = body.clone();
+/// The body for one target: the client's, with model, the completion limit reserved and
+/// temperature set.
+fn body_for(parsed: &ChatBody, target: &PlanTarget) -> Map<String, Value> {
+    let mut out = parsed.body.clone();
     out.insert("model".into(), Value::String(target.model.clone()));
-    let client_max = out.get("max_completion_tokens").or_else(|| out.get("max_tokens")).and_then(Value::as_u64);
-    if let Some(cap) = target.max_tokens.map(u64::from) {
-        let effective = client_max.map_or(cap, |m| m.min(cap));
-        let key = if out.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
-        out.insert(key.into(), Value::from(effective));
-    }
+    reserve::apply_completion_limit(&mut out, reserve::completion_limit(parsed, target));
     if let Some(t) = target.temperature {
         out.insert("temperature".into(), Value::from(t as f64));
     }
     out
 }
 
-/// Worst-case cost of a plan: prompt estimate plus max completion at the dearest target.
-fn worst_case(catalog: &crate::catalog::Catalog, plan: &RoutePlan, parsed: &ChatBody) -> Result<u64, (String, String)> {
-    let mut worst = 0;
-    for target in &plan.targets {
-        let Some(price) = catalog.price(&target.provider, &target.model) else {
-            return Err((target.provider.clone(), target.model.clone()));
-        };
-        let completion = target.max_tokens.or(parsed.summary.max_tokens).map(u64::from).unwrap_or(DEFAULT_RESERVED_COMPLETION_TOKENS);
-        worst = worst.max(cost_microdollars(price, parsed.summary.prompt_token_estimate as u64, completion));
-    }
-    Ok(worst)
-}
-
 /// Handles one chat request.
-pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+/// `permit` holds the request's concurrency slots, taken before its body was read.
+pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
     let mut parsed = wire::parse(&bytes)?;
     let tenant = caller.tenant.clone();
     let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
     if let Some(session) = &session_id {
         crate::sessions::validate_id(session).map_err(|e| GatewayError::bad_request("invalid_session_id", e))?;
         if caller.session_history || parsed.session_history {
-            let key = crate::store::TenantKey::of(&tenant.id);
+            let key = tenant.key();
             let memory = crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes);
             let turns = crate::sessions::Sessions::new(app.store.clone(), key, memory).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
             parsed.prepend_history(&turns);
         }
     }
     let session_turn = session_id.clone().and_then(|s| parsed.last_user_text().map(|text| (s, text)));
-    let limits = vec![(format!("t:{}", tenant.id), tenant.rate_limits), (format!("k:{}", caller.token.id), caller.token.rate_limits)];
+    let limits = permit.scopes().to_vec();
     let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
-    let permit = app.limiter.admit(&scopes, parsed.summary.prompt_token_estimate as u64)?;
+    app.limiter.admit(&scopes, parsed.summary.prompt_token_estimate as u64)?;
     let (hash, config) = match &tenant.policy {
         Some(assignment) => (
             PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,
@@ -257,16 +250,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
         Decision::Reject(rejection) => return Err(GatewayError::PolicyRejected(rejection)),
         Decision::Route(plan) => plan,
     };
-    let reserve = match plan.reserve_microdollars {
-        Some(amount) => amount,
-        None => match worst_case(&catalog, &plan, &parsed) {
-            Ok(amount) => amount,
-            Err((provider, model)) if tenant.budget.is_some() || tenant.user_budget_microdollars.is_some() || !tenant.tag_budgets_microdollars.is_empty() => {
-                return Err(GatewayError::bad_request("price_unknown", format!("no price is known for {provider}/{model}, and this tenant has a budget; the operator must add it to the catalog")));
-            }
-            Err(_) => 0,
-        },
-    };
+    let reserve = reserve::amount(plan.reserve_microdollars, reserve::worst_case(&catalog, &plan, &parsed), reserve::is_budgeted(&tenant))?;
     let mut sub_budgets = Vec::new();
     if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, &parsed.summary.end_user) {
         sub_budgets.push((format!("user:{user}"), limit));
@@ -276,7 +260,21 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
             sub_budgets.push((format!("tag:{tag}"), *limit));
         }
     }
-    let reservation = app.metering.reserve_scoped(&tenant.id, tenant.budget, &sub_budgets, &caller.request_id, reserve, caller.unix_millis)?;
+    // Work for a tenant deleted since authentication is refused: its records are being
+    // purged, and nothing may be held or written for it.
+    if !app.tenants.is_current(&tenant) {
+        return Err(GatewayError::Unauthorized("invalid token"));
+    }
+    let reservation = app.metering.reserve_for(Hold {
+        tenant_id: tenant.storage_id(),
+        budget: tenant.budget,
+        sub_budgets: &sub_budgets,
+        request_id: &caller.request_id,
+        microdollars: reserve,
+        now_millis: caller.unix_millis,
+        end_user: parsed.summary.end_user.clone(),
+        tags: plan.tags.clone(),
+    })?;
     let settlement = Settlement {
         app: app.clone(),
         reservation,
@@ -289,6 +287,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, bytes: Bytes) -> Result<Resp
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             cost_microdollars: 0,
             latency_ms: 0,
             outcome: String::new(),
@@ -339,7 +338,7 @@ impl ResponseHeaders {
 /// per-request key where allowed, else none.
 fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
     if !target.credential.is_empty() {
-        let (provider, secret) = app.vault.open(&tenant.id, &target.credential).map_err(|e| match e {
+        let (provider, secret) = app.vault.open(tenant.storage_id(), &target.credential).map_err(|e| match e {
             crate::sealing::SealError::NotFound(name) => format!("the tenant has no credential named '{name}'"),
             _ => "the credential could not be opened".into(),
         })?;
@@ -381,7 +380,9 @@ async fn dispatch(
                 continue;
             }
         };
-        let body = body_for(&parsed.body, target);
+        // Whatever the upstream sends back passes through this before the client sees it.
+        let redactor = Redactor::new(key.as_ref());
+        let body = body_for(&parsed, target);
         let adapter = provider.kind.adapter();
         let call = ChatCall { body: &body, model: &target.model, stream };
         let request_for = || adapter.build(&provider.base_url, &call, key.as_ref());
@@ -389,11 +390,11 @@ async fn dispatch(
             return demo(app, caller, target, &body, stream, parsed.include_usage, settlement, &headers).await;
         }
         settlement.trying = Some(target.clone());
-        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), request_for).await {
+        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for).await {
             Ok(response) => {
                 if stream {
                     let translator = adapter.stream(&target.model, &caller.request_id);
-                    let job = StreamJob { source: stream::Source::Upstream(response.into_body()), translator, include_usage: parsed.include_usage, model: target.model.clone(), request_id: caller.request_id.clone(), idle_timeout: app.upstream.config.timeout, settlement, target: target.clone() };
+                    let job = StreamJob { source: stream::Source::Upstream(response.into_body()), translator, redactor, include_usage: parsed.include_usage, model: target.model.clone(), request_id: caller.request_id.clone(), idle_timeout: app.upstream.config.timeout, settlement, target: target.clone() };
                     let mut response = stream::respond(job);
                     headers.apply(&mut response, target);
                     return Ok(response);
@@ -406,7 +407,8 @@ async fn dispatch(
                     }
                 };
                 return match adapter.translate(&bytes, &target.model, &caller.request_id) {
-                    Ok((value, usage)) => {
+                    Ok((mut value, usage)) => {
+                        redactor.json(&mut value);
                         settlement.reply = reply_text(&value);
                         // Billed by estimate from the answer when the upstream reports no usage.
                         settlement.finish(Some(usage), completion_bytes(&value), "success", Some(target)).await;
@@ -416,7 +418,7 @@ async fn dispatch(
                     }
                     Err(e) => {
                         settlement.finish(None, 0, "upstream_error", Some(target)).await;
-                        Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: e.to_string() })
+                        Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) })
                     }
                 };
             }
@@ -435,6 +437,7 @@ async fn try_target(
     provider_name: &str,
     cooldown_key: &str,
     key: Option<&Secret>,
+    redactor: &Redactor,
     request_for: impl Fn() -> Result<crate::providers::UpstreamRequest, crate::providers::ProviderError>,
 ) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
     let attempts = app.upstream.config.attempts_per_target;
@@ -448,7 +451,10 @@ async fn try_target(
             }
             Err(error) => {
                 app.metrics.upstream_error(provider_name);
-                app.upstream.record(cooldown_key, false);
+                // A refusal of this tenant's key or request says nothing about the target.
+                if error.is_upstreams(key.is_some()) {
+                    app.upstream.record(cooldown_key, false);
+                }
                 let retry = error.retryable() && attempt < attempts;
                 let wait = match &error {
                     AttemptError::Status { retry_after, .. } => *retry_after,
@@ -469,12 +475,8 @@ async fn try_target(
         AttemptError::Timeout => format!("{provider_name}: no response within {} ms", app.upstream.config.timeout.as_millis()),
         AttemptError::Connect(reason) => format!("{provider_name}: {reason}"),
     };
-    // An upstream may echo the key it refused; it must not reach the client.
-    let message = match key {
-        Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "[redacted]"),
-        _ => message,
-    };
-    Err(GatewayError::Upstream { status, code, message })
+    // An upstream may echo the key it refused; redacted before the message is cut.
+    Err(GatewayError::Upstream { status, code, message: redactor.message(&message) })
 }
 
 /// The assistant text of an OpenAI `chat.completion`.
@@ -513,6 +515,7 @@ async fn demo(
         let job = StreamJob {
             source: stream::Source::Events(crate::providers::demo::stream_events(body)),
             translator: adapter.stream(&target.model, &caller.request_id),
+            redactor: Redactor::default(),
             include_usage,
             model: target.model.clone(),
             request_id: caller.request_id.clone(),
@@ -524,9 +527,15 @@ async fn demo(
         headers.apply(&mut response, target);
         return Ok(response);
     }
-    let raw = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let (value, usage) = adapter.translate(&raw, &target.model, &caller.request_id).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let answered = serde_json::to_vec(body).map_err(|e| e.to_string()).and_then(|raw| adapter.translate(&raw, &target.model, &caller.request_id).map_err(|e| e.to_string()));
     let mut settlement = settlement;
+    let (value, usage) = match answered {
+        Ok(answer) => answer,
+        Err(message) => {
+            settlement.finish(None, 0, "internal_error", Some(target)).await;
+            return Err(GatewayError::Internal(message));
+        }
+    };
     settlement.reply = reply_text(&value);
     settlement.finish(Some(usage), 0, "success", Some(target)).await;
     let mut response = json_response(StatusCode::OK, &value);

@@ -17,6 +17,7 @@ use super::chat::Settlement;
 use super::Body;
 use crate::policy::PlanTarget;
 use crate::providers::{usage_chunk, SseEvent, SseParser, StreamTranslator};
+use crate::redact::Redactor;
 
 /// Where the events come from.
 pub enum Source {
@@ -32,6 +33,8 @@ pub struct StreamJob {
     pub source: Source,
     /// The provider's translator.
     pub translator: Box<dyn StreamTranslator>,
+    /// Redacts the call's key from every chunk (an upstream may echo it mid-stream).
+    pub redactor: Redactor,
     /// Whether the client asked for a usage chunk.
     pub include_usage: bool,
     /// Model name for synthesized chunks.
@@ -77,6 +80,7 @@ enum End {
 struct Pump {
     tx: mpsc::Sender<Bytes>,
     translator: Box<dyn StreamTranslator>,
+    redactor: Redactor,
     include_usage: bool,
     usage_sent: bool,
     /// Reply text seen so far, for the session turn (capped).
@@ -88,6 +92,7 @@ impl Pump {
     async fn event(&mut self, event: &SseEvent) -> Result<(), End> {
         let chunks = self.translator.event(event).map_err(|_| End::UpstreamCut)?;
         for mut chunk in chunks {
+            self.redactor.json(&mut chunk);
             let has_usage = chunk.get("usage").is_some_and(|u| !u.is_null());
             if !self.include_usage {
                 // The gateway always asks upstream for usage; a client that did not ask
@@ -114,8 +119,8 @@ impl Pump {
 }
 
 async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
-    let StreamJob { source, translator, include_usage, model, request_id, idle_timeout, mut settlement, target } = job;
-    let mut pump = Pump { tx, translator, include_usage, usage_sent: false, text: String::new() };
+    let StreamJob { source, translator, redactor, include_usage, model, request_id, idle_timeout, mut settlement, target } = job;
+    let mut pump = Pump { tx, translator, redactor, include_usage, usage_sent: false, text: String::new() };
     let end = match source {
         Source::Events(events) => {
             let mut end = End::Finished;
@@ -183,12 +188,13 @@ async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
     // client that saw `[DONE]` has its ledger record on disk, and a graceful shutdown,
     // which waits for open responses, cannot end between the two.
     settlement.reply = std::mem::take(&mut pump.text);
-    settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
+    let billed = settlement.finish(reported, pump.translator.completion_bytes(), outcome, Some(&target)).await;
     match end {
         End::Finished => {
             if pump.include_usage && !pump.usage_sent {
+                // What is billed: the upstream's figures, or the estimate when it sent none.
                 let created = crate::clock::unix_millis() / 1000;
-                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, usage))).await;
+                let _ = pump.tx.send(sse(&usage_chunk(&request_id, &model, created, billed))).await;
             }
             let _ = pump.tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         }

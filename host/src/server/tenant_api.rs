@@ -18,7 +18,6 @@ use crate::ratelimit::RateLimits;
 use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
 use crate::secret::Secret;
 use crate::sessions::Sessions;
-use crate::store::TenantKey;
 use crate::tenants::{PolicyAssignment, Tenant};
 use crate::tokens::{self, Scope};
 use crate::PolicyHash;
@@ -91,10 +90,32 @@ pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Re
         return Err(GatewayError::NotFound(format!("policy {hash} is not uploaded")));
     }
     let config = body.config.map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
-    let mut updated = tenant.clone();
-    updated.previous_policy = updated.policy.take();
-    updated.policy = Some(PolicyAssignment { hash: hash.to_string(), config });
-    Ok(app.tenants.put(updated).await?)
+    let updated = app
+        .tenants
+        .update(tenant, |current| {
+            let mut updated = current.clone();
+            updated.previous_policy = updated.policy.take();
+            updated.policy = Some(PolicyAssignment { hash: hash.to_string(), config });
+            Ok(updated)
+        })
+        .await?;
+    Ok(updated)
+}
+
+/// Swaps the current and previous policy assignments.
+async fn roll_back_policy(app: &App, tenant: &Tenant) -> Result<Arc<Tenant>, GatewayError> {
+    let updated = app
+        .tenants
+        .update(tenant, |current| {
+            let Some(previous) = current.previous_policy.clone() else {
+                return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
+            };
+            let mut updated = current.clone();
+            updated.previous_policy = updated.policy.replace(previous);
+            Ok(updated)
+        })
+        .await?;
+    Ok(updated)
 }
 
 /// The JSON shape of a tenant.
@@ -137,23 +158,40 @@ pub fn day_range(query: &str) -> Result<(String, String), GatewayError> {
     Ok((start, end))
 }
 
+/// A CSV field safe to open in a spreadsheet (OWASP "CSV injection"). Keys are chosen by
+/// end users and policies (`user`, tags), so a key starting with `=`, `+`, `-`, `@`, tab or
+/// CR gets a leading `'` and is read as text, not run as a formula; a field holding `,`,
+/// `"`, CR or LF is quoted with its quotes doubled (RFC 4180).
+fn csv_field(text: &str) -> String {
+    let mut field = String::with_capacity(text.len() + 3);
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        field.push('\'');
+    }
+    field.push_str(text);
+    if field.contains([',', '"', '\r', '\n']) {
+        field = format!("\"{}\"", field.replace('"', "\"\""));
+    }
+    field
+}
+
 /// Usage of a tenant over a day range, as JSON or CSV, totals or grouped.
-pub fn usage_report(app: &App, tenant_id: &str, query: &str) -> Result<Response<Body>, GatewayError> {
+pub fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Response<Body>, GatewayError> {
+    let tenant_id = tenant.id.as_str();
     let (start, end) = day_range(query)?;
     let group_by = match query_param(query, "group_by") {
         None => None,
         Some(g) => Some(GroupBy::parse(g).ok_or_else(|| GatewayError::bad_request("invalid_group_by", "group_by must be one of model, provider, day, user, tag"))?),
     };
-    let total = app.metering.totals(tenant_id, &start, &end)?;
+    let total = app.metering.totals(tenant.storage_id(), &start, &end)?;
     let rows = match group_by {
-        Some(g) => app.metering.usage(tenant_id, &start, &end, g)?,
+        Some(g) => app.metering.usage(tenant.storage_id(), &start, &end, g)?,
         None => Vec::new(),
     };
     if query_param(query, "format") == Some("csv") {
         let mut csv = String::from("key,requests,prompt_tokens,completion_tokens,cached_tokens,cost_microdollars\n");
         let all = if group_by.is_some() { rows } else { vec![("total".to_string(), total)] };
         for (key, r) in all {
-            let key = if key.contains([',', '"', '\n']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key };
+            let key = csv_field(&key);
             csv.push_str(&format!("{key},{},{},{},{},{}\n", r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cost_microdollars));
         }
         return Ok(text_response(StatusCode::OK, "text/csv", csv));
@@ -174,8 +212,8 @@ pub fn usage_report(app: &App, tenant_id: &str, query: &str) -> Result<Response<
     Ok(json_response(StatusCode::OK, &body))
 }
 
-fn sessions(app: &App, tenant_id: &str) -> Sessions {
-    let key = TenantKey::of(tenant_id);
+fn sessions(app: &App, tenant: &Tenant) -> Sessions {
+    let key = tenant.key();
     Sessions::new(app.store.clone(), key, crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes))
 }
 
@@ -194,31 +232,37 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     let created = |v: Value| Ok(json_response(StatusCode::CREATED, &v));
     let id = tenant.id.as_str();
-    let audit = |action: &'static str, detail: Value| async move { app.audit.append(actor, action, id, detail).await };
+    // Every record of the tenant is stored under its incarnation.
+    let storage = tenant.storage_id();
+    let owner = tenant.clone();
+    let audit = |action: &'static str, detail: Value| {
+        let owner = owner.clone();
+        async move { app.audit.append_tenant(actor, action, &owner, detail).await }
+    };
     match (method.clone(), rest) {
         (Method::GET, []) => ok(tenant_json(&tenant)),
         (Method::POST, ["tokens"]) => {
             let request: IssueToken = parse(body)?;
-            let (token, record) = tokens::issue(&app.store, id, request.scope, request.rate_limits).await?;
+            let (token, record) = tokens::issue(&app.store, &tenant, request.scope, request.rate_limits).await?;
             audit("token.issue", json!({"token_id": record.id, "scope": record.scope})).await?;
             created(json!({"token": token, "id": record.id, "scope": record.scope, "tenant_id": id}))
         }
-        (Method::GET, ["tokens"]) => ok(json!({"data": tokens::list(&app.store, id)?})),
+        (Method::GET, ["tokens"]) => ok(json!({"data": tokens::list(&app.store, &tenant)?})),
         (Method::DELETE, ["tokens", token_id]) => {
-            if !tokens::revoke(&app.store, id, token_id).await? {
+            if !tokens::revoke(&app.store, &tenant, token_id).await? {
                 return Err(GatewayError::NotFound(format!("no token '{token_id}'")));
             }
             audit("token.revoke", json!({"token_id": token_id})).await?;
             ok(json!({"revoked": token_id}))
         }
         (Method::PUT, ["credentials", name]) => {
-            let meta = put_credential(app, id, name, parse(body)?).await?;
+            let meta = put_credential(app, storage, name, parse(body)?).await?;
             audit("credential.put", json!({"name": name, "provider": meta["provider"]})).await?;
             ok(meta)
         }
-        (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(id)?})),
+        (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(storage)?})),
         (Method::DELETE, ["credentials", name]) => {
-            if !app.vault.delete(id, name).await? {
+            if !app.vault.delete(storage, name).await? {
                 return Err(GatewayError::NotFound(format!("no credential '{name}'")));
             }
             audit("credential.delete", json!({"name": name})).await?;
@@ -231,58 +275,73 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(tenant_json(&updated))
         }
         (Method::POST, ["policy", "rollback"]) => {
-            let Some(previous) = tenant.previous_policy.clone() else {
-                return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
-            };
-            let mut updated = (*tenant).clone();
-            updated.previous_policy = updated.policy.replace(previous);
-            let updated = app.tenants.put(updated).await?;
+            let updated = roll_back_policy(app, &tenant).await?;
             audit("policy.rollback", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
             ok(tenant_json(&updated))
         }
         (Method::GET, ["audit"]) => {
             let after = query_param(query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            ok(json!({"data": app.audit.read(after, 1000, Some(id))?}))
+            ok(json!({"data": app.audit.read_own(after, 1000, &tenant)?}))
         }
         (Method::GET, ["policy", "log"]) => {
-            let log = crate::policy_log::PolicyLog::new(app.store.clone(), TenantKey::of(id), app.config.policy.log_lines_kept);
+            let log = crate::policy_log::PolicyLog::new(app.store.clone(), tenant.key(), app.config.policy.log_lines_kept);
             ok(json!({"data": log.read(app.config.policy.log_lines_kept)?}))
         }
-        (Method::GET, ["usage"]) => usage_report(app, id, query),
+        (Method::GET, ["usage"]) => usage_report(app, &tenant, query),
         (Method::GET, ["usage", "records"]) => {
             let (start, end) = day_range(query)?;
             let from = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64).unwrap_or(0);
             let to = chrono::NaiveDate::parse_from_str(&end, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64 + 86_400_000).unwrap_or(u64::MAX);
             let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
-            ok(json!({"data": app.metering.ledger(id, from, to, limit)?}))
+            ok(json!({"data": app.metering.ledger(storage, from, to, limit)?}))
         }
-        (Method::GET, ["sessions"]) => ok(json!({"data": sessions(app, id).list(1000)?})),
+        (Method::GET, ["sessions"]) => ok(json!({"data": sessions(app, &tenant).list(1000)?})),
         (Method::GET, ["sessions", session]) => {
-            let turns = sessions(app, id).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
+            let turns = sessions(app, &tenant).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
             if turns.is_empty() {
                 return Err(GatewayError::NotFound(format!("no session '{session}'")));
             }
             ok(json!({"id": session, "turns": turns}))
         }
         (Method::DELETE, ["sessions", session]) => {
-            if !sessions(app, id).delete(session).map_err(memory_error)? {
+            if !sessions(app, &tenant).delete(session).map_err(memory_error)? {
                 return Err(GatewayError::NotFound(format!("no session '{session}'")));
             }
             audit("session.delete", json!({"session": session})).await?;
             ok(json!({"deleted": session}))
         }
         (Method::GET, ["memory"]) => {
-            let memory = crate::memory::TenantMemory::new(app.store.clone(), TenantKey::of(id), app.config.policy.memory_quota_bytes);
+            let memory = crate::memory::TenantMemory::new(app.store.clone(), tenant.key(), app.config.policy.memory_quota_bytes);
             let entries = memory.entries(1000).map_err(memory_error)?;
             let data: Vec<Value> = entries.into_iter().map(|(k, v)| json!({"key": k, "value": String::from_utf8_lossy(&v), "bytes": v.len()})).collect();
             ok(json!({"data": data, "used_bytes": memory.used_bytes().map_err(memory_error)?, "quota_bytes": app.config.policy.memory_quota_bytes}))
         }
         (Method::DELETE, ["memory", key]) => {
-            let memory = crate::memory::TenantMemory::new(app.store.clone(), TenantKey::of(id), app.config.policy.memory_quota_bytes);
+            let memory = crate::memory::TenantMemory::new(app.store.clone(), tenant.key(), app.config.policy.memory_quota_bytes);
             memory.delete(key).map_err(memory_error)?;
             audit("memory.delete", json!({"key": key})).await?;
             ok(json!({"deleted": key}))
         }
         _ => Err(GatewayError::NotFound(format!("no tenant resource /{}", rest.join("/")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_neither_formulas_nor_broken_rows() {
+        assert_eq!(csv_field("demo/demo-small"), "demo/demo-small");
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field(r#"=HYPERLINK("http://x","y")"#), r#""'=HYPERLINK(""http://x"",""y"")""#);
     }
 }

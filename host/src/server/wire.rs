@@ -16,6 +16,18 @@ pub const MAX_JSON_DEPTH: usize = 64;
 pub const MAX_METADATA: usize = 16;
 /// Longest `model` field.
 pub const MAX_MODEL_BYTES: usize = 256;
+/// Most choices (`n`) one request may ask for; OpenAI's own limit.
+pub const MAX_CHOICES: u64 = 128;
+/// Prompt tokens counted per image part: the most a provider bills for one image at its
+/// default detail (Anthropic about 1,600 for 1.15 megapixels, gpt-4o up to about 1,100).
+/// Settlement never bills past the reservation, so an underestimate costs the operator,
+/// never the tenant's cap.
+pub const IMAGE_PART_TOKENS: u64 = 1_600;
+/// Base64 bytes of audio per prompt token counted: about 25 tokens a second of speech
+/// is what OpenAI bills, and 128 bytes per token covers formats down to 24 kbit/s.
+pub const AUDIO_BASE64_BYTES_PER_TOKEN: u64 = 128;
+/// Prompt tokens counted per message for its role and framing.
+const MESSAGE_OVERHEAD_TOKENS: u64 = 3;
 
 /// A validated chat request.
 #[derive(Debug)]
@@ -30,6 +42,8 @@ pub struct ChatBody {
     pub session_id: Option<String>,
     /// Whether the body asks for the session's history (`session_history: true`).
     pub session_history: bool,
+    /// Choices asked for (`n`, 1 when absent): each may run to the completion limit.
+    pub choices: u64,
 }
 
 fn depth_of(value: &Value) -> usize {
@@ -60,6 +74,43 @@ fn message_text(message: &Value) -> (String, u32) {
         }
         _ => (String::new(), 0),
     }
+}
+
+/// Bytes of a JSON value as it is sent on.
+fn json_bytes(value: &Value) -> u64 {
+    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
+}
+
+/// Prompt tokens a message's parts other than text cost: images at [`IMAGE_PART_TOKENS`],
+/// audio by its size, anything else (files) at its JSON size; plus its tool calls'
+/// names and arguments.
+fn media_and_tool_call_tokens(message: &Value) -> u64 {
+    let mut tokens = 0u64;
+    if let Some(Value::Array(parts)) = message.get("content") {
+        for part in parts {
+            tokens = tokens.saturating_add(match part.get("type").and_then(Value::as_str) {
+                Some("text") => 0,
+                Some("image_url") => IMAGE_PART_TOKENS,
+                Some("input_audio") => {
+                    let data = part.pointer("/input_audio/data").and_then(Value::as_str).map_or(0, str::len) as u64;
+                    data.div_ceil(AUDIO_BASE64_BYTES_PER_TOKEN)
+                }
+                _ => json_bytes(part).div_ceil(4),
+            });
+        }
+    }
+    for field in ["tool_calls", "function_call"] {
+        if let Some(calls) = message.get(field) {
+            tokens = tokens.saturating_add(json_bytes(calls).div_ceil(4));
+        }
+    }
+    tokens
+}
+
+/// Prompt tokens of what the request sends besides its messages: tool and function
+/// schemas and a structured-output schema.
+fn schema_tokens(body: &Map<String, Value>) -> u64 {
+    ["tools", "functions", "response_format"].iter().filter_map(|f| body.get(*f)).map(|v| json_bytes(v).div_ceil(4)).sum()
 }
 
 impl ChatBody {
@@ -107,9 +158,10 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
     if messages.is_empty() || messages.len() > MAX_MESSAGES {
         return Err(bad("invalid_messages", format!("'messages' must hold 1 to {MAX_MESSAGES} messages")));
     }
-    let message_count = messages.len() as u32;
+    let message_count = messages.len() as u64;
     let mut summary_messages = Vec::with_capacity(messages.len());
     let mut prompt_bytes = 0usize;
+    let mut extra_tokens = schema_tokens(&body);
     for (i, m) in messages.iter().enumerate() {
         let Some(role) = m.get("role").and_then(Value::as_str) else {
             return Err(bad("invalid_messages", format!("messages[{i}].role must be a string")));
@@ -123,12 +175,25 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
         }
         let (text, image_count) = message_text(m);
         prompt_bytes += text.len();
+        extra_tokens = extra_tokens.saturating_add(media_and_tool_call_tokens(m));
         let tool_call_count = m.get("tool_calls").and_then(Value::as_array).map(|a| a.len() as u32).unwrap_or(0);
         summary_messages.push(Message { role: role.into(), text, image_count, tool_call_count });
     }
-    let max_tokens = match body.get("max_completion_tokens").or_else(|| body.get("max_tokens")) {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|n| *n > 0 && *n <= u32::MAX as u64).ok_or_else(|| bad("invalid_type", "'max_tokens' must be a positive integer"))? as u32),
+    // Both limits are checked, and the smaller one is the request's: an upstream may
+    // honour either, and the reservation must cover whichever it does.
+    let mut max_tokens: Option<u32> = None;
+    for field in ["max_completion_tokens", "max_tokens"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let limit = v.as_u64().filter(|n| *n > 0 && *n <= u32::MAX as u64).ok_or_else(|| bad("invalid_type", format!("'{field}' must be a positive integer")))? as u32;
+                max_tokens = Some(max_tokens.map_or(limit, |m| m.min(limit)));
+            }
+        }
+    }
+    let choices = match body.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v.as_u64().filter(|n| (1..=MAX_CHOICES).contains(n)).ok_or_else(|| bad("invalid_type", format!("'n' must be an integer from 1 to {MAX_CHOICES}")))?,
     };
     let temperature = match body.get("temperature") {
         None | Some(Value::Null) => None,
@@ -162,9 +227,9 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
         tool_count,
         end_user,
         metadata,
-        prompt_token_estimate: (prompt_bytes as u64).div_ceil(4).min(u32::MAX as u64) as u32 + 3 * message_count,
+        prompt_token_estimate: (prompt_bytes as u64).div_ceil(4).saturating_add(extra_tokens).saturating_add(MESSAGE_OVERHEAD_TOKENS * message_count).min(u32::MAX as u64) as u32,
     };
-    Ok(ChatBody { body, summary, include_usage, session_id, session_history })
+    Ok(ChatBody { body, summary, include_usage, session_id, session_history, choices })
 }
 
 #[cfg(test)]
@@ -191,6 +256,33 @@ mod tests {
         assert_eq!(code(deep.as_bytes()), "invalid_json");
         let very_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(code(very_deep.as_bytes()), "invalid_json");
+    }
+
+    #[test]
+    fn limits_and_choices_are_validated_and_the_smaller_limit_wins() -> Result<(), GatewayError> {
+        let base = r#""model":"m","messages":[{"role":"user","content":"x"}]"#;
+        let parsed = parse(format!("{{{base},\"max_tokens\":10,\"max_completion_tokens\":100000,\"n\":4}}").as_bytes())?;
+        assert_eq!((parsed.summary.max_tokens, parsed.choices), (Some(10), 4));
+        assert_eq!(code(format!("{{{base},\"n\":0}}").as_bytes()), "invalid_type");
+        assert_eq!(code(format!("{{{base},\"n\":1000}}").as_bytes()), "invalid_type");
+        assert_eq!(code(format!("{{{base},\"max_completion_tokens\":\"9\"}}").as_bytes()), "invalid_type");
+        Ok(())
+    }
+
+    #[test]
+    fn tools_media_and_tool_calls_count_towards_the_prompt_estimate() -> Result<(), GatewayError> {
+        let plain = parse(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)?.summary.prompt_token_estimate;
+        let schema = "x".repeat(4000);
+        let with_tools = parse(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":[{{"type":"function","function":{{"name":"f","description":"{schema}"}}}}]}}"#).as_bytes())?;
+        assert!(with_tools.summary.prompt_token_estimate >= plain + 1000, "{}", with_tools.summary.prompt_token_estimate);
+        let image = parse(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#)?;
+        assert!(image.summary.prompt_token_estimate as u64 >= plain as u64 + IMAGE_PART_TOKENS);
+        let audio = format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"input_audio","input_audio":{{"data":"{}","format":"wav"}}}}]}}]}}"#, "A".repeat(128_000));
+        assert!(parse(audio.as_bytes())?.summary.prompt_token_estimate >= 1000);
+        let args = "y".repeat(8000);
+        let call = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},{{"role":"assistant","content":null,"tool_calls":[{{"id":"c","type":"function","function":{{"name":"f","arguments":"{args}"}}}}]}}]}}"#);
+        assert!(parse(call.as_bytes())?.summary.prompt_token_estimate >= plain + 2000);
+        Ok(())
     }
 
     #[test]

@@ -142,8 +142,11 @@ pub fn provider_translate(data: &[u8]) {
         0 => {
             let body = u.take_rest();
             check_translate(kind, body);
-            let message = adapter.error_message(502, body);
-            assert!(message.len() <= 512);
+            // What a client sees: redacted, then cut.
+            let key = tollgate::Secret::new("sk-fuzz-0123456789".into());
+            let message = tollgate::redact::Redactor::new(Some(&key)).message(&adapter.error_message(502, body));
+            assert!(message.len() <= tollgate::redact::MAX_UPSTREAM_MESSAGE_BYTES);
+            assert!(!message.contains("sk-fuzz-"));
         }
         1 => {
             if let Ok(body) = json::response(&mut u, kind) {
@@ -173,14 +176,9 @@ pub fn check_translate(kind: ProviderKind, body: &[u8]) {
 /// What the gateway does with usage: the usage chunk (with `total_tokens`) and the cost.
 fn bill(usage: providers::Usage) {
     let _ = providers::usage_chunk("req", "m", 0, usage).to_string();
-    let price = tollgate::policy::ModelInfo {
-        provider: "p".into(),
-        model: "m".into(),
-        input_microdollars_per_mtok: 15_000_000,
-        output_microdollars_per_mtok: 75_000_000,
-        context_window: 0,
-    };
-    let _ = tollgate::catalog::cost_microdollars(&price, usage.prompt_tokens, usage.completion_tokens);
+    let price = tollgate::catalog::Price { input: 15_000_000, output: 75_000_000, cached_input: 1_500_000, cache_write: 18_750_000 };
+    let _ = tollgate::catalog::cost_microdollars(&price, &usage);
+    let _ = tollgate::catalog::worst_case_microdollars(&price, usage.prompt_tokens, usage.completion_tokens);
 }
 
 /// Feeds events until the translator refuses one (the gateway then ends the stream).
@@ -225,7 +223,8 @@ fn token_fixture() -> &'static TokenFixture {
             .iter()
             .map(|tenant| {
                 let scope = tollgate::tokens::Scope::Inference;
-                let (token, _) = runtime.block_on(tollgate::tokens::issue(&store, tenant, scope, Default::default())).expect("issue");
+                let record: tollgate::tenants::Tenant = serde_json::from_value(serde_json::json!({"id": tenant})).expect("tenant");
+                let (token, _) = runtime.block_on(tollgate::tokens::issue(&store, &record, scope, Default::default())).expect("issue");
                 (token, tenant.to_string())
             })
             .collect();
