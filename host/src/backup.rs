@@ -194,14 +194,31 @@ pub fn restore(data_dir: &Path, mut input: impl Read) -> Result<BackupStats, Bac
     match result {
         Ok(()) => {
             db.flush().map_err(StoreError::from)?;
-            drop(db);
+            drop((tree, db));
+            wait_until_closed(&staging)?;
             std::fs::rename(&staging, data_dir.join("db"))?;
             Ok(stats)
         }
         Err(e) => {
-            drop(db);
+            drop((tree, db));
             let _ = std::fs::remove_dir_all(&staging);
             Err(e)
+        }
+    }
+}
+
+/// Waits (up to 5 s) for sled's background threads to let go of a closed database: they
+/// hold its file lock a little after the last handle drops, and whoever opens the restored
+/// store right after `restore` returns would otherwise be refused the lock.
+fn wait_until_closed(dir: &Path) -> Result<(), BackupError> {
+    let file = std::fs::File::open(dir.join("db"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file.unlock()?),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(BackupError::Io(std::io::Error::other("the restored database is still open after 5 s"))),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }
     }
 }

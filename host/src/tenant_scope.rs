@@ -160,7 +160,7 @@ mod tests {
         let reservation = services.metering.reserve_scoped("t", budget, &[("user:alice".into(), 500)], "r1", 100, now)?;
         let record = LedgerRecord {
             tenant_id: "t".into(), unix_millis: now, request_id: "r1".into(), provider: "demo".into(), model: "m".into(),
-            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cost_microdollars: 42, latency_ms: 1,
+            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0, cost_microdollars: 42, latency_ms: 1,
             outcome: "success".into(), end_user: Some("alice".into()), tags: vec!["team".into()], policy_hash: String::new(),
         };
         services.metering.settle(&reservation, &record)?;
