@@ -58,12 +58,32 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Create or migrate the shared PostgreSQL store's schema, then exit (replicas also do
+    /// this on start; run it alone to migrate before a rollout).
+    Migrate {
+        /// The store, e.g. postgres://tollgate@db.internal/tollgate.
+        #[arg(long, env = "TOLLGATE_STORE_URL", hide_env_values = true)]
+        url: String,
+    },
     /// Verify the audit chain of a running gateway.
     AuditVerify {
         /// Gateway URL.
         #[arg(long, default_value = "http://127.0.0.1:4200")]
         url: String,
     },
+}
+
+/// `tollgate migrate`: applies the migrations the database lacks and says which.
+pub async fn migrate(url: String) -> anyhow::Result<()> {
+    let pool = crate::postgres::connect(&url)?;
+    let applied = crate::postgres::migrate(&pool).await?;
+    let latest = crate::postgres::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if applied.is_empty() {
+        println!("the store is at schema version {latest}; nothing to apply");
+    } else {
+        println!("applied migrations {applied:?}; the store is at schema version {latest}");
+    }
+    Ok(())
 }
 
 /// Loads the config for `serve`, applying command-line overrides.

@@ -18,6 +18,7 @@ pub mod metering;
 pub mod metrics;
 pub mod policy;
 pub mod policy_log;
+pub mod postgres;
 pub mod providers;
 pub mod ratelimit;
 pub mod redact;

@@ -19,5 +19,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Backup { out, url } => tollgate::cli::backup(out, url).await,
         Command::Restore { from, data_dir } => tollgate::cli::restore(from, data_dir),
         Command::AuditVerify { url } => tollgate::cli::audit_verify(url).await,
+        Command::Migrate { url } => tollgate::cli::migrate(url).await,
     }
 }

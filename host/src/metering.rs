@@ -250,7 +250,8 @@ impl GroupBy {
         })
     }
 
-    fn dimension(self) -> &'static str {
+    /// The rollup dimension it reads (`all` for days).
+    pub(crate) fn dimension(self) -> &'static str {
         match self {
             GroupBy::Day => "all",
             GroupBy::Model => "model",
@@ -380,8 +381,17 @@ pub struct Metering {
     writer: Arc<Writer>,
 }
 
+/// A scope as a budget error names it: `the tenant`, `end user 'alice'`, `tag 'x'`.
+pub(crate) fn describe_scope(scope: &str) -> String {
+    match scope.split_once(':') {
+        Some(("user", name)) => format!("end user '{name}'"),
+        Some(("tag", name)) => format!("tag '{name}'"),
+        _ => "the tenant".into(),
+    }
+}
+
 /// Scopes a settled cost is added to: the tenant's total, its end user and its tags.
-fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
+pub(crate) fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
     let mut scopes = vec!["total".to_string()];
     if let Some(user) = &record.end_user {
         scopes.push(format!("user:{user}"));
@@ -522,12 +532,7 @@ impl Metering {
                 if let Some(limit) = limit
                     && cell.spent.saturating_add(cell.reserved).saturating_add(microdollars) > limit
                 {
-                    let scope = match scope.split_once(':') {
-                        Some(("user", name)) => format!("end user '{name}'"),
-                        Some(("tag", name)) => format!("tag '{name}'"),
-                        _ => "the tenant".into(),
-                    };
-                    return Err(BudgetError::Exceeded { scope, spent: cell.spent, reserved: cell.reserved, limit, needed: microdollars, period: period.as_str() });
+                    return Err(BudgetError::Exceeded { scope: describe_scope(scope), spent: cell.spent, reserved: cell.reserved, limit, needed: microdollars, period: period.as_str() });
                 }
             }
             for (scope, period_id) in reservation.held_cells() {

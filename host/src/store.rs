@@ -31,6 +31,9 @@ pub enum StoreError {
         /// Why it did not decode.
         reason: String,
     },
+    /// The shared database (PostgreSQL) failed.
+    #[error(transparent)]
+    Database(#[from] crate::postgres::DbError),
     /// A transaction aborted on purpose, e.g. a quota check.
     #[error("{0}")]
     Aborted(String),

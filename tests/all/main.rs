@@ -19,3 +19,4 @@ mod shutdown;
 mod noisy;
 mod budgets;
 mod identity;
+mod postgres_budgets;

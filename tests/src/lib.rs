@@ -3,3 +3,4 @@
 
 pub mod guests;
 pub mod mock;
+pub mod postgres;

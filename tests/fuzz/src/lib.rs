@@ -457,6 +457,7 @@ fn check_upload(wasm: Vec<u8>) {
             UploadError::NotWasm => assert!(header.is_none_or(|h| &h[..4] != b"\0asm")),
             UploadError::CoreModule => assert_eq!(header.map(|h| h[4..8].to_vec()), Some(vec![1, 0, 0, 0])),
             UploadError::Compile(m) | UploadError::ForbiddenImport(m) | UploadError::WrongWorld(m) => assert!(!m.is_empty()),
+            UploadError::TooComplex { found, limit, .. } => assert!(found > limit),
         },
         Err(other) => panic!("an upload failed other than by refusal: {other}"),
     }

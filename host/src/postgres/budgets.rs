@@ -1,0 +1,332 @@
+//! The budget authority on PostgreSQL, shared by every replica: the same rule as the
+//! embedded [`crate::metering::Metering`] (spent + reserved + this request ≤ limit, checked
+//! and held atomically), held in the database instead of one process's memory.
+//!
+//! - A reserve is one call of `tg_reserve`: one round trip, one commit. The tenant's
+//!   counters are locked for that transaction only, so replicas admit against one truth
+//!   and the overshoot bound across replicas is zero, as on one node.
+//! - Settlements are batched per replica, like the embedded ledger writer: every request
+//!   waiting shares one `tg_settle_batch` call (one commit, one disk sync); the answer
+//!   waits for that commit.
+//! - Each reservation names its owner replica and a lease. A live replica renews its
+//!   leases ([`PgBudgets::renew_leases`]); once one expires, any replica's sweep
+//!   ([`PgBudgets::recover_expired`]) charges it at its reserved amount, exactly once
+//!   (`crash_recovered`), and a late settlement from the replica that owned it is a no-op.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::DbError;
+use crate::metering::{day_of, describe_scope, spend_scopes, Budget, BudgetError, GroupBy, Hold, LedgerRecord, Reservation, Rollup};
+use crate::policy::BudgetStatus;
+use crate::store::StoreError;
+
+/// The most settlements sent in one statement.
+const MAX_BATCH: usize = 256;
+/// The most expired reservations one sweep charges (the next sweep takes the rest).
+const SWEEP_BATCH: i32 = 1000;
+
+/// How this replica holds reservations.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// Names the replica as the owner of its reservations (unique per process).
+    pub replica_id: String,
+    /// How long a reservation outlives its replica's last renewal before another replica
+    /// charges it. Renewals run every third of it.
+    pub lease: Duration,
+}
+
+impl ReplicaSettings {
+    /// A fresh random replica id and a 30 s lease.
+    pub fn new() -> Self {
+        Self { replica_id: format!("replica-{:016x}", rand::random::<u64>()), lease: Duration::from_secs(30) }
+    }
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Job {
+    item: Value,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Budgets, reservations and the ledger in PostgreSQL. Clones share one pool and one
+/// settlement task.
+#[derive(Clone)]
+pub struct PgBudgets {
+    pool: Pool,
+    settings: ReplicaSettings,
+    settlements: mpsc::UnboundedSender<Job>,
+}
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Database(DbError::new(context, e))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Database(DbError::new("connecting", e))
+}
+
+/// Money and token counts are u64 in Rust and bigint in the database.
+fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl PgBudgets {
+    /// The authority over `pool` (migrated), with its settlement task. Call from a tokio
+    /// runtime; the task ends when the last clone is dropped.
+    pub fn start(pool: Pool, settings: ReplicaSettings) -> Self {
+        let (settlements, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(settle_batches(pool.clone(), jobs));
+        Self { pool, settings, settlements }
+    }
+
+    /// This replica's settings.
+    pub fn settings(&self) -> &ReplicaSettings {
+        &self.settings
+    }
+
+    /// Holds `hold.microdollars` in every (scope, period) counter if the tenant's budget
+    /// and each sub-budget have room in the budget's period; see
+    /// [`crate::metering::Metering::reserve_for`], whose semantics this keeps. The
+    /// reservation row is committed before this returns.
+    pub async fn reserve(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
+        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags } = hold;
+        let period = budget.map(|b| b.period).unwrap_or_default();
+        let reservation = Reservation {
+            tenant_id: tenant_id.into(),
+            request_id: request_id.into(),
+            period_id: period.id_at(now_millis),
+            microdollars,
+            scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
+            unix_millis: now_millis,
+            end_user,
+            tags,
+        };
+        let scopes: Vec<String> = std::iter::once("total".to_string()).chain(reservation.scopes.iter().cloned()).collect();
+        let limits: Vec<Option<i64>> = std::iter::once(budget.map(|b| to_db(b.limit_microdollars))).chain(sub_budgets.iter().map(|(_, limit)| Some(to_db(*limit)))).collect();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached("SELECT * FROM tg_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)").await.map_err(db("preparing a reserve"))?;
+        let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &reservation.tenant_id,
+                    &reservation.request_id,
+                    &to_db(now_millis),
+                    &reservation.period_id,
+                    &reservation.period_ids(),
+                    &to_db(microdollars),
+                    &scopes,
+                    &limits,
+                    &reservation.end_user,
+                    &reservation.tags,
+                    &self.settings.replica_id,
+                    &lease_ms,
+                ],
+            )
+            .await
+            .map_err(db("reserving"))?;
+        if row.get::<_, bool>("ok") {
+            return Ok(reservation);
+        }
+        Err(BudgetError::Exceeded {
+            scope: describe_scope(row.get("refused_scope")),
+            spent: from_db(row.get("spent")),
+            reserved: from_db(row.get("reserved")),
+            limit: from_db(row.get("limit_micro")),
+            needed: microdollars,
+            period: period.as_str(),
+        })
+    }
+
+    /// Replaces the reservation with the record's cost and writes the ledger record,
+    /// batched with this replica's other settlements; returns once committed. `false`:
+    /// the reservation was already settled or charged by crash recovery, and nothing
+    /// changed.
+    pub async fn settle(&self, reservation: &Reservation, record: &LedgerRecord) -> Result<bool, String> {
+        let item = json!({
+            "tenant_id": reservation.tenant_id,
+            "request_id": reservation.request_id,
+            "spend_scopes": spend_scopes(record),
+            "day": day_of(record.unix_millis),
+            "record": record,
+        });
+        let (done, answer) = oneshot::channel();
+        if self.settlements.send(Job { item, done }).is_err() {
+            return Err("the settlement task has stopped".into());
+        }
+        answer.await.unwrap_or_else(|_| Err("the settlement task has stopped".into()))
+    }
+
+    /// Extends the lease of every reservation this replica owns. Returns how many.
+    pub async fn renew_leases(&self) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        let row = client.query_one("SELECT tg_renew_leases($1, $2)", &[&self.settings.replica_id, &lease_ms]).await.map_err(db("renewing leases"))?;
+        Ok(from_db(row.get(0)))
+    }
+
+    /// Charges reservations whose lease expired at their reserved amount (any replica
+    /// may run this at any time; each is charged once). Returns how many it charged.
+    pub async fn recover_expired(&self) -> Result<usize, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client.query_one("SELECT tg_recover_expired($1)", &[&SWEEP_BATCH]).await.map_err(db("recovering expired reservations"))?;
+        Ok(usize::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+    }
+
+    /// Renews this replica's leases every third of the lease and sweeps expired ones every
+    /// half lease, until the returned guard is dropped.
+    pub fn spawn_maintenance(&self) -> MaintenanceGuard {
+        let budgets = self.clone();
+        let task = tokio::spawn(async move {
+            let mut renew = tokio::time::interval(budgets.settings.lease / 3);
+            let mut sweep = tokio::time::interval(budgets.settings.lease / 2);
+            loop {
+                tokio::select! {
+                    _ = renew.tick() => if let Err(e) = budgets.renew_leases().await {
+                        tracing::error!(error = %e, "renewing this replica's reservation leases failed");
+                    },
+                    _ = sweep.tick() => match budgets.recover_expired().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(charged = n, "charged reservations whose replica stopped renewing them"),
+                        Err(e) => tracing::error!(error = %e, "sweeping expired reservations failed"),
+                    },
+                }
+            }
+        });
+        MaintenanceGuard(Arc::new(task.abort_handle()))
+    }
+
+    /// Budget and spend of the period containing `now_millis`.
+    pub async fn status(&self, tenant_id: &str, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
+        let period = budget.map(|b| b.period).unwrap_or_default();
+        let period_id = period.id_at(now_millis);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt("SELECT spent, reserved FROM budget_counters WHERE tenant_id = $1 AND scope = 'total' AND period_id = $2", &[&tenant_id, &period_id])
+            .await
+            .map_err(db("reading a budget"))?;
+        let (spent, reserved) = row.map(|r| (from_db(r.get(0)), from_db(r.get(1)))).unwrap_or_default();
+        Ok(BudgetStatus { period: period.as_str().into(), limit_microdollars: budget.map(|b| b.limit_microdollars), spent_microdollars: spent, reserved_microdollars: reserved, period_id })
+    }
+
+    /// Reservations in flight for a tenant (all replicas).
+    pub async fn open_reservations(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client.query_one("SELECT count(*) FROM reservations WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("counting reservations"))?;
+        Ok(from_db(row.get(0)))
+    }
+
+    /// Ledger records of a tenant between two times (inclusive start, exclusive end), in
+    /// time order.
+    pub async fn ledger(&self, tenant_id: &str, from_millis: u64, to_millis: u64, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "SELECT public_id, unix_millis, request_id, provider, model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, cost_micro, latency_ms, outcome, end_user, tags, policy_hash \
+                 FROM ledger WHERE tenant_id = $1 AND unix_millis >= $2 AND unix_millis < $3 ORDER BY unix_millis, request_id LIMIT $4",
+                &[&tenant_id, &to_db(from_millis), &to_db(to_millis), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(db("reading the ledger"))?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerRecord {
+                tenant_id: r.get(0),
+                unix_millis: from_db(r.get(1)),
+                request_id: r.get(2),
+                provider: r.get(3),
+                model: r.get(4),
+                prompt_tokens: from_db(r.get(5)),
+                completion_tokens: from_db(r.get(6)),
+                cached_tokens: from_db(r.get(7)),
+                cache_write_tokens: from_db(r.get(8)),
+                cost_microdollars: from_db(r.get(9)),
+                latency_ms: from_db(r.get(10)),
+                outcome: r.get(11),
+                end_user: r.get(12),
+                tags: r.get(13),
+                policy_hash: r.get(14),
+            })
+            .collect())
+    }
+
+    /// Usage between two UTC days (inclusive), grouped, from the daily rollups; rows
+    /// sorted by key, as [`crate::metering::Metering::usage`] answers.
+    pub async fn usage(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, Rollup)>, StoreError> {
+        let key = if group_by == GroupBy::Day { "day" } else { "value" };
+        let sql = format!(
+            "SELECT {key}, sum(requests)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cached_tokens)::bigint, sum(cost_micro)::bigint \
+             FROM rollups WHERE tenant_id = $1 AND day >= $2 AND day <= $3 AND dimension = $4 GROUP BY 1 ORDER BY 1"
+        );
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client.query(sql.as_str(), &[&tenant_id, &first_day, &last_day, &group_by.dimension()]).await.map_err(db("reading usage"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let rollup = Rollup {
+                    requests: from_db(r.get(1)),
+                    prompt_tokens: from_db(r.get(2)),
+                    completion_tokens: from_db(r.get(3)),
+                    cached_tokens: from_db(r.get(4)),
+                    cost_microdollars: from_db(r.get(5)),
+                };
+                (r.get(0), rollup)
+            })
+            .collect())
+    }
+}
+
+/// Stops a replica's lease renewal and sweeping when dropped (a replica shutting down, or
+/// a test standing in for one that died).
+#[derive(Clone)]
+pub struct MaintenanceGuard(Arc<tokio::task::AbortHandle>);
+
+impl Drop for MaintenanceGuard {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1 {
+            self.0.abort();
+        }
+    }
+}
+
+/// The settlement task: takes every settlement waiting (up to [`MAX_BATCH`]) into one
+/// `tg_settle_batch` call, then answers each with its own outcome.
+async fn settle_batches(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let items = Value::Array(batch.iter().map(|j| j.item.clone()).collect());
+        let result = settle_batch(&pool, &items).await.map_err(|e| e.to_string());
+        for (i, job) in batch.into_iter().enumerate() {
+            let outcome = result.as_ref().map(|applied| applied.get(i).copied().unwrap_or(false)).map_err(Clone::clone);
+            let _ = job.done.send(outcome);
+        }
+    }
+}
+
+async fn settle_batch(pool: &Pool, items: &Value) -> Result<Vec<bool>, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client.prepare_cached("SELECT tg_settle_batch($1)").await.map_err(db("preparing a settlement"))?;
+    let row = client.query_one(&statement, &[items]).await.map_err(db("settling"))?;
+    Ok(row.get(0))
+}
