@@ -90,7 +90,7 @@ impl App {
     async fn with_keys(config: Config, store: Store, keys: crate::sealing::MasterKeys, admin_token: &Secret) -> Result<Arc<App>, StartError> {
         let vault = Arc::new(Vault::with_keys(store.clone(), keys)?);
         let metering = Metering::new(store.clone()).map_err(|e| StartError::Recovery(e.to_string()))?;
-        let recovered = metering.recover_reservations().map_err(|e| StartError::Recovery(e.to_string()))?;
+        let recovered = metering.recover_reservations().await.map_err(|e| StartError::Recovery(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(recovered, "charged reservations left unsettled by a crash at their reserved amount");
         }

@@ -1,26 +1,28 @@
 //! Spend, reservations and the usage ledger, all in integer micro-dollars.
 //!
 //! Counters are keyed by period id (`2026-11`, `2026-11-30`, `total`), so a new period
-//! starts at zero without a reset job. Budgets are checked and held in memory under one
-//! lock (`counters.rs`), with a reservation record written per request; a settlement
-//! writes the spend counters, the ledger record and the rollups in one sled transaction,
-//! batched across requests (`writer.rs`). So concurrent requests can never together pass
-//! the budget by more than the amount by which actual usage exceeded what each reserved,
-//! and a crash charges every reservation not yet settled.
+//! starts at zero without a reset job. A reservation is checked and held atomically
+//! against every budget that applies, and a settlement replaces it with the actual cost
+//! and writes the ledger record and rollups in one transaction, batched across requests.
+//! So concurrent requests can never together pass the budget by more than the amount by
+//! which actual usage exceeded what each reserved (zero: the gateway caps a settlement at
+//! its reservation), and a crash charges every reservation not yet settled.
+//!
+//! [`Metering`] is the one interface the gateway uses, over one of two authorities: the
+//! embedded one ([`Embedded`], sled, one process) or the shared one
+//! ([`crate::postgres::budgets::PgBudgets`], PostgreSQL, any number of replicas).
 
 mod counters;
+mod embedded;
 mod writer;
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use counters::Counters;
-use writer::Writer;
+pub use embedded::Embedded;
 
 use crate::policy::BudgetStatus;
-use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+use crate::postgres::budgets::PgBudgets;
+use crate::store::{Store, StoreError};
 
 /// How often a budget starts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -132,7 +134,7 @@ impl Reservation {
 
     /// Every (scope, period) counter this reservation holds: the tenant's and each
     /// sub-budget's, in every period.
-    fn held_cells(&self) -> impl Iterator<Item = (&str, String)> + '_ {
+    pub(crate) fn held_cells(&self) -> impl Iterator<Item = (&str, String)> + '_ {
         let periods = self.period_ids();
         std::iter::once("total").chain(self.scopes.iter().map(String::as_str)).flat_map(move |scope| periods.clone().into_iter().map(move |p| (scope, p)))
     }
@@ -213,7 +215,7 @@ pub struct Rollup {
 
 impl Rollup {
     /// Saturating: token counts come from upstreams, which may report anything.
-    fn add(&mut self, other: &Rollup) {
+    pub(crate) fn add(&mut self, other: &Rollup) {
         self.requests = self.requests.saturating_add(other.requests);
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
@@ -262,123 +264,9 @@ impl GroupBy {
     }
 }
 
-fn rollup_key(tenant: &TenantKey, day: &str, dimension: &str, value: &str) -> Vec<u8> {
-    tenant.record(Kind::Rollup, format!("{day}\0{dimension}\0{value}").as_bytes())
-}
-
 /// The UTC day (`2026-11-30`) of a timestamp.
 pub fn day_of(unix_millis: u64) -> String {
     Period::Day.id_at(unix_millis)
-}
-
-/// The rollup cells one ledger record adds to, and what it adds.
-fn rollup_cells(record: &LedgerRecord) -> (Vec<(&'static str, String)>, Rollup) {
-    let mut cells = vec![("all", String::new()), ("model", format!("{}/{}", record.provider, record.model)), ("provider", record.provider.clone())];
-    if let Some(user) = &record.end_user {
-        cells.push(("user", user.clone()));
-    }
-    cells.extend(record.tags.iter().map(|t| ("tag", t.clone())));
-    let delta = Rollup {
-        requests: 1,
-        prompt_tokens: record.prompt_tokens,
-        completion_tokens: record.completion_tokens,
-        cached_tokens: record.cached_tokens,
-        cost_microdollars: record.cost_microdollars,
-    };
-    (cells, delta)
-}
-
-/// Adds a record to its day's rollups. Returns false when a rollup did not decode: it is
-/// left alone and the caller rebuilds that day from the ledger (never restarted at zero).
-fn tx_rollups(tx: &TransactionalTree, tenant: &TenantKey, record: &LedgerRecord) -> TxResult<bool> {
-    let day = day_of(record.unix_millis);
-    let (cells, delta) = rollup_cells(record);
-    let mut intact = true;
-    for (dimension, value) in cells {
-        let key = rollup_key(tenant, &day, dimension, &value);
-        let mut rollup: Rollup = match tx.get(&key)? {
-            Some(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(rollup) => rollup,
-                Err(_) => {
-                    intact = false;
-                    continue;
-                }
-            },
-            None => Rollup::default(),
-        };
-        rollup.add(&delta);
-        tx.insert(key, encode(&rollup))?;
-    }
-    Ok(intact)
-}
-
-const DAY_MILLIS: u64 = 86_400_000;
-
-/// Recomputes every rollup of one tenant's UTC day from its ledger records (the source of
-/// truth), replacing whatever was there: the repair for a rollup that did not decode.
-fn rebuild_rollups(store: &Store, tenant: &TenantKey, unix_millis: u64) -> Result<(), StoreError> {
-    let day_start = unix_millis - unix_millis % DAY_MILLIS;
-    let day = day_of(day_start);
-    let mut rows: std::collections::BTreeMap<Vec<u8>, Rollup> = std::collections::BTreeMap::new();
-    let start = tenant.record(Kind::Ledger, &day_start.to_be_bytes());
-    let end = tenant.record(Kind::Ledger, &(day_start + DAY_MILLIS).to_be_bytes());
-    for value in store.tenant.range(start..end).values() {
-        let record: LedgerRecord = decode("ledger", &value?)?;
-        let (cells, delta) = rollup_cells(&record);
-        for (dimension, name) in cells {
-            rows.entry(rollup_key(tenant, &day, dimension, &name)).or_default().add(&delta);
-        }
-    }
-    let mut batch = sled::Batch::default();
-    let mut day_prefix = tenant.record(Kind::Rollup, day.as_bytes());
-    day_prefix.push(0);
-    for key in store.tenant.scan_prefix(&day_prefix).keys() {
-        batch.remove(key?);
-    }
-    for (key, rollup) in rows {
-        batch.insert(key, encode(&rollup));
-    }
-    store.tenant.apply_batch(batch)?;
-    tracing::error!(day = %day, "a usage rollup did not decode; that day's rollups were rebuilt from the ledger");
-    Ok(())
-}
-
-fn counter_key(tenant: &TenantKey, scope: &str, period_id: &str) -> Vec<u8> {
-    tenant.record(Kind::Spend, format!("{scope}\0{period_id}").as_bytes())
-}
-
-/// A spend counter: absent is zero; anything but 8 bytes is corruption, refused rather
-/// than read as zero (which would let a budget fail open).
-fn read_u64(bytes: Option<sled::IVec>) -> Result<u64, StoreError> {
-    match bytes {
-        None => Ok(0),
-        Some(b) => <[u8; 8]>::try_from(b.as_ref()).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt { tree: "spend", reason: format!("a counter holds {} bytes, not 8", b.len()) }),
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<BudgetError>>;
-
-fn tx_add(tx: &TransactionalTree, key: &[u8], delta: i128) -> TxResult<u64> {
-    let current = read_u64(tx.get(key)?).map_err(|e| ConflictableTransactionError::Abort(BudgetError::Store(e)))? as i128;
-    let next = (current + delta).clamp(0, u64::MAX as i128) as u64;
-    tx.insert(key, &next.to_be_bytes())?;
-    Ok(next)
-}
-
-fn from_tx<T>(result: Result<T, TransactionError<BudgetError>>) -> Result<T, BudgetError> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => BudgetError::Store(e.into()),
-    })
-}
-
-/// Spend, reservations and the ledger over the store. Clones share one set of counters
-/// and one settlement thread.
-#[derive(Clone)]
-pub struct Metering {
-    store: Store,
-    counters: Arc<Counters>,
-    writer: Arc<Writer>,
 }
 
 /// A scope as a budget error names it: `the tenant`, `end user 'alice'`, `tag 'x'`.
@@ -400,478 +288,159 @@ pub(crate) fn spend_scopes(record: &LedgerRecord) -> Vec<String> {
     scopes
 }
 
-/// Writes settlements in one transaction and then brings the counters in memory up to
-/// date, all under the counters' lock. Settling twice (a retry after a crash) counts once:
-/// a request with a ledger record is settled.
-fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reservation, LedgerRecord)]) -> Result<(), BudgetError> {
-    struct Keys {
-        tenant: TenantKey,
-        record: Vec<u8>,
-        ledger: Vec<u8>,
-        spend: Vec<Vec<u8>>,
-        encoded: Vec<u8>,
-    }
-    let keys: Vec<Keys> = settlements
-        .iter()
-        .map(|(reservation, record)| {
-            let tenant = TenantKey::of(&reservation.tenant_id);
-            let periods = reservation.period_ids();
-            Keys {
-                tenant,
-                record: tenant.record(Kind::Reservation, reservation.request_id.as_bytes()),
-                ledger: ledger_key(&tenant, record.unix_millis, &record.request_id),
-                spend: spend_scopes(record).iter().flat_map(|s| periods.iter().map(|p| counter_key(&tenant, s, p))).collect(),
-                encoded: encode(record),
-            }
-        })
-        .collect();
-    let mut cells = counters.lock(store);
-    let applied = from_tx(store.tenant.transaction(|tx| {
-        let mut applied = Vec::with_capacity(settlements.len());
-        for ((_, record), keys) in settlements.iter().zip(&keys) {
-            if tx.get(&keys.ledger)?.is_some() {
-                applied.push((false, true));
-                continue;
-            }
-            for key in &keys.spend {
-                tx_add(tx, key, record.cost_microdollars as i128)?;
-            }
-            tx.remove(keys.record.as_slice())?;
-            tx.insert(keys.ledger.as_slice(), keys.encoded.as_slice())?;
-            let intact = tx_rollups(tx, &keys.tenant, record)?;
-            applied.push((true, intact));
-        }
-        Ok(applied)
-    }))?;
-    for ((reservation, record), (applied, intact)) in settlements.iter().zip(applied) {
-        let tenant = TenantKey::of(&reservation.tenant_id);
-        if !intact {
-            rebuild_rollups(store, &tenant, record.unix_millis)?;
-        }
-        if !applied {
-            continue;
-        }
-        for (scope, period) in reservation.held_cells() {
-            if let Some(cell) = cells.loaded(&tenant, scope, &period) {
-                cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
-            }
-        }
-        for scope in spend_scopes(record) {
-            for period in reservation.period_ids() {
-                if let Some(cell) = cells.loaded(&tenant, &scope, &period) {
-                    cell.spent = cell.spent.saturating_add(record.cost_microdollars);
-                }
-            }
-        }
-    }
-    Ok(())
+
+/// Spend, reservations and the ledger, over the embedded or the shared authority.
+/// Clones share one authority.
+#[derive(Clone)]
+pub struct Metering {
+    authority: Authority,
+}
+
+#[derive(Clone)]
+enum Authority {
+    Embedded(Embedded),
+    Shared(PgBudgets),
 }
 
 impl Metering {
-    /// Metering over `store`, with its settlement thread.
+    /// The embedded authority over `store`, with its settlement thread.
     pub fn new(store: Store) -> Result<Self, StoreError> {
-        let counters = Arc::new(Counters::default());
-        let writer = Writer::start(store.clone(), counters.clone()).map_err(|e| StoreError::Aborted(format!("starting the ledger thread: {e}")))?;
-        Ok(Self { store, counters, writer: Arc::new(writer) })
+        Ok(Self { authority: Authority::Embedded(Embedded::new(store)?) })
     }
 
-    /// Budget and spend of the period containing `now_millis`.
-    pub fn status(&self, tenant: &TenantKey, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
-        let period = budget.map(|b| b.period).unwrap_or_default();
-        let period_id = period.id_at(now_millis);
-        let cell = *self.counters.lock_tenant(&self.store, tenant).cell(tenant, "total", &period_id)?;
-        Ok(BudgetStatus {
-            period: period.as_str().into(),
-            limit_microdollars: budget.map(|b| b.limit_microdollars),
-            spent_microdollars: cell.spent,
-            reserved_microdollars: cell.reserved,
-            period_id,
-        })
+    /// The shared authority (PostgreSQL).
+    pub fn shared(budgets: PgBudgets) -> Self {
+        Self { authority: Authority::Shared(budgets) }
+    }
+
+    /// The embedded authority, for what only it has (its testing surface, crash recovery
+    /// at start); `None` on the shared one.
+    pub fn embedded(&self) -> Option<&Embedded> {
+        match &self.authority {
+            Authority::Embedded(embedded) => Some(embedded),
+            Authority::Shared(_) => None,
+        }
+    }
+
+    /// Budget and spend of the period containing `now_millis`, for the tenant stored
+    /// under `storage_id`.
+    pub async fn status(&self, storage_id: &str, budget: Option<Budget>, now_millis: u64) -> Result<BudgetStatus, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.status(&crate::store::TenantKey::of(storage_id), budget, now_millis),
+            Authority::Shared(p) => p.status(storage_id, budget, now_millis).await,
+        }
     }
 
     /// Settled spend of one scope (`user:alice`, `tag:x`) in a period.
-    pub fn scope_spend(&self, tenant: &TenantKey, scope: &str, period_id: &str) -> Result<u64, StoreError> {
-        self.counters.lock_tenant(&self.store, tenant).spent(tenant, scope, period_id)
-    }
-
-    /// Holds `microdollars` for a request if the budget allows it; with no budget the
-    /// reservation is still recorded so in-flight spend is visible.
-    pub fn reserve(&self, tenant_id: &str, budget: Option<Budget>, request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
-        self.reserve_scoped(tenant_id, budget, &[], request_id, microdollars, now_millis)
-    }
-
-    /// Like [`Metering::reserve`], also holding the amount against sub-budgets.
-    pub fn reserve_scoped(&self, tenant_id: &str, budget: Option<Budget>, sub_budgets: &[(String, u64)], request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
-        self.reserve_for(Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new() })
+    pub async fn scope_spend(&self, storage_id: &str, scope: &str, period_id: &str) -> Result<u64, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.scope_spend(&crate::store::TenantKey::of(storage_id), scope, period_id),
+            Authority::Shared(p) => p.scope_spend(storage_id, scope, period_id).await,
+        }
     }
 
     /// Holds `hold.microdollars` for a request if the tenant's budget and each
-    /// `(scope, limit)` sub-budget (`user:alice`, `tag:x`) have room, checked and held
-    /// under one lock, in every period's counter (day, month, all time) so that whichever
-    /// period a budget names sees it. The reservation record is written before this
-    /// returns, so a crash from here on charges it.
-    pub fn reserve_for(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
-        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags } = hold;
-        let tenant = TenantKey::of(tenant_id);
-        let period = budget.map(|b| b.period).unwrap_or_default();
-        let reservation = Reservation {
-            tenant_id: tenant_id.into(),
-            request_id: request_id.into(),
-            period_id: period.id_at(now_millis),
-            microdollars,
-            scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
-            unix_millis: now_millis,
-            end_user,
-            tags,
+    /// `(scope, limit)` sub-budget have room, in every period's counter. The reservation is
+    /// durable (embedded: written; shared: committed) before this returns, so a crash from
+    /// here on charges it.
+    pub async fn reserve_for(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.reserve_for(hold),
+            Authority::Shared(p) => p.reserve(hold).await,
+        }
+    }
+
+    /// [`Metering::reserve_for`] with no sub-budgets, end user or tags.
+    pub async fn reserve(&self, storage_id: &str, budget: Option<Budget>, request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
+        self.reserve_for(Hold { tenant_id: storage_id, budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: None, tags: Vec::new() }).await
+    }
+
+    /// Replaces a reservation with the actual cost and writes the ledger record, batched
+    /// with other requests' settlements; returns once it is durable. Settling twice counts
+    /// once.
+    pub async fn settle_durably(&self, reservation: Reservation, record: LedgerRecord) -> Result<(), String> {
+        match &self.authority {
+            Authority::Embedded(e) => e.settle_durably(reservation, record).await,
+            Authority::Shared(p) => p.settle(&reservation, &record).await.map(|_| ()),
+        }
+    }
+
+    /// Settles without waiting, for a request whose handler is being dropped (its client
+    /// hung up): embedded at once, shared on a task of the current runtime.
+    pub fn settle_detached(&self, reservation: Reservation, record: LedgerRecord) {
+        let request_id = record.request_id.clone();
+        let failed = move |e: &dyn std::fmt::Display| {
+            tracing::error!(request_id = %request_id, error = %e, "settling a dropped request failed; the reservation stays and is charged by crash recovery");
         };
-        let limits = std::iter::once(("total", budget.map(|b| b.limit_microdollars))).chain(sub_budgets.iter().map(|(scope, limit)| (scope.as_str(), Some(*limit))));
-        {
-            let mut cells = self.counters.lock_tenant(&self.store, &tenant);
-            for (scope, limit) in limits {
-                let cell = cells.cell(&tenant, scope, &reservation.period_id)?;
-                if let Some(limit) = limit
-                    && cell.spent.saturating_add(cell.reserved).saturating_add(microdollars) > limit
-                {
-                    return Err(BudgetError::Exceeded { scope: describe_scope(scope), spent: cell.spent, reserved: cell.reserved, limit, needed: microdollars, period: period.as_str() });
+        match &self.authority {
+            Authority::Embedded(e) => {
+                if let Err(error) = e.settle(&reservation, &record) {
+                    failed(&error);
                 }
             }
-            for (scope, period_id) in reservation.held_cells() {
-                let cell = cells.cell(&tenant, scope, &period_id)?;
-                cell.reserved = cell.reserved.saturating_add(microdollars);
+            Authority::Shared(p) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let p = p.clone();
+                    runtime.spawn(async move {
+                        if let Err(error) = p.settle(&reservation, &record).await {
+                            failed(&error);
+                        }
+                    });
+                }
+                Err(error) => failed(&error),
+            },
+        }
+    }
+
+    /// Charges reservations left by a crash at their reserved amount: embedded, every
+    /// reservation in the store (run once at start); shared, those whose lease expired.
+    pub async fn recover_reservations(&self) -> Result<usize, BudgetError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.recover_reservations(),
+            Authority::Shared(p) => Ok(p.recover_expired().await?),
+        }
+    }
+
+    /// Forgets a deleted tenant's spend: embedded, the counters in memory (its records
+    /// were purged with the tenant's); shared, every row stored under it.
+    pub async fn forget_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => {
+                e.forget_tenant(storage_id);
+                Ok(())
             }
-        }
-        let record_key = tenant.record(Kind::Reservation, request_id.as_bytes());
-        if let Err(e) = self.store.tenant.insert(record_key, encode(&reservation)) {
-            self.release(&reservation);
-            return Err(StoreError::from(e).into());
-        }
-        Ok(reservation)
-    }
-
-    /// Gives back a reservation whose record could not be written.
-    fn release(&self, reservation: &Reservation) {
-        let tenant = TenantKey::of(&reservation.tenant_id);
-        let mut cells = self.counters.lock_tenant(&self.store, &tenant);
-        for (scope, period) in reservation.held_cells() {
-            if let Some(cell) = cells.loaded(&tenant, scope, &period) {
-                cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
-            }
+            Authority::Shared(p) => p.purge_tenant(storage_id).await,
         }
     }
 
-    /// Replaces a reservation with the actual cost and writes the ledger record, in one
-    /// transaction: the record exists exactly when the spend was counted.
-    pub fn settle(&self, reservation: &Reservation, record: &LedgerRecord) -> Result<(), BudgetError> {
-        apply_settlements(&self.store, &self.counters, &[(reservation.clone(), record.clone())])
-    }
-
-    /// [`Metering::settle`] through the settlement thread, returning once the ledger
-    /// record is on disk. Concurrent requests share one transaction and one flush.
-    pub async fn settle_durably(&self, reservation: Reservation, record: LedgerRecord) -> Result<(), String> {
-        self.writer.settle(reservation, record).await
-    }
-
-    /// Counter cells held in memory (bounded; see `metering/counters.rs`).
-    pub fn cells_len(&self) -> usize {
-        self.counters.cells_len()
-    }
-
-    /// Forgets a deleted tenant's counters (its records were purged from the store).
-    pub fn forget_tenant(&self, tenant_id: &str) {
-        let tenant = TenantKey::of(tenant_id);
-        self.counters.lock_tenant(&self.store, &tenant).forget(&tenant);
-    }
-
-    /// Writes a ledger record for a request that reserved nothing (rejected, failed early),
-    /// under the tenant's storage id (its incarnation; `record.tenant_id` is the public id).
-    pub fn record(&self, storage_id: &str, record: &LedgerRecord) -> Result<(), BudgetError> {
-        let tenant = TenantKey::of(storage_id);
-        let key = ledger_key(&tenant, record.unix_millis, &record.request_id);
-        let encoded = encode(record);
-        let intact = from_tx(self.store.tenant.transaction(|tx| {
-            tx.insert(key.as_slice(), encoded.as_slice())?;
-            tx_rollups(tx, &tenant, record)
-        }))?;
-        if !intact {
-            rebuild_rollups(&self.store, &tenant, record.unix_millis)?;
+    /// Usage between two UTC days (inclusive), grouped; rows sorted by key.
+    pub async fn usage(&self, storage_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, Rollup)>, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.usage(storage_id, first_day, last_day, group_by),
+            Authority::Shared(p) => p.usage(storage_id, first_day, last_day, group_by).await,
         }
-        Ok(())
-    }
-
-    /// Usage between two UTC days (inclusive), grouped, read from the daily rollups (a
-    /// month is ~30 reads per group, not one per request). Rows are sorted by key.
-    pub fn usage(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, Rollup)>, StoreError> {
-        let tenant = TenantKey::of(tenant_id);
-        let start = tenant.record(Kind::Rollup, first_day.as_bytes());
-        let mut end = tenant.record(Kind::Rollup, last_day.as_bytes());
-        end.push(0xff);
-        let mut rows: std::collections::BTreeMap<String, Rollup> = std::collections::BTreeMap::new();
-        let skip = tenant.prefix(Kind::Rollup).len();
-        for item in self.store.tenant.range(start..end) {
-            let (key, value) = item?;
-            let text = String::from_utf8_lossy(&key[skip..]).into_owned();
-            let mut parts = text.splitn(3, '\0');
-            let (Some(day), Some(dimension), Some(value_name)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            if dimension != group_by.dimension() {
-                continue;
-            }
-            let rollup: Rollup = decode("rollups", &value)?;
-            let row = if group_by == GroupBy::Day { day.to_string() } else { value_name.to_string() };
-            rows.entry(row).or_default().add(&rollup);
-        }
-        Ok(rows.into_iter().collect())
     }
 
     /// Totals between two UTC days (inclusive).
-    pub fn totals(&self, tenant_id: &str, first_day: &str, last_day: &str) -> Result<Rollup, StoreError> {
+    pub async fn totals(&self, storage_id: &str, first_day: &str, last_day: &str) -> Result<Rollup, StoreError> {
         let mut total = Rollup::default();
-        for (_, rollup) in self.usage(tenant_id, first_day, last_day, GroupBy::Day)? {
+        for (_, rollup) in self.usage(storage_id, first_day, last_day, GroupBy::Day).await? {
             total.add(&rollup);
         }
         Ok(total)
     }
 
-    /// Ledger records of a tenant between two times (inclusive start, exclusive end).
-    pub fn ledger(&self, tenant_id: &str, from_millis: u64, to_millis: u64, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
-        let tenant = TenantKey::of(tenant_id);
-        let start = tenant.record(Kind::Ledger, &from_millis.to_be_bytes());
-        let end = tenant.record(Kind::Ledger, &to_millis.to_be_bytes());
-        self.store.tenant.range(start..end).values().take(limit).map(|v| decode("ledger", &v?)).collect()
-    }
-
-    /// Charges every reservation left by a crash at its reserved amount (never dropped),
-    /// with a `crash_recovered` ledger record. Returns how many were settled.
-    pub fn recover_reservations(&self) -> Result<usize, BudgetError> {
-        let mut pending = Vec::new();
-        for item in self.store.tenant.iter() {
-            let (key, value) = item.map_err(StoreError::from)?;
-            if key.len() > 16 && key[16] == Kind::Reservation as u8 {
-                pending.push(decode::<Reservation>("reservations", &value)?);
-            }
-        }
-        let settlements: Vec<(Reservation, LedgerRecord)> = pending
-            .into_iter()
-            .map(|reservation| {
-                // The request's own time, so a settlement of the same request (restored
-                // from a backup, or late) finds this record and counts once.
-                let unix_millis = if reservation.unix_millis == 0 { crate::clock::unix_millis() } else { reservation.unix_millis };
-                let record = LedgerRecord {
-                    // The id, not the incarnation (`id#...`) the reservation is stored under.
-                    tenant_id: reservation.tenant_id.split('#').next().unwrap_or_default().to_string(),
-                    unix_millis,
-                    request_id: reservation.request_id.clone(),
-                    provider: String::new(),
-                    model: String::new(),
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    cached_tokens: 0,
-                    cache_write_tokens: 0,
-                    cost_microdollars: reservation.microdollars,
-                    latency_ms: 0,
-                    outcome: "crash_recovered".into(),
-                    end_user: reservation.end_user.clone(),
-                    tags: reservation.tags.clone(),
-                    policy_hash: String::new(),
-                };
-                (reservation, record)
-            })
-            .collect();
-        apply_settlements(&self.store, &self.counters, &settlements)?;
-        Ok(settlements.len())
-    }
-}
-
-fn ledger_key(tenant: &TenantKey, unix_millis: u64, request_id: &str) -> Vec<u8> {
-    let mut rest = unix_millis.to_be_bytes().to_vec();
-    rest.extend_from_slice(request_id.as_bytes());
-    tenant.record(Kind::Ledger, &rest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(tenant: &str, request: &str, cost: u64) -> LedgerRecord {
-        LedgerRecord {
-            tenant_id: tenant.into(), unix_millis: 1, request_id: request.into(), provider: "demo".into(), model: "m".into(),
-            prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0, cost_microdollars: cost, latency_ms: 1,
-            outcome: "success".into(), end_user: Some("alice".into()), tags: vec!["x".into()], policy_hash: String::new(),
+    /// Ledger records of a tenant between two times (inclusive start, exclusive end), in
+    /// time order.
+    pub async fn ledger(&self, storage_id: &str, from_millis: u64, to_millis: u64, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.ledger(storage_id, from_millis, to_millis, limit),
+            Authority::Shared(p) => p.ledger(storage_id, from_millis, to_millis, limit).await,
         }
     }
 
-    #[test]
-    fn reserve_refuses_past_budget_and_settle_counts_once() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?)?;
-        let budget = Some(Budget { limit_microdollars: 100, period: Period::Month });
-        let now = 1_764_460_800_000; // 2025-11-30
-        let a = metering.reserve("t", budget, "r1", 60, now)?;
-        assert!(matches!(metering.reserve("t", budget, "r2", 41, now), Err(BudgetError::Exceeded { spent: 0, reserved: 60, .. })));
-        metering.settle(&a, &record("t", "r1", 30))?;
-        metering.settle(&a, &record("t", "r1", 30))?;
-        let status = metering.status(&TenantKey::of("t"), budget, now)?;
-        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (30, 0));
-        assert_eq!(metering.scope_spend(&TenantKey::of("t"), "user:alice", &a.period_id)?, 30);
-        assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?.len(), 1);
-        metering.reserve("t", budget, "r3", 70, now)?;
-        Ok(())
-    }
-
-    #[test]
-    fn rollups_group_by_each_dimension() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?)?;
-        let day_ms = 86_400_000;
-        for (i, (user, cost)) in [("alice", 10), ("bob", 5), ("alice", 1)].into_iter().enumerate() {
-            let mut r = record("t", &format!("r{i}"), cost);
-            r.unix_millis = 1 + (i as u64) * day_ms;
-            r.end_user = Some(user.into());
-            metering.record("t", &r)?;
-        }
-        let by_user = metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::User)?;
-        assert_eq!(by_user.iter().map(|(k, r)| (k.as_str(), r.cost_microdollars, r.requests)).collect::<Vec<_>>(), vec![("alice", 11, 2), ("bob", 5, 1)]);
-        let by_day = metering.usage("t", "1970-01-02", "1970-01-03", GroupBy::Day)?;
-        assert_eq!(by_day.iter().map(|(k, r)| (k.as_str(), r.cost_microdollars)).collect::<Vec<_>>(), vec![("1970-01-02", 5), ("1970-01-03", 1)]);
-        assert_eq!(metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::Model)?[0].0, "demo/m");
-        assert_eq!(metering.usage("t", "1970-01-01", "1970-01-03", GroupBy::Tag)?[0].1.requests, 3);
-        assert_eq!(metering.totals("other", "1970-01-01", "1970-01-03")?, Rollup::default());
-        Ok(())
-    }
-
-    #[test]
-    fn end_user_and_tag_budgets_are_checked_and_held_together() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?)?;
-        let now = 1_764_460_800_000;
-        let subs = vec![("user:alice".to_string(), 50)];
-        let a = metering.reserve_scoped("t", None, &subs, "r1", 40, now)?;
-        match metering.reserve_scoped("t", None, &subs, "r2", 20, now) {
-            Err(BudgetError::Exceeded { scope, .. }) => assert_eq!(scope, "end user 'alice'"),
-            other => panic!("{other:?}"),
-        }
-        metering.reserve_scoped("t", None, &[("user:bob".to_string(), 50)], "r3", 20, now)?;
-        metering.settle(&a, &record("t", "r1", 10))?;
-        metering.reserve_scoped("t", None, &subs, "r4", 40, now)?;
-        Ok(())
-    }
-
-    #[test]
-    fn crash_left_reservations_are_charged() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?)?;
-        let now = crate::clock::unix_millis();
-        metering.reserve("t", None, "lost", 42, now)?;
-        assert_eq!(metering.recover_reservations()?, 1);
-        let status = metering.status(&TenantKey::of("t"), None, now)?;
-        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (42, 0));
-        assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?[0].outcome, "crash_recovered");
-        Ok(())
-    }
-
-    fn hold<'a>(request_id: &'a str, budget: Option<Budget>, microdollars: u64, now_millis: u64) -> Hold<'a> {
-        Hold { tenant_id: "t", budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: Some("alice".into()), tags: vec!["x".into()] }
-    }
-
-    #[test]
-    fn spend_counts_under_every_period_so_changing_or_adding_a_budget_keeps_it() -> Result<(), Box<dyn std::error::Error>> {
-        let metering = Metering::new(Store::temporary()?)?;
-        let now = 1_764_460_800_000; // 2025-11-30
-        let month = Some(Budget { limit_microdollars: 1_000, period: Period::Month });
-        let r = metering.reserve_for(hold("r1", month, 600, now))?;
-        let mut rec = record("t", "r1", 600);
-        rec.unix_millis = now;
-        metering.settle(&r, &rec)?;
-        let tenant = TenantKey::of("t");
-        for period in [Period::Day, Period::Month, Period::Total] {
-            let budget = Some(Budget { limit_microdollars: 1_000, period });
-            assert_eq!(metering.status(&tenant, budget, now)?.spent_microdollars, 600, "{period:?}");
-            assert!(metering.reserve_for(hold("r2", budget, 500, now)).is_err(), "{period:?} budget forgot earlier spend");
-        }
-        // A tenant with no budget yet: its spend is counted too, for a budget added later.
-        let r = metering.reserve_for(hold("r3", None, 50, now))?;
-        let mut rec = record("t", "r3", 50);
-        rec.unix_millis = now;
-        metering.settle(&r, &rec)?;
-        assert_eq!(metering.status(&tenant, Some(Budget { limit_microdollars: 1, period: Period::Total }), now)?.spent_microdollars, 650);
-        // In-flight holds are seen by every period too.
-        metering.reserve_for(hold("r4", month, 100, now))?;
-        assert_eq!(metering.status(&tenant, Some(Budget { limit_microdollars: 1, period: Period::Day }), now)?.reserved_microdollars, 100);
-        Ok(())
-    }
-
-    #[test]
-    fn crash_recovery_charges_the_end_user_and_tags_and_a_late_settle_counts_once() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let metering = Metering::new(store.clone())?;
-        let now = crate::clock::unix_millis() - 5_000;
-        let r = metering.reserve_for(hold("lost", None, 42, now))?;
-        let restarted = Metering::new(store)?;
-        assert_eq!(restarted.recover_reservations()?, 1);
-        let tenant = TenantKey::of("t");
-        let month = Period::Month.id_at(now);
-        assert_eq!(restarted.scope_spend(&tenant, "user:alice", &month)?, 42);
-        assert_eq!(restarted.scope_spend(&tenant, "tag:x", &month)?, 42);
-        // The request's own settlement arrives after all (a restored backup replaying it):
-        // it finds the recovered record and is not charged again.
-        let mut late = record("t", "lost", 30);
-        late.unix_millis = now;
-        restarted.settle(&r, &late)?;
-        assert_eq!(restarted.status(&tenant, None, now)?.spent_microdollars, 42);
-        assert_eq!(restarted.ledger("t", 0, u64::MAX, 10)?.len(), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn a_corrupt_rollup_is_rebuilt_from_the_ledger_not_reset() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let metering = Metering::new(store.clone())?;
-        for (i, cost) in [10u64, 20, 30].into_iter().enumerate() {
-            if i == 2 {
-                let key = rollup_key(&TenantKey::of("t"), "1970-01-01", "all", "");
-                store.tenant.insert(key, b"{not a rollup".to_vec())?;
-            }
-            metering.record("t", &record("t", &format!("r{i}"), cost))?;
-        }
-        let total = metering.totals("t", "1970-01-01", "1970-01-01")?;
-        assert_eq!((total.requests, total.cost_microdollars), (3, 60));
-        assert_eq!(metering.usage("t", "1970-01-01", "1970-01-01", GroupBy::User)?[0].1.cost_microdollars, 60);
-        Ok(())
-    }
-
-    #[test]
-    fn a_corrupt_spend_counter_refuses_reservations_instead_of_reading_zero() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let now = 1_764_460_800_000;
-        store.tenant.insert(counter_key(&TenantKey::of("t"), "total", &Period::Month.id_at(now)), b"xyz".to_vec())?;
-        let metering = Metering::new(store)?;
-        let budget = Some(Budget { limit_microdollars: 1_000, period: Period::Month });
-        assert!(matches!(metering.reserve("t", budget, "r", 1, now), Err(BudgetError::Store(StoreError::Corrupt { .. }))));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn batched_settlements_count_once_and_a_fresh_start_agrees() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let metering = Metering::new(store.clone())?;
-        let budget = Some(Budget { limit_microdollars: 10_000, period: Period::Month });
-        let now = crate::clock::unix_millis();
-        let mut settles = Vec::new();
-        for i in 0..50 {
-            let reservation = metering.reserve("t", budget, &format!("r{i}"), 100, now)?;
-            let mut r = record("t", &format!("r{i}"), 7);
-            r.unix_millis = now;
-            let metering = metering.clone();
-            settles.push(tokio::spawn(async move { metering.settle_durably(reservation, r).await }));
-        }
-        let held = metering.reserve("t", budget, "in-flight", 300, now)?;
-        for settle in settles {
-            settle.await??;
-        }
-        let status = metering.status(&TenantKey::of("t"), budget, now)?;
-        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (350, 300));
-        assert_eq!(metering.ledger("t", 0, u64::MAX, 100)?.len(), 50);
-        // A second process over the same store loads the same figures: spend from its
-        // counter, reserved from the reservation record still there.
-        let fresh = Metering::new(store)?;
-        let status = fresh.status(&TenantKey::of("t"), budget, now)?;
-        assert_eq!((status.spent_microdollars, status.reserved_microdollars), (350, 300));
-        assert_eq!(fresh.scope_spend(&TenantKey::of("t"), "tag:x", &held.period_id)?, 350);
-        Ok(())
+    /// Counter cells held in memory (embedded; bounded, see `metering/counters.rs`).
+    pub fn cells_len(&self) -> usize {
+        self.embedded().map(Embedded::cells_len).unwrap_or(0)
     }
 }

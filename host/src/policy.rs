@@ -23,7 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
 pub use limits::PolicyLimits;
 pub use upload::{check_complexity, UploadError};
-pub use view::{LogLine, TenantView, Unavailable};
+pub use view::{BoxFuture, LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
 use host::CallState;
@@ -34,7 +34,12 @@ pub mod bindings {
     // stream calls (a guest's `eprintln!`) then await instead of nesting a runtime.
     // Imports are trappable: an import past a limit the interface has no error value for
     // traps the call (see `host.rs`).
-    wasmtime::component::bindgen!({ world: "policy", path: "../wit", exports: { default: async }, imports: { default: trappable } });
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit", exports: { default: async }, imports: {
+        "tollgate:policy/metering.budget": async | trappable,
+        "tollgate:policy/metering.user-spend": async | trappable,
+        "tollgate:policy/metering.tag-spend": async | trappable,
+        default: trappable,
+    } });
 }
 
 pub use bindings::tollgate::policy::catalog::ModelInfo;

@@ -35,7 +35,7 @@ async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
     app.vault.shred(tenant.storage_id()).await?;
     crate::tokens::revoke_all(&app.store, tenant)?;
     let removed = app.store.purge_tenant(&tenant.key())?;
-    app.metering.forget_tenant(tenant.storage_id());
+    app.metering.forget_tenant(tenant.storage_id()).await?;
     app.store.flush().await?;
     Ok(removed)
 }
@@ -60,7 +60,7 @@ fn schedule_repurge(app: &Arc<App>, tenant: Arc<Tenant>) {
         for delay in REPURGE_AFTER {
             tokio::time::sleep(delay).await;
             let Some(app) = app.upgrade() else { return };
-            if let Err(e) = repurge(&app, tenant.storage_id()) {
+            if let Err(e) = repurge(&app, tenant.storage_id()).await {
                 tracing::error!(tenant = %tenant.id, error = %e, "purging a deleted tenant's late records failed; the next start retries");
                 return;
             }
@@ -72,10 +72,10 @@ fn schedule_repurge(app: &Arc<App>, tenant: Arc<Tenant>) {
 }
 
 /// Removes records written under a dead incarnation after its purge.
-fn repurge(app: &App, storage_id: &str) -> Result<usize, StoreError> {
+async fn repurge(app: &App, storage_id: &str) -> Result<usize, StoreError> {
     let key = TenantKey::of(storage_id);
     let removed = app.store.purge_tenant(&key)?;
-    app.metering.forget_tenant(storage_id);
+    app.metering.forget_tenant(storage_id).await?;
     if removed > 0 {
         tracing::info!(removed, "purged records a deleted tenant's in-flight requests wrote late");
     }
@@ -92,7 +92,7 @@ pub async fn finish_interrupted(app: &Arc<App>) -> Result<usize, GatewayError> {
         tombstones.push((key, String::from_utf8_lossy(&value).into_owned()));
     }
     for (key, storage_id) in tombstones {
-        repurge(app, &storage_id)?;
+        repurge(app, &storage_id).await?;
         app.store.meta.remove(key).map_err(StoreError::from)?;
     }
     let unfinished = app.tenants.unfinished();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::memory::TenantMemory;
 use crate::metering::{Budget, Metering};
-use crate::policy::{BudgetStatus, CredentialInfo, LogLine, MemoryError, ModelInfo, TenantView, Unavailable};
+use crate::policy::{BoxFuture, BudgetStatus, CredentialInfo, LogLine, MemoryError, ModelInfo, TenantView, Unavailable};
 use crate::policy_log::PolicyLog;
 use crate::sealing::Vault;
 use crate::store::TenantKey;
@@ -77,9 +77,9 @@ impl ScopeServices {
 
 impl TenantScope {
     /// Settled spend of `scope` in the period of the tenant's budget.
-    fn scope_spend(&self, scope: &str) -> Result<u64, crate::store::StoreError> {
+    async fn scope_spend(&self, scope: &str) -> Result<u64, crate::store::StoreError> {
         let period = self.budget.map(|b| b.period).unwrap_or_default().id_at(self.now_millis);
-        self.metering.scope_spend(&self.tenant, scope, &period)
+        self.metering.scope_spend(&self.tenant_id, scope, &period).await
     }
 }
 
@@ -105,16 +105,16 @@ impl TenantView for TenantScope {
         self.memory.list(prefix, limit)
     }
 
-    fn budget(&self) -> Result<BudgetStatus, Unavailable> {
-        self.metering.status(&self.tenant, self.budget, self.now_millis).map_err(|e| Unavailable { what: "budget", cause: e.to_string() })
+    fn budget(&self) -> BoxFuture<'_, Result<BudgetStatus, Unavailable>> {
+        Box::pin(async move { self.metering.status(&self.tenant_id, self.budget, self.now_millis).await.map_err(|e| Unavailable { what: "budget", cause: e.to_string() }) })
     }
 
-    fn user_spend(&self, end_user: &str) -> Result<u64, Unavailable> {
-        self.scope_spend(&format!("user:{end_user}")).map_err(|e| Unavailable { what: "end-user spend", cause: e.to_string() })
+    fn user_spend<'a>(&'a self, end_user: &'a str) -> BoxFuture<'a, Result<u64, Unavailable>> {
+        Box::pin(async move { self.scope_spend(&format!("user:{end_user}")).await.map_err(|e| Unavailable { what: "end-user spend", cause: e.to_string() }) })
     }
 
-    fn tag_spend(&self, tag: &str) -> Result<u64, Unavailable> {
-        self.scope_spend(&format!("tag:{tag}")).map_err(|e| Unavailable { what: "tag spend", cause: e.to_string() })
+    fn tag_spend<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<u64, Unavailable>> {
+        Box::pin(async move { self.scope_spend(&format!("tag:{tag}")).await.map_err(|e| Unavailable { what: "tag spend", cause: e.to_string() }) })
     }
 
     fn models(&self) -> Vec<ModelInfo> {

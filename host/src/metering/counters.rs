@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{counter_key, read_u64, Reservation};
+use super::embedded::{counter_key, read_u64};
+use super::Reservation;
 use crate::store::{decode, Kind, Store, StoreError, TenantKey};
 
 /// Shards of the cells. A power of two well above the cores, so two busy tenants rarely

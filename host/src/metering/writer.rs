@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::counters::Counters;
-use super::{apply_settlements, LedgerRecord, Reservation};
+use super::embedded::apply_settlements;
+use super::{LedgerRecord, Reservation};
 use crate::store::Store;
 
 /// The most settlements written in one transaction.

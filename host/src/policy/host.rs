@@ -227,19 +227,21 @@ impl memory::Host for CallState {
     }
 }
 
+// Asynchronous: on the shared store these are database reads, awaited without blocking a
+// worker thread. The time they take counts against the call's deadline like any import's.
 impl metering::Host for CallState {
-    fn budget(&mut self) -> wasmtime::Result<metering::BudgetStatus> {
-        Ok(self.view.budget()?)
+    async fn budget(&mut self) -> wasmtime::Result<metering::BudgetStatus> {
+        Ok(self.view.budget().await?)
     }
 
-    fn user_spend(&mut self, end_user: String) -> wasmtime::Result<u64> {
+    async fn user_spend(&mut self, end_user: String) -> wasmtime::Result<u64> {
         bounded("metering.user-spend", &end_user, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
-        Ok(self.view.user_spend(&end_user)?)
+        Ok(self.view.user_spend(&end_user).await?)
     }
 
-    fn tag_spend(&mut self, tag: String) -> wasmtime::Result<u64> {
+    async fn tag_spend(&mut self, tag: String) -> wasmtime::Result<u64> {
         bounded("metering.tag-spend", &tag, limits::MAX_IMPORT_SCOPE_NAME_BYTES)?;
-        Ok(self.view.tag_spend(&tag)?)
+        Ok(self.view.tag_spend(&tag).await?)
     }
 }
 

@@ -2,6 +2,8 @@
 //! over its store, metering and catalog, and by tests over fakes. Every method is already
 //! scoped to one tenant; nothing here takes a tenant id.
 
+pub use futures_util::future::BoxFuture;
+
 use super::bindings::tollgate::policy::{catalog::ModelInfo, credentials::CredentialInfo, memory::MemoryError, metering::BudgetStatus};
 
 /// One line a policy wrote to its log.
@@ -41,12 +43,13 @@ pub trait TenantView: Send + Sync {
     fn memory_delete(&self, key: &str) -> Result<(), MemoryError>;
     /// Lists memory keys by prefix.
     fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError>;
-    /// Budget and spend of the current period.
-    fn budget(&self) -> Result<BudgetStatus, Unavailable>;
+    /// Budget and spend of the current period. Asynchronous (like the two below): on the
+    /// shared store it is a database read.
+    fn budget(&self) -> BoxFuture<'_, Result<BudgetStatus, Unavailable>>;
     /// An end user's settled spend this period.
-    fn user_spend(&self, end_user: &str) -> Result<u64, Unavailable>;
+    fn user_spend<'a>(&'a self, end_user: &'a str) -> BoxFuture<'a, Result<u64, Unavailable>>;
     /// A tag's settled spend this period.
-    fn tag_spend(&self, tag: &str) -> Result<u64, Unavailable>;
+    fn tag_spend<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<u64, Unavailable>>;
     /// The catalog with the tenant's prices.
     fn models(&self) -> Vec<ModelInfo>;
     /// One catalog entry.

@@ -224,6 +224,28 @@ impl PgBudgets {
         Ok(BudgetStatus { period: period.as_str().into(), limit_microdollars: budget.map(|b| b.limit_microdollars), spent_microdollars: spent, reserved_microdollars: reserved, period_id })
     }
 
+    /// Settled spend of one scope (`user:alice`, `tag:x`) in a period.
+    pub async fn scope_spend(&self, tenant_id: &str, scope: &str, period_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt("SELECT spent FROM budget_counters WHERE tenant_id = $1 AND scope = $2 AND period_id = $3", &[&tenant_id, &scope, &period_id])
+            .await
+            .map_err(db("reading a scope's spend"))?;
+        Ok(row.map(|r| from_db(r.get(0))).unwrap_or(0))
+    }
+
+    /// Deletes every budget, reservation, ledger and rollup row of a tenant (it was
+    /// deleted), in one transaction.
+    pub async fn purge_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db("starting a purge"))?;
+        tx.execute("SELECT tg_lock_tenant($1)", &[&tenant_id]).await.map_err(db("locking a tenant"))?;
+        for table in ["reservations", "budget_counters", "ledger", "rollups"] {
+            tx.execute(format!("DELETE FROM {table} WHERE tenant_id = $1").as_str(), &[&tenant_id]).await.map_err(db("purging a tenant"))?;
+        }
+        tx.commit().await.map_err(db("committing a purge"))
+    }
+
     /// Reservations in flight for a tenant (all replicas).
     pub async fn open_reservations(&self, tenant_id: &str) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;

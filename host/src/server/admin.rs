@@ -331,7 +331,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
         }
         (Method::GET, ["api", "v1", "metering", "tenant", id]) => {
             let found = tenant(app, id)?;
-            tenant_api::usage_report(app, &found, &query)
+            tenant_api::usage_report(app, &found, &query).await
         }
         _ => Err(GatewayError::NotFound(format!("no admin route for {method} {path}"))),
     }

@@ -165,9 +165,7 @@ impl Drop for Settlement {
         // Unwinding from a bug is the gateway's failure, not the client's hang-up.
         let outcome = if std::thread::panicking() { "internal_error" } else { "client_disconnected" };
         self.account(None, 0, outcome, target.as_ref());
-        if let Err(e) = self.app.metering.settle(&self.reservation, &self.record) {
-            tracing::error!(request_id = %self.record.request_id, error = %e, "settling a dropped request failed; the reservation stays and is charged on restart");
-        }
+        self.app.metering.settle_detached(self.reservation.clone(), self.record.clone());
     }
 }
 
@@ -274,7 +272,8 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
         now_millis: caller.unix_millis,
         end_user: parsed.summary.end_user.clone(),
         tags: plan.tags.clone(),
-    })?;
+    })
+    .await?;
     let settlement = Settlement {
         app: app.clone(),
         reservation,

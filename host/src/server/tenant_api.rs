@@ -175,16 +175,16 @@ fn csv_field(text: &str) -> String {
 }
 
 /// Usage of a tenant over a day range, as JSON or CSV, totals or grouped.
-pub fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Response<Body>, GatewayError> {
+pub async fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Response<Body>, GatewayError> {
     let tenant_id = tenant.id.as_str();
     let (start, end) = day_range(query)?;
     let group_by = match query_param(query, "group_by") {
         None => None,
         Some(g) => Some(GroupBy::parse(g).ok_or_else(|| GatewayError::bad_request("invalid_group_by", "group_by must be one of model, provider, day, user, tag"))?),
     };
-    let total = app.metering.totals(tenant.storage_id(), &start, &end)?;
+    let total = app.metering.totals(tenant.storage_id(), &start, &end).await?;
     let rows = match group_by {
-        Some(g) => app.metering.usage(tenant.storage_id(), &start, &end, g)?,
+        Some(g) => app.metering.usage(tenant.storage_id(), &start, &end, g).await?,
         None => Vec::new(),
     };
     if query_param(query, "format") == Some("csv") {
@@ -287,13 +287,13 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             let log = crate::policy_log::PolicyLog::new(app.store.clone(), tenant.key(), app.config.policy.log_lines_kept);
             ok(json!({"data": log.read(app.config.policy.log_lines_kept)?}))
         }
-        (Method::GET, ["usage"]) => usage_report(app, &tenant, query),
+        (Method::GET, ["usage"]) => usage_report(app, &tenant, query).await,
         (Method::GET, ["usage", "records"]) => {
             let (start, end) = day_range(query)?;
             let from = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64).unwrap_or(0);
             let to = chrono::NaiveDate::parse_from_str(&end, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64 + 86_400_000).unwrap_or(u64::MAX);
             let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
-            ok(json!({"data": app.metering.ledger(storage, from, to, limit)?}))
+            ok(json!({"data": app.metering.ledger(storage, from, to, limit).await?}))
         }
         (Method::GET, ["sessions"]) => ok(json!({"data": sessions(app, &tenant).list(1000)?})),
         (Method::GET, ["sessions", session]) => {
