@@ -33,7 +33,7 @@ pub enum GatewayError {
     Conflict(String),
     /// An uploaded policy's delete was refused (404 `not_found`, 409 `policy_assigned`).
     #[error(transparent)]
-    PolicyDeleteRefused(#[from] crate::policy_deletion::DeleteRefused),
+    PolicyDeleteRefused(#[from] DeleteRefused),
     /// Wrong method on a known path (405).
     #[error("method not allowed")]
     MethodNotAllowed,

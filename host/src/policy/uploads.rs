@@ -55,6 +55,13 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+impl Usage {
+    /// What `records` add up to.
+    pub fn of(records: &[UploadRecord]) -> Self {
+        Usage { uploads: records.len(), bytes: records.iter().map(|r| r.bytes).fold(0, u64::saturating_add) }
+    }
+}
+
 /// A tenant upload past its quota (409 `upload_quota_exceeded`), refused before compiling.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaExceeded {
@@ -132,7 +139,7 @@ impl UploadRecords {
 
     /// What `owner`'s uploads add up to.
     pub fn usage(&self, owner: Owner<'_>) -> Result<Usage, StoreError> {
-        Ok(self.list(owner)?.iter().fold(Usage::default(), |usage, record| Usage { uploads: usage.uploads + 1, bytes: usage.bytes.saturating_add(record.bytes) }))
+        Ok(Usage::of(&self.list(owner)?))
     }
 
     /// Records that `owner` holds `hash` (`bytes` long), now. Not durable until the store

@@ -1,8 +1,8 @@
 //! One tenant's resources, served identically to the operator
 //! (`/admin/v1/tenants/{id}/...`) and to the tenant's own `manage` token
 //! (`/v1/tenant/...`): tokens, credentials, policy (assign, roll back, log), uploaded
-//! policies (list, delete), usage, sessions and memory. The tenant always comes from the caller's route or token, never
-//! from the body.
+//! policies (list, delete), usage, sessions and memory. The tenant always comes from the
+//! caller's route or token, never from the body.
 
 use std::sync::Arc;
 
@@ -14,13 +14,13 @@ use super::{json_response, text_response, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::metering::{day_of, GroupBy};
+use crate::policy::uploads::{Owner, Usage};
 use crate::ratelimit::RateLimits;
 use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
 use crate::secret::Secret;
 use crate::sessions::Sessions;
 use crate::tenants::{PolicyAssignment, Tenant};
 use crate::tokens::{self, Scope};
-use crate::policy::Owner;
 use crate::PolicyHash;
 
 /// Parses a JSON body with a clear error.
@@ -120,7 +120,11 @@ async fn roll_back_policy(app: &App, tenant: &Tenant) -> Result<Arc<Tenant>, Gat
             let Some(previous) = current.previous_policy.clone() else {
                 return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
             };
-            if !PolicyHash::parse(&previous.hash).map(|hash| app.policies.exists(&hash)).transpose()?.unwrap_or(false) {
+            let stored = match PolicyHash::parse(&previous.hash) {
+                Some(hash) => app.policies.exists(&hash)?,
+                None => false,
+            };
+            if !stored {
                 return Err(GatewayError::Conflict(format!("the previous policy {} has been deleted; assign an uploaded policy instead", previous.hash)));
             }
             let mut updated = current.clone();
@@ -293,15 +297,13 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(tenant_json(&updated))
         }
         (Method::GET, ["policies"]) => {
-            let uploads = app.policies.uploads();
-            let owner = Owner::Tenant(storage);
+            let records = app.policies.uploads().list(Owner::Tenant(storage))?;
+            let usage = Usage::of(&records);
             let assigned = tenant.policy.as_ref().map(|p| p.hash.as_str());
-            let data: Vec<Value> = uploads
-                .list(owner)?
+            let data: Vec<Value> = records
                 .into_iter()
                 .map(|r| json!({"hash": r.hash, "bytes": r.bytes, "uploaded_millis": r.uploaded_millis, "assigned": assigned == Some(r.hash.as_str())}))
                 .collect();
-            let usage = uploads.usage(owner)?;
             let limits = app.policies.limits();
             ok(json!({"data": data, "used_uploads": usage.uploads, "used_bytes": usage.bytes, "max_uploads": limits.max_uploads_per_tenant, "max_bytes": limits.max_upload_bytes_per_tenant}))
         }
