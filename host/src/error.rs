@@ -6,6 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::policy::{PolicyError, Rejection};
+use crate::policy_deletion::DeleteRefused;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum GatewayError {
     /// A resource already exists (409).
     #[error("{0}")]
     Conflict(String),
+    /// An uploaded policy's delete was refused (404 `not_found`, 409 `policy_assigned`).
+    #[error(transparent)]
+    PolicyDeleteRefused(#[from] DeleteRefused),
     /// Wrong method on a known path (405).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -82,6 +86,8 @@ impl GatewayError {
             BadRequest { code, .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", (*code).into()),
             NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found".into()),
             Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict".into()),
+            PolicyDeleteRefused(DeleteRefused::NotHeld(_) | DeleteRefused::NotFound(_)) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found".into()),
+            PolicyDeleteRefused(_) => (StatusCode::CONFLICT, "invalid_request_error", "policy_assigned".into()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed".into()),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large".into()),
             BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout".into()),
@@ -89,6 +95,7 @@ impl GatewayError {
             BudgetExceeded(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", "budget_exceeded".into()),
             PolicyRejected(r) => (StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), "invalid_request_error", r.code.clone()),
             Policy(PolicyError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded".into()),
+            Policy(PolicyError::UploadQuota(_)) => (StatusCode::CONFLICT, "invalid_request_error", "upload_quota_exceeded".into()),
             Policy(PolicyError::CompileBusy) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "compile_busy".into()),
             Policy(PolicyError::CpuShareExhausted { .. }) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "policy_cpu_share_exceeded".into()),
             Policy(PolicyError::Suspended { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "policy_suspended".into()),

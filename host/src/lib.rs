@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metering;
 pub mod metrics;
 pub mod policy;
+pub mod policy_deletion;
 pub mod policy_log;
 pub mod postgres;
 pub mod providers;

@@ -8,6 +8,7 @@ mod decision;
 mod host;
 pub mod limits;
 mod upload;
+pub mod uploads;
 mod view;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
 pub use limits::PolicyLimits;
 pub use upload::{check_complexity, UploadError};
+pub use uploads::{Owner, QuotaExceeded, UploadRecord, UploadRecords};
 pub use view::{BoxFuture, LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
@@ -142,6 +144,9 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The uploading tenant holds as many uploads or bytes as its quota allows.
+    #[error(transparent)]
+    UploadQuota(#[from] QuotaExceeded),
     /// The uploading tenant already has a compile queued or running.
     #[error("this tenant already has a policy compiling; retry when it is done")]
     CompileBusy,
@@ -200,6 +205,10 @@ pub struct PolicyRuntime {
     compiles: tokio::sync::Semaphore,
     /// Tenants with a compile queued or running: one each.
     compiling: Mutex<std::collections::HashSet<String>>,
+    /// Who uploaded what (quota and deletion).
+    uploads: UploadRecords,
+    /// See [`PolicyRuntime::lock_blobs`].
+    blobs: tokio::sync::Mutex<()>,
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
     stop_ticker: Arc<AtomicBool>,
@@ -262,8 +271,9 @@ impl Drop for Call<'_> {
     }
 }
 
-/// A tenant's one compile, queued or running; dropping it (the compile ended, or the
-/// upload's future was dropped) lets the tenant compile again.
+/// A tenant's one upload, compiling or not, queued or running; dropping it (the upload
+/// ended, or its future was dropped) lets the tenant upload again. Holding it for every
+/// upload makes a tenant's quota check and record exact.
 struct CompileTurn<'a> {
     compiling: &'a Mutex<std::collections::HashSet<String>>,
     tenant: String,
@@ -283,6 +293,11 @@ impl Drop for CompileTurn<'_> {
     fn drop(&mut self) {
         self.compiling.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.tenant);
     }
+}
+
+/// The blob lock, held (see [`PolicyRuntime::lock_blobs`]).
+pub struct BlobsLock<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
 }
 
 /// Core instances one Rust `wasm32-wasip2` component creates (main module plus the shims
@@ -347,6 +362,8 @@ impl PolicyRuntime {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
             compiles: tokio::sync::Semaphore::new(limits::COMPILE_SLOTS),
             compiling: Mutex::new(std::collections::HashSet::new()),
+            uploads: UploadRecords::new(store.clone()),
+            blobs: tokio::sync::Mutex::new(()),
             breaker: breaker::Breaker::default(),
             cpu_share: cpu_share::CpuShare::new(limits.tenant_cpu_ms_per_second),
             cache: Mutex::new(LruCache::new(cache_size)),
@@ -373,26 +390,40 @@ impl PolicyRuntime {
     /// Validates, compiles and stores a policy for the operator; returns its hash (see
     /// [`PolicyRuntime::upload_for`]).
     pub async fn upload(&self, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
-        self.upload_for(None, wasm).await
+        self.upload_for(Owner::Operator, wasm).await
     }
 
-    /// Validates, compiles and stores a policy uploaded by `tenant` (`None`: the
-    /// operator); returns its hash. Uploading the same bytes twice is a no-op that returns
-    /// the same hash. Compiles run on blocking threads, at most `COMPILE_SLOTS` at once,
-    /// the rest queued; a tenant with a compile already queued or running is refused with
-    /// [`PolicyError::CompileBusy`], so one tenant cannot fill the queue.
-    pub async fn upload_for(&self, tenant: Option<&str>, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
+    /// Validates, compiles and stores a policy uploaded by `owner`, and records that it
+    /// holds it; returns its hash. Uploading bytes the owner already holds is a no-op that
+    /// returns the same hash; bytes someone else uploaded are recorded without compiling.
+    /// A tenant's uploads run one at a time, each within its quota: one already queued or
+    /// running is [`PolicyError::CompileBusy`], one past the quota
+    /// [`PolicyError::UploadQuota`], before any compiling. Compiles run on blocking
+    /// threads, at most `COMPILE_SLOTS` at once, the rest queued.
+    pub async fn upload_for(&self, owner: Owner<'_>, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
         upload::check_bytes(&wasm, self.limits.upload_bytes)?;
         upload::check_complexity(&wasm, &self.limits)?;
         let hash = PolicyHash::of(&wasm);
-        let key = hash.to_string();
-        if self.store.policies.contains_key(&key).map_err(StoreError::from)? {
+        let size = wasm.len() as u64;
+        let _turn = match owner {
+            Owner::Tenant(storage_id) => Some(CompileTurn::take(&self.compiling, storage_id)?),
+            Owner::Operator => None,
+        };
+        if self.uploads.find(owner, hash)?.is_some() {
             return Ok(hash);
         }
-        let _turn = match tenant {
-            Some(tenant) => Some(CompileTurn::take(&self.compiling, tenant)?),
-            None => None,
-        };
+        if let Owner::Tenant(_) = owner {
+            uploads::check_quota(self.uploads.usage(owner)?, size, &self.limits)?;
+        }
+        {
+            let _blobs = self.lock_blobs().await;
+            if self.exists(&hash)? {
+                self.uploads.record(owner, hash, size)?;
+                self.store.flush().await?;
+                return Ok(hash);
+            }
+        }
+        let key = hash.to_string();
         let _slot = self.compiles.acquire().await.map_err(|e| PolicyError::Setup(format!("compile pool: {e}")))?;
         let (engine, linker) = (self.engine.clone(), self.linker.clone());
         let (component, pre, artifact) = tokio::task::spawn_blocking(move || {
@@ -403,11 +434,39 @@ impl PolicyRuntime {
         })
         .await
         .map_err(|e| PolicyError::Setup(format!("compile task: {e}")))??;
+        let _blobs = self.lock_blobs().await;
         self.store.compiled.insert(&key, artifact).map_err(StoreError::from)?;
         self.store.policies.insert(&key, component).map_err(StoreError::from)?;
+        self.uploads.record(owner, hash, size)?;
         self.store.flush().await?;
         self.cache_put(hash, Arc::new(pre));
         Ok(hash)
+    }
+
+    /// Who uploaded what.
+    pub fn uploads(&self) -> &UploadRecords {
+        &self.uploads
+    }
+
+    /// Waits for and holds the blob lock. Whoever changes what holds a policy blob takes
+    /// it: an upload recording its claim, an assignment checking the blob exists, a delete
+    /// deciding nothing holds it any more. So a delete never takes a blob from under an
+    /// upload or assignment racing it.
+    pub async fn lock_blobs(&self) -> BlobsLock<'_> {
+        BlobsLock { _guard: self.blobs.lock().await }
+    }
+
+    /// Removes policy `hash`: its wasm, compiled artifact and cached component; whether it
+    /// was stored. The caller decided under `_held` that nothing holds it. Not durable
+    /// until the store is flushed.
+    pub fn remove(&self, _held: &BlobsLock<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
+        let key = hash.to_string();
+        let existed = self.store.policies.remove(&key)?.is_some();
+        self.store.compiled.remove(&key)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.pop(&hash);
+        }
+        Ok(existed)
     }
 
     /// Whether a policy with this hash was uploaded.

@@ -7,7 +7,8 @@
 //! - `compiled`:  blake3(wasm) hex -> the host's own compiled artifact
 //! - `meta`:      gateway-wide settings (master key version)
 //! - `audit`:     sequence number -> chained audit record (JSON)
-//! - `tenant`:    tenant key (16 bytes) + kind tag + rest -> per-tenant data
+//! - `tenant`:    tenant key (16 bytes) + kind tag + rest -> per-tenant data (also the
+//!   operator's upload records, under an owner no tenant can have)
 //!
 //! Every per-tenant key starts with a fixed-width tenant key (the first 16 bytes of
 //! blake3 of the tenant id), so no prefix scan of one tenant can reach another
@@ -91,6 +92,9 @@ pub enum Kind {
     Session = b'h',
     /// Daily usage rollups, keyed by day, dimension and value.
     Rollup = b'd',
+    /// Policies this owner uploaded, keyed by the policy hash's hex (see
+    /// `policy/uploads.rs`; the operator's are under a reserved owner).
+    Upload = b'p',
 }
 
 /// Group commit: one flushing thread serves every waiting writer. Each batch of waiters

@@ -191,6 +191,11 @@ impl Tenants {
         self.cache.read().map(|c| c.values().filter(|t| t.lifecycle != Lifecycle::Live).cloned().collect()).unwrap_or_default()
     }
 
+    /// Every tenant, in any state: what holds a policy blob counts them all.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.cache.read().map(|c| c.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// How many live tenants exist.
     pub fn len(&self) -> usize {
         self.cache.read().map(|c| c.values().filter(|t| t.lifecycle == Lifecycle::Live).count()).unwrap_or(0)

@@ -160,3 +160,177 @@ async fn a_tenant_gets_one_compile_at_a_time() {
     let again = gw.call("POST", "/v1/tenant/policies", Some(&manage), &[], variant(&wasm, 200)).await;
     assert_eq!(again.status, 201, "{}", again.text());
 }
+
+/// A gateway whose tenants may hold `uploads` uploaded policies.
+async fn gateway_with_upload_quota(uploads: usize) -> crate::support::Gateway {
+    let mut config = tollgate::Config::embedded();
+    config.policy.max_uploads_per_tenant = uploads;
+    crate::support::Gateway::start_with(config).await
+}
+
+/// Creates demo tenant `id` and returns a manage token for it.
+async fn manage_token(gw: &crate::support::Gateway, id: &str) -> String {
+    gw.demo_tenant(id, 10.0).await;
+    let reply = gw.admin("POST", &format!("/admin/v1/tenants/{id}/tokens"), serde_json::json!({"scope": "manage"})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    reply.json()["token"].as_str().expect("token").to_string()
+}
+
+/// The stock default policy made distinct by a custom section: it routes like the stock
+/// one but has its own hash.
+fn default_variant(n: u32) -> Vec<u8> {
+    variant(&tollgate_tests::guests::wasm("tollgate-policy-default"), n)
+}
+
+async fn tenant_call(gw: &crate::support::Gateway, token: &str, method: &str, path: &str, body: Vec<u8>) -> crate::support::Reply {
+    gw.call(method, path, Some(token), &[], body).await
+}
+
+/// Uploads `wasm` with a tenant's manage token and returns the hash, asserting 201.
+async fn tenant_upload(gw: &crate::support::Gateway, token: &str, wasm: Vec<u8>) -> String {
+    let reply = tenant_call(gw, token, "POST", "/v1/tenant/policies", wasm).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    reply.json()["hash"].as_str().expect("hash").to_string()
+}
+
+/// The hashes in a tenant's upload list, with their `assigned` flags.
+async fn listed(gw: &crate::support::Gateway, token: &str) -> Vec<(String, bool)> {
+    let reply = tenant_call(gw, token, "GET", "/v1/tenant/policies", Vec::new()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    body["data"].as_array().expect("data").iter().map(|u| (u["hash"].as_str().unwrap_or("").to_string(), u["assigned"] == true)).collect()
+}
+
+/// Assigns `hash` to the token's tenant with a config that routes to the demo provider.
+async fn assign(gw: &crate::support::Gateway, token: &str, hash: &str) -> crate::support::Reply {
+    let body = serde_json::json!({"hash": hash, "config": {"provider": "demo", "model": "demo-small"}});
+    tenant_call(gw, token, "PUT", "/v1/tenant/policy", body.to_string().into_bytes()).await
+}
+
+/// A tenant at its upload quota is refused with 409 `upload_quota_exceeded` before
+/// anything is compiled or stored; re-uploading bytes it holds is still fine, and
+/// deleting an unassigned upload makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_upload_quota_gets_409_until_it_deletes_one() {
+    let gw = gateway_with_upload_quota(2).await;
+    let manage = manage_token(&gw, "quota").await;
+    let first = tenant_upload(&gw, &manage, default_variant(1)).await;
+    let second = tenant_upload(&gw, &manage, default_variant(2)).await;
+    assert_eq!(tenant_upload(&gw, &manage, default_variant(1)).await, first, "re-uploading held bytes is a no-op");
+
+    let third = default_variant(3);
+    let third_hash = tollgate::PolicyHash::of(&third);
+    let refused = tenant_call(&gw, &manage, "POST", "/v1/tenant/policies", third.clone()).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "upload_quota_exceeded".to_string()), "{}", refused.text());
+    let message = refused.json()["error"]["message"].as_str().unwrap_or("").to_string();
+    for part in ["holds 2 uploaded policies", "policy.max_uploads_per_tenant (2)", "DELETE /v1/tenant/policies/{hash}"] {
+        assert!(message.contains(part), "{part:?} missing from {message:?}");
+    }
+    assert!(!gw.app.policies.exists(&third_hash).expect("exists"), "a refused upload is not stored");
+    assert_eq!(listed(&gw, &manage).await, [(first.clone(), false), (second.clone(), false)]);
+
+    let deleted = tenant_call(&gw, &manage, "DELETE", &format!("/v1/tenant/policies/{first}"), Vec::new()).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["deleted"], first.as_str());
+    assert_eq!(tenant_upload(&gw, &manage, third).await, third_hash.to_string());
+    assert_eq!(listed(&gw, &manage).await.len(), 2);
+}
+
+/// The byte quota counts every upload the tenant holds and names its setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_upload_bytes_gets_409_naming_the_limit() {
+    let size = default_variant(1).len() as u64;
+    let mut config = tollgate::Config::embedded();
+    config.policy.max_upload_bytes_per_tenant = size * 3 / 2;
+    let gw = crate::support::Gateway::start_with(config).await;
+    let manage = manage_token(&gw, "bytes").await;
+    tenant_upload(&gw, &manage, default_variant(1)).await;
+    let refused = tenant_call(&gw, &manage, "POST", "/v1/tenant/policies", default_variant(2)).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "upload_quota_exceeded".to_string()), "{}", refused.text());
+    let message = refused.json()["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains(&format!("past policy.max_upload_bytes_per_tenant ({})", size * 3 / 2)), "{message}");
+    assert!(message.contains(&format!("it holds 1 uploads of {size} bytes")), "{message}");
+}
+
+/// A tenant cannot delete the policy it runs (409 `policy_assigned`), nor the operator
+/// one any tenant runs; it keeps serving. Once unassigned it can be deleted, and then a
+/// rollback or an assignment naming it gets a clear 4xx, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_assigned_policy_is_refused_and_it_keeps_serving() {
+    let gw = crate::support::Gateway::start().await;
+    let manage = manage_token(&gw, "runner").await;
+    let inference = gw.admin("POST", "/admin/v1/tenants/runner/tokens", serde_json::json!({"scope": "inference"})).await.json()["token"].as_str().expect("token").to_string();
+    let hash = tenant_upload(&gw, &manage, default_variant(7)).await;
+    assert_eq!(assign(&gw, &manage, &hash).await.status, 200);
+
+    let refused = tenant_call(&gw, &manage, "DELETE", &format!("/v1/tenant/policies/{hash}"), Vec::new()).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "policy_assigned".to_string()), "{}", refused.text());
+    let refused = gw.call("DELETE", &format!("/admin/v1/policies/{hash}"), Some(crate::support::ADMIN), &[], Vec::new()).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "policy_assigned".to_string()), "{}", refused.text());
+    assert!(refused.json()["error"]["message"].as_str().unwrap_or("").contains("assigned to 1 tenant(s)"), "{}", refused.text());
+    let hello = serde_json::json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]});
+    let served = gw.chat(&inference, hello.clone()).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.header("x-tollgate-policy"), hash[..12]);
+    assert_eq!(listed(&gw, &manage).await, [(hash.clone(), true)]);
+
+    // Unassigned (it stays the previous assignment), it can be deleted.
+    assert_eq!(assign(&gw, &manage, &gw.app.default_policy.to_string()).await.status, 200);
+    let deleted = tenant_call(&gw, &manage, "DELETE", &format!("/v1/tenant/policies/{hash}"), Vec::new()).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let rollback = tenant_call(&gw, &manage, "POST", "/v1/tenant/policy/rollback", Vec::new()).await;
+    assert_eq!((rollback.status, rollback.error_code()), (409, "conflict".to_string()), "{}", rollback.text());
+    assert!(rollback.json()["error"]["message"].as_str().unwrap_or("").contains("has been deleted"), "{}", rollback.text());
+    let reassign = assign(&gw, &manage, &hash).await;
+    assert_eq!((reassign.status, reassign.error_code()), (404, "not_found".to_string()), "{}", reassign.text());
+    let served = gw.chat(&inference, hello).await;
+    assert_eq!((served.status, served.header("x-tollgate-policy")), (200, gw.app.default_policy.short()), "{}", served.text());
+}
+
+/// A tenant's delete removes the blob (wasm, compiled artifact) when nothing else holds
+/// it: the operator can no longer assign it. Bytes another tenant uploaded too stay, and
+/// that tenant can still assign them; the operator's delete then takes every claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policy_is_gone_unless_another_tenant_uploaded_it_too() {
+    let gw = crate::support::Gateway::start().await;
+    let (a, b) = (manage_token(&gw, "tenant-a").await, manage_token(&gw, "tenant-b").await);
+    let own = tenant_upload(&gw, &a, default_variant(11)).await;
+    let shared = tenant_upload(&gw, &a, default_variant(12)).await;
+    assert_eq!(tenant_upload(&gw, &b, default_variant(12)).await, shared);
+
+    let operator_assign = |hash: String| {
+        let gw = &gw;
+        async move { gw.admin("PUT", "/admin/v1/tenants/tenant-a/policy", serde_json::json!({"hash": hash})).await }
+    };
+    assert_eq!(tenant_call(&gw, &a, "DELETE", &format!("/v1/tenant/policies/{own}"), Vec::new()).await.status, 200);
+    let gone = operator_assign(own.clone()).await;
+    assert_eq!((gone.status, gone.error_code()), (404, "not_found".to_string()), "{}", gone.text());
+    assert!(gw.app.store.compiled.get(&own).expect("read").is_none(), "the compiled artifact is removed too");
+
+    assert_eq!(tenant_call(&gw, &a, "DELETE", &format!("/v1/tenant/policies/{shared}"), Vec::new()).await.status, 200);
+    assert!(listed(&gw, &a).await.is_empty());
+    assert_eq!(assign(&gw, &b, &shared).await.status, 200, "tenant-b's upload keeps the blob");
+    assert_eq!(listed(&gw, &b).await, [(shared.clone(), true)]);
+
+    assert_eq!(assign(&gw, &b, &gw.app.default_policy.to_string()).await.status, 200);
+    let removed = gw.call("DELETE", &format!("/admin/v1/policies/{shared}"), Some(crate::support::ADMIN), &[], Vec::new()).await;
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    assert_eq!(removed.json()["claims_removed"], 1);
+    assert!(listed(&gw, &b).await.is_empty(), "the operator's delete takes every tenant's claim");
+    assert_eq!(assign(&gw, &b, &shared).await.status, 404);
+    let stock = gw.call("DELETE", &format!("/admin/v1/policies/{}", gw.app.default_policy), Some(crate::support::ADMIN), &[], Vec::new()).await;
+    assert_eq!((stock.status, stock.error_code()), (409, "policy_assigned".to_string()), "{}", stock.text());
+}
+
+/// Uploads are listed and deleted only by the tenant that holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_list_or_delete_each_others_uploads() {
+    let gw = crate::support::Gateway::start().await;
+    let (a, b) = (manage_token(&gw, "owner").await, manage_token(&gw, "other").await);
+    let hash = tenant_upload(&gw, &a, default_variant(21)).await;
+    assert!(listed(&gw, &b).await.is_empty());
+    let refused = tenant_call(&gw, &b, "DELETE", &format!("/v1/tenant/policies/{hash}"), Vec::new()).await;
+    assert_eq!((refused.status, refused.error_code()), (404, "not_found".to_string()), "{}", refused.text());
+    assert_eq!(listed(&gw, &a).await, [(hash.clone(), false)]);
+    assert!(gw.app.policies.exists(&tollgate::PolicyHash::parse(&hash).expect("hash")).expect("exists"));
+}

@@ -38,6 +38,13 @@ pub const DEFAULT_POOL_INSTANCES: u32 = 64;
 pub const DEFAULT_POOL_WAIT: Duration = Duration::from_millis(250);
 /// Largest accepted policy upload. Defends against memory and compile-time exhaustion.
 pub const DEFAULT_UPLOAD_BYTES: usize = 8 << 20;
+/// Policies one tenant may hold uploaded. Defends the store against a tenant uploading
+/// variants without end (each is stored twice: the wasm and its larger compiled
+/// artifact); a tenant deletes an unassigned upload to make room.
+pub const DEFAULT_MAX_UPLOADS_PER_TENANT: usize = 32;
+/// Wasm bytes of one tenant's uploads together: eight uploads of the largest size, or
+/// many of the few hundred KiB a Rust policy takes.
+pub const DEFAULT_MAX_UPLOAD_BYTES_PER_TENANT: u64 = 64 << 20;
 /// Compiled components kept resident; tenants sharing a hash share one entry.
 pub const DEFAULT_COMPILED_CACHE: usize = 512;
 /// Log lines one call may write; the rest are counted and dropped (log floods).
@@ -126,6 +133,10 @@ pub struct PolicyLimits {
     pub pool_wait_ms: u64,
     /// Largest policy upload, in bytes.
     pub upload_bytes: usize,
+    /// Uploads one tenant may hold (0: tenants may not upload).
+    pub max_uploads_per_tenant: usize,
+    /// Wasm bytes of one tenant's uploads together.
+    pub max_upload_bytes_per_tenant: u64,
     /// Compiled components kept resident (LRU).
     pub compiled_cache: usize,
     /// Log lines per call.
@@ -169,6 +180,8 @@ impl Default for PolicyLimits {
             pool_instances: DEFAULT_POOL_INSTANCES,
             pool_wait_ms: DEFAULT_POOL_WAIT.as_millis() as u64,
             upload_bytes: DEFAULT_UPLOAD_BYTES,
+            max_uploads_per_tenant: DEFAULT_MAX_UPLOADS_PER_TENANT,
+            max_upload_bytes_per_tenant: DEFAULT_MAX_UPLOAD_BYTES_PER_TENANT,
             compiled_cache: DEFAULT_COMPILED_CACHE,
             log_lines_per_call: DEFAULT_LOG_LINES_PER_CALL,
             log_line_bytes: DEFAULT_LOG_LINE_BYTES,

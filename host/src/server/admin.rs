@@ -3,8 +3,9 @@
 //!
 //! Operator: `/admin/v1/tenants` (create, list paged, show, update, delete),
 //! `/admin/v1/tenants/{id}/...` (see [`super::tenant_api`]), `POST /admin/v1/policies`,
-//! `POST /admin/v1/keys/rotate`. Self-service: `GET /v1/tenant`, `/v1/tenant/...`,
-//! `POST /v1/tenant/policies`. Every write is durable before it is acknowledged.
+//! `DELETE /admin/v1/policies/{hash}`, `POST /admin/v1/keys/rotate`. Self-service:
+//! `GET /v1/tenant`, `/v1/tenant/...`, `POST /v1/tenant/policies`. Every write is durable
+//! before it is acknowledged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::app::App;
 use crate::catalog::ModelEntry;
 use crate::error::GatewayError;
 use crate::metering::{Budget, Period};
+use crate::policy::Owner;
 use crate::ratelimit::RateLimits;
 use crate::sealing::Key;
 use crate::tenants::{validate_id, Lifecycle, PolicyAssignment, Tenant};
@@ -204,14 +206,19 @@ async fn quick_create(app: &App, quick: QuickTenant) -> Result<(Arc<Tenant>, Str
     Ok((tenant, token, record))
 }
 
-async fn upload_policy(app: &App, actor: &str, tenant: &str, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
-    let uploader = (!tenant.is_empty()).then_some(tenant);
-    let hash = app.policies.upload_for(uploader, wasm.to_vec()).await.map_err(|e| match e {
+/// Uploads a policy for `tenant` (`None`: the operator), within the tenant's quota.
+async fn upload_policy(app: &App, actor: &str, tenant: Option<&Tenant>, wasm: &[u8]) -> Result<Response<Body>, GatewayError> {
+    let owner = tenant.map_or(Owner::Operator, |t| Owner::Tenant(t.storage_id()));
+    let hash = app.policies.upload_for(owner, wasm.to_vec()).await.map_err(|e| match e {
         crate::PolicyError::Upload(u @ crate::policy::UploadError::TooComplex { .. }) => GatewayError::bad_request("policy_too_complex", u.to_string()),
         crate::PolicyError::Upload(u) => GatewayError::bad_request("invalid_policy", u.to_string()),
         other => GatewayError::Policy(other),
     })?;
-    app.audit.append(actor, "policy.upload", tenant, json!({"hash": hash.to_string(), "bytes": wasm.len()})).await?;
+    let detail = json!({"hash": hash.to_string(), "bytes": wasm.len()});
+    match tenant {
+        Some(tenant) => app.audit.append_tenant(actor, "policy.upload", tenant, detail).await?,
+        None => app.audit.append(actor, "policy.upload", "", detail).await?,
+    }
     Ok(json_response(StatusCode::CREATED, &json!({"hash": hash.to_string()})))
 }
 
@@ -303,7 +310,13 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             let found = tenant(app, id)?;
             tenant_api::handle(app, OPERATOR, found, &method, rest, &query, &body).await
         }
-        (Method::POST, ["admin", "v1", "policies"]) => upload_policy(app, OPERATOR, "", &body).await,
+        (Method::POST, ["admin", "v1", "policies"]) => upload_policy(app, OPERATOR, None, &body).await,
+        (Method::DELETE, ["admin", "v1", "policies", hash]) => {
+            let hash = tenant_api::parse_hash(hash)?;
+            let deleted = crate::policy_deletion::delete_for_operator(app, hash).await?;
+            app.audit.append(OPERATOR, "policy.delete", "", json!({"hash": hash.to_string(), "claims_removed": deleted.claims, "blob_removed": deleted.blob_removed})).await?;
+            ok(json!({"deleted": hash.to_string(), "claims_removed": deleted.claims}))
+        }
         (Method::POST, ["admin", "v1", "keys", "rotate"]) => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -353,7 +366,7 @@ pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<
     let body = read_capped(request.into_body(), limit, app.config.server.body_read_timeout).await?;
     let actor = format!("tenant:{}/token:{}", tenant.id, token.id);
     match (method.clone(), parts.as_slice()) {
-        (Method::POST, ["policies"]) => upload_policy(app, &actor, &tenant.id, &body).await,
+        (Method::POST, ["policies"]) => upload_policy(app, &actor, Some(&tenant), &body).await,
         (_, rest) => tenant_api::handle(app, &actor, tenant, &method, rest, &query, &body).await,
     }
 }

@@ -1,8 +1,8 @@
 //! One tenant's resources, served identically to the operator
 //! (`/admin/v1/tenants/{id}/...`) and to the tenant's own `manage` token
-//! (`/v1/tenant/...`): tokens, credentials, policy (assign, roll back, log), usage,
-//! sessions and memory. The tenant always comes from the caller's route or token, never
-//! from the body.
+//! (`/v1/tenant/...`): tokens, credentials, policy (assign, roll back, log), uploaded
+//! policies (list, delete), usage, sessions and memory. The tenant always comes from the
+//! caller's route or token, never from the body.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use super::{json_response, text_response, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::metering::{day_of, GroupBy};
+use crate::policy::uploads::{Owner, Usage};
 use crate::ratelimit::RateLimits;
 use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
 use crate::secret::Secret;
@@ -83,9 +84,16 @@ pub async fn put_credential(app: &App, tenant_id: &str, name: &str, body: PutCre
     Ok(json!(meta))
 }
 
-/// Assigns an uploaded policy, keeping the previous assignment for rollback.
+/// A policy hash from a path or body.
+pub fn parse_hash(text: &str) -> Result<PolicyHash, GatewayError> {
+    PolicyHash::parse(text).ok_or_else(|| GatewayError::bad_request("invalid_hash", "hash must be 64 hex digits"))
+}
+
+/// Assigns an uploaded policy, keeping the previous assignment for rollback. Holds the
+/// blob lock, so a delete cannot take the policy between the check and the write.
 pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Result<Arc<Tenant>, GatewayError> {
-    let hash = PolicyHash::parse(&body.hash).ok_or_else(|| GatewayError::bad_request("invalid_hash", "hash must be 64 hex digits"))?;
+    let hash = parse_hash(&body.hash)?;
+    let _blobs = app.policies.lock_blobs().await;
     if !app.policies.exists(&hash)? {
         return Err(GatewayError::NotFound(format!("policy {hash} is not uploaded")));
     }
@@ -102,14 +110,23 @@ pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Re
     Ok(updated)
 }
 
-/// Swaps the current and previous policy assignments.
+/// Swaps the current and previous policy assignments. A previous policy deleted since
+/// is refused (a previous assignment does not keep a policy from being deleted).
 async fn roll_back_policy(app: &App, tenant: &Tenant) -> Result<Arc<Tenant>, GatewayError> {
+    let _blobs = app.policies.lock_blobs().await;
     let updated = app
         .tenants
         .update(tenant, |current| {
             let Some(previous) = current.previous_policy.clone() else {
                 return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
             };
+            let stored = match PolicyHash::parse(&previous.hash) {
+                Some(hash) => app.policies.exists(&hash)?,
+                None => false,
+            };
+            if !stored {
+                return Err(GatewayError::Conflict(format!("the previous policy {} has been deleted; assign an uploaded policy instead", previous.hash)));
+            }
             let mut updated = current.clone();
             updated.previous_policy = updated.policy.replace(previous);
             Ok(updated)
@@ -278,6 +295,26 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             let updated = roll_back_policy(app, &tenant).await?;
             audit("policy.rollback", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
             ok(tenant_json(&updated))
+        }
+        (Method::GET, ["policies"]) => {
+            let records = app.policies.uploads().list(Owner::Tenant(storage))?;
+            let usage = Usage::of(&records);
+            let assigned = tenant.policy.as_ref().map(|p| p.hash.as_str());
+            let data: Vec<Value> = records
+                .into_iter()
+                .map(|r| json!({"hash": r.hash, "bytes": r.bytes, "uploaded_millis": r.uploaded_millis, "assigned": assigned == Some(r.hash.as_str())}))
+                .collect();
+            let limits = app.policies.limits();
+            ok(json!({"data": data, "used_uploads": usage.uploads, "used_bytes": usage.bytes, "max_uploads": limits.max_uploads_per_tenant, "max_bytes": limits.max_upload_bytes_per_tenant}))
+        }
+        (Method::DELETE, ["policies", hash]) => {
+            let hash = parse_hash(hash)?;
+            let deleted = crate::policy_deletion::delete_for_tenant(app, &tenant, hash).await?;
+            // Whether the blob went tells whether anyone else holds the same bytes: the
+            // operator's log may know, the tenant's reply and audit trail do not.
+            tracing::info!(tenant = id, policy = %hash, blob_removed = deleted.blob_removed, "uploaded policy deleted");
+            audit("policy.delete", json!({"hash": hash.to_string()})).await?;
+            ok(json!({"deleted": hash.to_string()}))
         }
         (Method::GET, ["audit"]) => {
             let after = query_param(query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
