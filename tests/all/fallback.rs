@@ -225,7 +225,7 @@ async fn a_client_that_hangs_up_before_the_answer_is_settled_at_once() {
     assert_eq!(rows[0]["outcome"], "client_disconnected", "{}", rows[0]);
     assert_eq!(rows[0]["model"], "mock-latency=2000", "billed at the target being tried: {}", rows[0]);
     assert!(rows[0]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{}", rows[0]);
-    let status = gw.app.metering.status(&gw.tenant_key(id), None, tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.storage_id(id), None, tollgate::clock::unix_millis()).await.expect("status");
     assert_eq!(status.reserved_microdollars, 0, "the reservation was released");
 }
 

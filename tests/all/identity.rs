@@ -69,7 +69,7 @@ async fn a_tenant_deleted_while_busy_and_created_again_inherits_nothing() {
     let audit = get(&gw, "/v1/tenant/audit", &manage).await.json();
     let actions: Vec<&str> = audit["data"].as_array().expect("audit").iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(actions, vec!["tenant.create", "token.issue"], "audit inherited: {audit}");
-    let status = gw.app.metering.status(&gw.tenant_key("phoenix"), gw.app.tenants.get("phoenix").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.storage_id("phoenix"), gw.app.tenants.get("phoenix").and_then(|t| t.budget), tollgate::clock::unix_millis()).await.expect("status");
     assert_eq!((status.spent_microdollars, status.reserved_microdollars), (0, 0));
 
     // What the old incarnation's requests wrote after the purge is purged again (here by

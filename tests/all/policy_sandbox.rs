@@ -233,14 +233,14 @@ impl tollgate::policy::TenantView for FailingStore {
     fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, tollgate::policy::MemoryError> {
         self.0.memory_list(prefix, limit)
     }
-    fn budget(&self) -> Result<tollgate::policy::BudgetStatus, tollgate::policy::Unavailable> {
-        Err(tollgate::policy::Unavailable { what: "budget", cause: "storage failure: injected".into() })
+    fn budget(&self) -> tollgate::policy::BoxFuture<'_, Result<tollgate::policy::BudgetStatus, tollgate::policy::Unavailable>> {
+        Box::pin(async { Err(tollgate::policy::Unavailable { what: "budget", cause: "storage failure: injected".into() }) })
     }
-    fn user_spend(&self, _end_user: &str) -> Result<u64, tollgate::policy::Unavailable> {
-        Err(tollgate::policy::Unavailable { what: "end-user spend", cause: "storage failure: injected".into() })
+    fn user_spend<'a>(&'a self, _end_user: &'a str) -> tollgate::policy::BoxFuture<'a, Result<u64, tollgate::policy::Unavailable>> {
+        Box::pin(async { Err(tollgate::policy::Unavailable { what: "end-user spend", cause: "storage failure: injected".into() }) })
     }
-    fn tag_spend(&self, _tag: &str) -> Result<u64, tollgate::policy::Unavailable> {
-        Err(tollgate::policy::Unavailable { what: "tag spend", cause: "storage failure: injected".into() })
+    fn tag_spend<'a>(&'a self, _tag: &'a str) -> tollgate::policy::BoxFuture<'a, Result<u64, tollgate::policy::Unavailable>> {
+        Box::pin(async { Err(tollgate::policy::Unavailable { what: "tag spend", cause: "storage failure: injected".into() }) })
     }
     fn models(&self) -> Vec<tollgate::policy::ModelInfo> {
         self.0.models()

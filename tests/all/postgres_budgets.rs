@@ -209,7 +209,8 @@ async fn a_live_replica_keeps_its_reservations_past_the_lease() {
 async fn postgres_and_the_embedded_store_agree() {
     let Some(server) = Server::start() else { return };
     let pool = migrated(&server).await;
-    let pg = replica(&pool, "conformance", Duration::from_secs(60));
+    // Both through the one interface the gateway uses.
+    let pg = Metering::shared(replica(&pool, "conformance", Duration::from_secs(60)));
     let sled = Metering::new(tollgate::Store::temporary().expect("store")).expect("metering");
     let day = Some(Budget { limit_microdollars: 25_000, period: Period::Day });
     let bob = [("user:bob".to_string(), 12_000u64)];
@@ -227,13 +228,14 @@ async fn postgres_and_the_embedded_store_agree() {
     ];
     for (id, budget, subs, amount, cost, when, user, tags) in script {
         let make = || Hold { tenant_id: "same#1", budget, sub_budgets: subs, request_id: id, microdollars: amount, now_millis: when, end_user: user.map(String::from), tags: tags.clone() };
-        let from_pg = pg.reserve(make()).await;
-        let from_sled = sled.reserve_for(make());
+        let from_pg = pg.reserve_for(make()).await;
+        let from_sled = sled.reserve_for(make()).await;
         match (from_pg, from_sled) {
             (Ok(p), Ok(s)) => {
                 assert_eq!(p, s, "{id}: the same reservation");
-                assert_eq!(pg.settle(&p, &record(&p, cost)).await, Ok(true));
-                sled.settle(&s, &record(&s, cost)).expect("settle");
+                let (pg_record, sled_record) = (record(&p, cost), record(&s, cost));
+                assert_eq!(pg.settle_durably(p, pg_record).await, Ok(()));
+                assert_eq!(sled.settle_durably(s, sled_record).await, Ok(()));
                 pg_log.push(format!("{id} ok"));
                 sled_log.push(format!("{id} ok"));
             }
@@ -248,14 +250,14 @@ async fn postgres_and_the_embedded_store_agree() {
     assert!(pg_log.iter().filter(|l| !l.ends_with(" ok")).count() >= 2, "{pg_log:?}");
     for (budget, when) in [(day, NOW), (day, NOW + 86_400_000), (Some(Budget { limit_microdollars: 1, period: Period::Month }), NOW), (Some(Budget { limit_microdollars: 1, period: Period::Total }), NOW)] {
         let p = pg.status("same#1", budget, when).await.expect("pg status");
-        let s = sled.status(&tollgate::store::TenantKey::of("same#1"), budget, when).expect("sled status");
+        let s = sled.status("same#1", budget, when).await.expect("sled status");
         let figures = |b: &tollgate::policy::BudgetStatus| (b.period.clone(), b.period_id.clone(), b.limit_microdollars, b.spent_microdollars, b.reserved_microdollars);
         assert_eq!(figures(&p), figures(&s));
     }
     for group in [GroupBy::Day, GroupBy::Model, GroupBy::Provider, GroupBy::User, GroupBy::Tag] {
         let p = pg.usage("same#1", "2026-12-01", "2026-12-31", group).await.expect("pg usage");
-        let s = sled.usage("same#1", "2026-12-01", "2026-12-31", group).expect("sled usage");
+        let s = sled.usage("same#1", "2026-12-01", "2026-12-31", group).await.expect("sled usage");
         assert_eq!(p, s, "{group:?}");
     }
-    assert_eq!(pg.ledger("same#1", 0, u64::MAX, 100).await.expect("pg ledger"), sled.ledger("same#1", 0, u64::MAX, 100).expect("sled ledger"));
+    assert_eq!(pg.ledger("same#1", 0, u64::MAX, 100).await.expect("pg ledger"), sled.ledger("same#1", 0, u64::MAX, 100).await.expect("sled ledger"));
 }

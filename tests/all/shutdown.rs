@@ -63,7 +63,7 @@ async fn an_in_flight_stream_completes_and_is_settled_while_new_connections_are_
     // It was settled, though the server has stopped taking requests.
     let mut row = None;
     for _ in 0..100 {
-        row = gw.app.metering.ledger(&gw.storage_id("drain"), 0, u64::MAX, 100).expect("ledger").into_iter().find(|r| r.request_id == request_id);
+        row = gw.app.metering.ledger(&gw.storage_id("drain"), 0, u64::MAX, 100).await.expect("ledger").into_iter().find(|r| r.request_id == request_id);
         if row.is_some() {
             break;
         }

@@ -62,7 +62,7 @@ async fn budget_guard_downgrades_on_real_spend() {
     let scope = std::sync::Arc::new(sandbox.services.scope("t", budget, now));
     let first = sandbox.runtime.route(hash, scope.clone(), &request("x"), &context("t", config)).await.expect("route");
     assert_eq!(plan(first.decision).targets[0].model, "demo-large");
-    sandbox.services.metering.reserve("t", budget, "r", 600, now).expect("reserve");
+    sandbox.services.metering.reserve("t", budget, "r", 600, now).await.expect("reserve");
     let second = sandbox.runtime.route(hash, scope, &request("x"), &context("t", config)).await.expect("route");
     assert_eq!(plan(second.decision).targets[0].model, "demo-small");
 }

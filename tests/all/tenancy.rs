@@ -124,10 +124,10 @@ async fn usage_csv_neutralises_formulas_and_quotes_fields() {
     assert_eq!(gw.chat(&inference, body).await.status, 200);
     // A tag with a comma and one starting with '@', as a policy could attach them.
     let storage_id = gw.storage_id("csv");
-    let mut record = gw.app.metering.ledger(&storage_id, 0, u64::MAX, 1).expect("ledger").remove(0);
+    let mut record = gw.app.metering.ledger(&storage_id, 0, u64::MAX, 1).await.expect("ledger").remove(0);
     record.request_id = "tagged".into();
     record.tags = vec!["team,red".into(), "@SUM(A1)".into()];
-    gw.app.metering.record(&storage_id, &record).expect("record");
+    gw.app.metering.embedded().expect("the embedded store").record(&storage_id, &record).expect("record");
     let users = get(&gw, "/admin/v1/tenants/csv/usage?start=2000-01-01&end=2100-12-31&group_by=user&format=csv", ADMIN).await.text();
     let row = users.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(r#""'=HYPERLINK(""http://x"",""y"")",2,"#), "{users}");
@@ -224,7 +224,7 @@ async fn concurrent_requests_never_overspend_the_budget() {
         statuses.push(task.await.expect("task"));
     }
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
-    let status = gw.app.metering.status(&gw.tenant_key("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).expect("status");
+    let status = gw.app.metering.status(&gw.storage_id("tight"), gw.app.tenants.get("tight").and_then(|t| t.budget), tollgate::clock::unix_millis()).await.expect("status");
     assert!(status.spent_microdollars <= 2000, "spent {} of 2000", status.spent_microdollars);
     assert_eq!(status.reserved_microdollars, 0, "every reservation settled");
     let ledger = get(&gw, "/admin/v1/tenants/tight/usage/records?start=2000-01-01&end=2100-12-31", ADMIN).await.json();
@@ -239,15 +239,15 @@ async fn reservations_left_by_a_crash_are_charged_on_restart() {
     let admin = tollgate::Secret::new(ADMIN.into());
     {
         let app = tollgate::App::start(config.clone(), None, &admin).await.expect("start");
-        app.metering.reserve("crashed", None, "in-flight-1", 1234, tollgate::clock::unix_millis()).expect("reserve");
+        app.metering.reserve("crashed", None, "in-flight-1", 1234, tollgate::clock::unix_millis()).await.expect("reserve");
         app.store.flush().await.expect("flush");
         // Dropped without settling: what a SIGKILL mid-request leaves behind.
     }
     let app = tollgate::App::start(config, None, &admin).await.expect("restart");
-    let ledger = app.metering.ledger("crashed", 0, u64::MAX, 10).expect("ledger");
+    let ledger = app.metering.ledger("crashed", 0, u64::MAX, 10).await.expect("ledger");
     assert_eq!(ledger.len(), 1);
     assert_eq!((ledger[0].outcome.as_str(), ledger[0].cost_microdollars), ("crash_recovered", 1234));
-    let status = app.metering.status(&tollgate::store::TenantKey::of("crashed"), None, tollgate::clock::unix_millis()).expect("status");
+    let status = app.metering.status("crashed", None, tollgate::clock::unix_millis()).await.expect("status");
     assert_eq!((status.spent_microdollars, status.reserved_microdollars), (1234, 0));
     assert_eq!(std::fs::metadata(dir.path().join("master.key")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).ok(), Some(0o600));
 }
@@ -328,7 +328,7 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     assert!(restored.tenants.get("backed-up").expect("read").is_some());
     let storage = gw.storage_id("backed-up");
     let metering = tollgate::metering::Metering::new(restored.clone()).expect("metering");
-    let ledger = metering.ledger(&storage, 0, u64::MAX, 100).expect("ledger");
+    let ledger = metering.ledger(&storage, 0, u64::MAX, 100).await.expect("ledger");
     assert!(!ledger.is_empty() && ledger.iter().any(|r| r.outcome == "success"));
     // The same master key opens the restored credential; the audit chain still verifies.
     let vault = tollgate::sealing::Vault::new(restored.clone(), key).expect("vault");
@@ -360,7 +360,7 @@ async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
     // ledger record in a backup that is not a snapshot.
     let storage_id = gw.storage_id("snapshot");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while gw.app.metering.ledger(&storage_id, 0, u64::MAX, 300).expect("ledger").len() < 300 {
+    while gw.app.metering.ledger(&storage_id, 0, u64::MAX, 300).await.expect("ledger").len() < 300 {
         assert!(std::time::Instant::now() < deadline, "300 requests did not land within 120 s");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -371,8 +371,8 @@ async fn backup_under_load_is_a_snapshot_whose_spend_matches_its_ledger() {
         tollgate::backup::restore(dir.path(), backup.body.as_slice()).expect("restore");
         let restored = tollgate::Store::open(dir.path()).expect("open restored");
         let metering = tollgate::metering::Metering::new(restored).expect("metering");
-        let ledger: u64 = metering.ledger(&storage_id, 0, u64::MAX, usize::MAX).expect("ledger").iter().map(|r| r.cost_microdollars).sum();
-        let spent = metering.status(&tollgate::store::TenantKey::of(&storage_id), budget, tollgate::clock::unix_millis()).expect("status").spent_microdollars;
+        let ledger: u64 = metering.ledger(&storage_id, 0, u64::MAX, usize::MAX).await.expect("ledger").iter().map(|r| r.cost_microdollars).sum();
+        let spent = metering.status(&storage_id, budget, tollgate::clock::unix_millis()).await.expect("status").spent_microdollars;
         assert!(ledger > 0);
         assert_eq!(spent, ledger, "backup {round}: the restored spend counter must equal the restored ledger's costs");
     }

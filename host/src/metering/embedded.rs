@@ -416,6 +416,7 @@ fn ledger_key(tenant: &TenantKey, unix_millis: u64, request_id: &str) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metering::Period;
 
     fn record(tenant: &str, request: &str, cost: u64) -> LedgerRecord {
         LedgerRecord {
