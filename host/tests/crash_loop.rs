@@ -359,10 +359,11 @@ struct DiskTenant {
 }
 
 fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
-    use tollgate::metering::{Budget, Metering, Period};
+    use tollgate::metering::{Budget, Embedded, Period};
     use tollgate::store::TenantKey;
     let store = tollgate::Store::open(dir).expect("the store opens after a kill");
-    let metering = Metering::new(store.clone()).expect("metering");
+    // The embedded authority's synchronous reads: this check runs outside any runtime.
+    let metering = Embedded::new(store.clone()).expect("metering");
     let registry = tollgate::tenants::Tenants::load(store.clone()).expect("tenants");
     let now = tollgate::clock::unix_millis();
     let budget = Some(Budget { limit_microdollars: 0, period: Period::Month });
