@@ -26,6 +26,8 @@ pub struct App {
     pub store: Store,
     /// Tenant registry.
     pub tenants: Tenants,
+    /// Bearer tokens.
+    pub tokens: crate::tokens::Tokens,
     /// Sealed credentials.
     pub vault: Arc<Vault>,
     /// Spend and ledger.
@@ -108,6 +110,7 @@ impl App {
         let app = App {
             audit: crate::audit::AuditLog::open(store.clone())?,
             tenants: Tenants::load(store.clone())?,
+            tokens: crate::tokens::Tokens::embedded(store.clone()),
             upstream: Upstream::new(config.upstream.clone()),
             admin: AdminToken::new(admin_token.expose()),
             metrics: Metrics::default(),

@@ -6,6 +6,8 @@
 //! schema is keyed by `tenant_id` first everywhere, so Citus can distribute it by tenant.
 
 pub mod budgets;
+pub mod changes;
+pub mod tenants;
 mod migrate;
 
 use std::str::FromStr;

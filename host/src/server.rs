@@ -87,12 +87,12 @@ pub enum Principal {
 
 /// Authenticates a request: the admin token or a tenant token; anything else is 401.
 /// A request that names a tenant in `X-Tenant-ID` must name the token's own.
-pub fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, GatewayError> {
+pub async fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, GatewayError> {
     let token = bearer(request).ok_or(GatewayError::Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'"))?;
     if app.admin.matches(token) {
         return Ok(Principal::Admin);
     }
-    let record = tokens::lookup(&app.store, token)?.ok_or(GatewayError::Unauthorized("invalid token"))?;
+    let record = app.tokens.lookup(token).await?.ok_or(GatewayError::Unauthorized("invalid token"))?;
     // The token's tenant as it is now: a token of a deleted incarnation opens nothing.
     let tenant = app.tenants.get(&record.tenant_id).filter(|t| record.belongs_to(t)).ok_or(GatewayError::Unauthorized("invalid token"))?;
     if let Some(claimed) = request.headers().get("x-tenant-id") {
@@ -130,7 +130,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len()),
         )),
         (Method::POST, "/v1/chat/completions") => {
-            let Principal::Tenant(tenant, token) = authenticate(&app, &request)? else {
+            let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
             let provider_key = request.headers().get("x-provider-api-key").and_then(|v| v.to_str().ok()).map(|v| Secret::new(v.to_string()));
@@ -146,7 +146,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             chat::handle(&app, caller, permit, body).await
         }
         (Method::GET, "/v1/models") => {
-            let Principal::Tenant(tenant, _) = authenticate(&app, &request)? else {
+            let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("use a tenant token".into()));
             };
             // What this tenant can be served: the demo provider, providers it holds a

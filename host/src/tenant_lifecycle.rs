@@ -33,7 +33,7 @@ fn tombstone_key(storage_id: &str) -> Vec<u8> {
 /// per-tenant records were removed.
 async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
     app.vault.shred(tenant.storage_id()).await?;
-    crate::tokens::revoke_all(&app.store, tenant)?;
+    app.tokens.revoke_all(tenant).await?;
     let removed = app.store.purge_tenant(&tenant.key())?;
     app.metering.forget_tenant(tenant.storage_id()).await?;
     app.store.flush().await?;

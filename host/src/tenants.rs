@@ -152,22 +152,95 @@ pub enum TenantError {
 
 /// The registry.
 pub struct Tenants {
-    store: Store,
+    records: Records,
     cache: RwLock<HashMap<String, Arc<Tenant>>>,
     update_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// Where the records are: the embedded store, or the shared one (every replica caches
+/// them all and follows the change feed).
+enum Records {
+    Embedded(Store),
+    Shared(crate::postgres::tenants::PgTenants),
+}
+
 impl Tenants {
-    /// Loads every tenant record.
+    /// Loads every tenant record from the embedded store.
     pub fn load(store: Store) -> Result<Self, StoreError> {
-        let mut cache = HashMap::new();
+        let mut tenants = Vec::new();
         for item in store.tenants.iter() {
             let (_, value) = item?;
-            let tenant: Tenant = decode("tenants", &value)?;
-            cache.insert(tenant.id.clone(), Arc::new(tenant));
+            tenants.push(decode("tenants", &value)?);
         }
+        Ok(Self::with(Records::Embedded(store), tenants))
+    }
+
+    /// Loads every tenant record from the shared store; [`Tenants::follow`] keeps them
+    /// current.
+    pub async fn shared(table: crate::postgres::tenants::PgTenants) -> Result<Self, StoreError> {
+        let tenants = table.load_all().await?;
+        Ok(Self::with(Records::Shared(table), tenants))
+    }
+
+    fn with(records: Records, tenants: Vec<Tenant>) -> Self {
+        let cache = tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
         let update_locks = (0..UPDATE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Self { store, cache: RwLock::new(cache), update_locks })
+        Self { records, cache: RwLock::new(cache), update_locks }
+    }
+
+    /// Applies other replicas' changes to this one's records as the feed reports them
+    /// (shared store; a no-op on the embedded one). Runs until the feed ends.
+    pub fn follow(self: &Arc<Self>, mut changes: tokio::sync::broadcast::Receiver<crate::postgres::changes::Change>) {
+        use crate::postgres::changes::Change;
+        use tokio::sync::broadcast::error::RecvError;
+        let Records::Shared(table) = &self.records else { return };
+        let (table, tenants) = (table.clone(), Arc::downgrade(self));
+        tokio::spawn(async move {
+            loop {
+                let reload_all = match changes.recv().await {
+                    Ok(Change::Row { kind, key }) if kind == "tenant" => {
+                        let Some(tenants) = tenants.upgrade() else { return };
+                        match table.get(&key).await {
+                            Ok(found) => {
+                                tenants.cached(&key, found);
+                            }
+                            Err(e) => tracing::warn!(tenant = %key, error = %e, "reloading a changed tenant failed; the next change or reload retries"),
+                        }
+                        false
+                    }
+                    Ok(Change::Row { .. }) => false,
+                    Ok(Change::ReloadAll) | Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return,
+                };
+                if reload_all {
+                    let Some(tenants) = tenants.upgrade() else { return };
+                    match table.load_all().await {
+                        Ok(all) => {
+                            if let Ok(mut cache) = tenants.cache.write() {
+                                *cache = all.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reloading every tenant failed"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Puts what the store holds for `id` in the cache (or takes it out).
+    fn cached(&self, id: &str, record: Option<Tenant>) -> Option<Arc<Tenant>> {
+        let mut cache = self.cache.write().ok()?;
+        match record {
+            Some(tenant) => {
+                let tenant = Arc::new(tenant);
+                cache.insert(id.to_string(), tenant.clone());
+                Some(tenant)
+            }
+            None => {
+                cache.remove(id);
+                None
+            }
+        }
     }
 
     /// One live tenant.
@@ -219,9 +292,10 @@ impl Tenants {
         &self.update_locks[stripe]
     }
 
-    async fn write(&self, tenant: Tenant) -> Result<Arc<Tenant>, StoreError> {
-        self.store.tenants.insert(tenant.id.as_bytes(), encode(&tenant))?;
-        self.store.flush().await?;
+    /// Stores a record in the embedded store and caches it.
+    async fn write(&self, store: &Store, tenant: Tenant) -> Result<Arc<Tenant>, StoreError> {
+        store.tenants.insert(tenant.id.as_bytes(), encode(&tenant))?;
+        store.flush().await?;
         let tenant = Arc::new(tenant);
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(tenant.id.clone(), tenant.clone());
@@ -237,11 +311,20 @@ impl Tenants {
             return Err(TenantError::Exists(tenant.id));
         }
         tenant.incarnation = new_incarnation(&tenant.id);
-        let created = self.store.tenants.compare_and_swap(tenant.id.as_bytes(), None::<&[u8]>, Some(encode(&tenant))).map_err(StoreError::from)?;
-        if created.is_err() {
-            return Err(TenantError::Exists(tenant.id));
+        match &self.records {
+            Records::Embedded(store) => {
+                let created = store.tenants.compare_and_swap(tenant.id.as_bytes(), None::<&[u8]>, Some(encode(&tenant))).map_err(StoreError::from)?;
+                if created.is_err() {
+                    return Err(TenantError::Exists(tenant.id));
+                }
+                Ok(self.write(store, tenant).await?)
+            }
+            // Another replica may hold the id without this one having heard yet.
+            Records::Shared(table) => match table.insert_if_absent(&tenant).await? {
+                true => Ok(self.cached(&tenant.id.clone(), Some(tenant)).ok_or_else(|| StoreError::Aborted("tenant cache poisoned".into()))?),
+                false => Err(TenantError::Exists(tenant.id)),
+            },
         }
-        Ok(self.write(tenant).await?)
     }
 
     /// Applies `change` to the current record of live tenant `tenant` (the same
@@ -262,15 +345,25 @@ impl Tenants {
         F: FnOnce(&Tenant) -> Result<Tenant, crate::error::GatewayError>,
     {
         let _guard = self.lock_for(id).lock().await;
-        let current = self
-            .get_any(id)
-            .filter(|t| states.contains(&t.lifecycle) && incarnation.is_none_or(|i| i == t.incarnation))
-            .ok_or_else(|| TenantError::NotFound(id.into()))?;
-        let mut updated = change(&current)?;
-        // Identity is not the change's to make.
-        updated.id = current.id.clone();
-        updated.incarnation = current.incarnation.clone();
-        Ok(self.write(updated).await?)
+        let apply = |current: Option<&Tenant>| -> Result<Tenant, TenantError> {
+            let current = current.filter(|t| states.contains(&t.lifecycle) && incarnation.is_none_or(|i| i == t.incarnation)).ok_or_else(|| TenantError::NotFound(id.into()))?;
+            let mut updated = change(current)?;
+            // Identity is not the change's to make.
+            updated.id = current.id.clone();
+            updated.incarnation = current.incarnation.clone();
+            Ok(updated)
+        };
+        match &self.records {
+            Records::Embedded(store) => {
+                let updated = apply(self.get_any(id).as_deref())?;
+                Ok(self.write(store, updated).await?)
+            }
+            // The current record is the database's, locked across replicas for the change.
+            Records::Shared(table) => {
+                let updated = table.update(id, |current| apply(current.as_ref())).await?;
+                Ok(self.cached(id, Some(updated)).ok_or_else(|| StoreError::Aborted("tenant cache poisoned".into()))?)
+            }
+        }
     }
 
     /// Makes a tenant being created live.
@@ -291,11 +384,15 @@ impl Tenants {
         if self.get_any(&tenant.id).is_none_or(|t| t.incarnation != tenant.incarnation) {
             return Ok(false);
         }
-        let existed = self.store.tenants.remove(tenant.id.as_bytes())?.is_some();
-        self.store.flush().await?;
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(&tenant.id);
-        }
+        let existed = match &self.records {
+            Records::Embedded(store) => {
+                let existed = store.tenants.remove(tenant.id.as_bytes())?.is_some();
+                store.flush().await?;
+                existed
+            }
+            Records::Shared(table) => table.remove(&tenant.id, &tenant.incarnation).await?,
+        };
+        self.cached(&tenant.id, None);
         Ok(existed)
     }
 }

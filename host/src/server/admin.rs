@@ -201,7 +201,7 @@ async fn quick_create(app: &App, quick: QuickTenant) -> Result<(Arc<Tenant>, Str
     tenant.lifecycle = Lifecycle::Creating;
     let tenant = app.tenants.create(tenant).await?;
     put_credential(app, tenant.storage_id(), "default", PutCredential { provider: quick.provider.clone(), api_key: quick.api_key }).await?;
-    let (token, record) = tokens::issue(&app.store, &tenant, Scope::Inference, RateLimits::default()).await?;
+    let (token, record) = app.tokens.issue(&tenant, Scope::Inference, RateLimits::default()).await?;
     let tenant = app.tenants.activate(&tenant.id).await?;
     Ok((tenant, token, record))
 }
@@ -261,7 +261,7 @@ async fn backup_response(app: &App) -> Result<Response<Body>, GatewayError> {
 
 /// Routes an `/admin/...` or `/api/...` request. Operator token only.
 pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    if !matches!(authenticate(app, &request)?, Principal::Admin) {
+    if !matches!(authenticate(app, &request).await?, Principal::Admin) {
         return Err(GatewayError::Forbidden("this endpoint needs the operator token".into()));
     }
     let method = request.method().clone();
@@ -352,7 +352,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
 
 /// Routes `/v1/tenant...` for a tenant's own `manage` token.
 pub async fn self_service(app: &Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    let Principal::Tenant(tenant, token) = authenticate(app, &request)? else {
+    let Principal::Tenant(tenant, token) = authenticate(app, &request).await? else {
         return Err(GatewayError::Forbidden("the self-service API takes a tenant's manage token; the operator uses /admin/v1/tenants/{id}".into()));
     };
     if token.scope != Scope::Manage {

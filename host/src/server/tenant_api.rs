@@ -20,7 +20,7 @@ use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
 use crate::secret::Secret;
 use crate::sessions::Sessions;
 use crate::tenants::{PolicyAssignment, Tenant};
-use crate::tokens::{self, Scope};
+use crate::tokens::Scope;
 use crate::PolicyHash;
 
 /// Parses a JSON body with a clear error.
@@ -260,13 +260,13 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
         (Method::GET, []) => ok(tenant_json(&tenant)),
         (Method::POST, ["tokens"]) => {
             let request: IssueToken = parse(body)?;
-            let (token, record) = tokens::issue(&app.store, &tenant, request.scope, request.rate_limits).await?;
+            let (token, record) = app.tokens.issue(&tenant, request.scope, request.rate_limits).await?;
             audit("token.issue", json!({"token_id": record.id, "scope": record.scope})).await?;
             created(json!({"token": token, "id": record.id, "scope": record.scope, "tenant_id": id}))
         }
-        (Method::GET, ["tokens"]) => ok(json!({"data": tokens::list(&app.store, &tenant)?})),
+        (Method::GET, ["tokens"]) => ok(json!({"data": app.tokens.list(&tenant).await?})),
         (Method::DELETE, ["tokens", token_id]) => {
-            if !tokens::revoke(&app.store, &tenant, token_id).await? {
+            if !app.tokens.revoke(&tenant, token_id).await? {
                 return Err(GatewayError::NotFound(format!("no token '{token_id}'")));
             }
             audit("token.revoke", json!({"token_id": token_id})).await?;

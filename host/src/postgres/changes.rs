@@ -1,0 +1,195 @@
+//! The change feed: how a write on one replica reaches every other replica's caches.
+//!
+//! Writers call `tg_changed(kind, key)` in the transaction that makes the change; it adds a
+//! row to `changes` and sends `NOTIFY tollgate_changes`, which PostgreSQL delivers at
+//! commit. Each replica keeps one connection outside the pool that LISTENs, and on every
+//! notification, and every second whatever happens, reads the rows after the last one it
+//! applied and hands them to its subscribers. So a change is seen within milliseconds
+//! while the listener is up, and within a second when it is not (the poll is the
+//! backstop); a replica that finds rows missing (pruned while it was away) tells its
+//! subscribers to reload everything.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::DbError;
+
+/// The backstop: how often the feed is read without a notification.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long [`ChangeFeed::start`] waits for the listener.
+pub const LISTEN_READY_WITHIN: Duration = Duration::from_secs(5);
+/// Changes kept for replicas that were away; older rows are pruned.
+const KEEP_FOR: &str = "1 hour";
+
+/// One thing that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A row changed: `kind` (`tenant`, `token`, ...) and its key (a tenant id, a token
+    /// hash in hex, ...).
+    Row {
+        /// What kind of record.
+        kind: String,
+        /// Which one.
+        key: String,
+    },
+    /// Changes were missed (the feed was pruned past this replica's position, or a
+    /// subscriber fell behind): reload everything.
+    ReloadAll,
+}
+
+/// The replica's view of the feed. Dropping it stops the listener.
+pub struct ChangeFeed {
+    sender: broadcast::Sender<Change>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeFeed")
+    }
+}
+
+/// Records a change in the caller's transaction (delivered to other replicas at commit).
+pub async fn record(tx: &tokio_postgres::Transaction<'_>, kind: &str, key: &str) -> Result<(), DbError> {
+    tx.execute("SELECT tg_changed($1, $2)", &[&kind, &key]).await.map_err(|e| DbError::new("recording a change", e))?;
+    Ok(())
+}
+
+impl ChangeFeed {
+    /// Starts following the feed from now, and returns once the listener is up (or after
+    /// [`LISTEN_READY_WITHIN`], polling meanwhile). Subscribe before loading what you cache,
+    /// so nothing written between the load and the subscription is missed. `url` opens
+    /// the listening connection; `pool` serves the reads.
+    pub async fn start(url: &str, pool: Pool) -> Result<Self, DbError> {
+        let client = pool.get().await.map_err(|e| DbError::new("connecting", e))?;
+        let row = client.query_one("SELECT COALESCE(max(id), 0) FROM changes", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?;
+        drop(client);
+        let last: i64 = row.get(0);
+        let (sender, _) = broadcast::channel(4096);
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(follow(url.to_string(), pool, sender.clone(), last, ready));
+        if tokio::time::timeout(LISTEN_READY_WITHIN, listening).await.is_err() {
+            tracing::warn!("the change-feed listener is not up yet; changes arrive by polling (within a second) until it is");
+        }
+        Ok(Self { sender, task })
+    }
+
+    /// A receiver of every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.sender.subscribe()
+    }
+}
+
+/// Listens and polls until aborted; reconnects the listener when it drops.
+async fn follow(url: String, pool: Pool, sender: broadcast::Sender<Change>, mut last: i64, ready: tokio::sync::oneshot::Sender<()>) {
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+    // The listener ends by itself once `wake` (dropped with this task) closes.
+    tokio::spawn(listen(url, wake_tx, ready));
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = wake.recv() => {}
+            _ = prune.tick() => {
+                if let Ok(client) = pool.get().await {
+                    let _ = client.execute(format!("DELETE FROM changes WHERE at < now() - interval '{KEEP_FOR}'").as_str(), &[]).await;
+                }
+                continue;
+            }
+        }
+        match read_after(&pool, last).await {
+            Ok((changes, new_last, gap)) => {
+                if gap {
+                    let _ = sender.send(Change::ReloadAll);
+                }
+                for change in changes {
+                    let _ = sender.send(change);
+                }
+                last = new_last;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the change feed failed; retrying within a second"),
+        }
+    }
+}
+
+/// Rows after `last`, the new position, and whether rows after `last` may be missing
+/// (the oldest row kept is newer than the next one we expected: pruned while we were
+/// away; a sequence gap from a rolled-back insert reads the same and costs one reload).
+async fn read_after(pool: &Pool, last: i64) -> Result<(Vec<Change>, i64, bool), DbError> {
+    let client = pool.get().await.map_err(|e| DbError::new("connecting", e))?;
+    let rows = client
+        .query("SELECT id, kind, key FROM changes WHERE id > $1 ORDER BY id LIMIT 10000", &[&last])
+        .await
+        .map_err(|e| DbError::new("reading the change feed", e))?;
+    let gap = match rows.first() {
+        Some(first) if last > 0 && first.get::<_, i64>(0) > last + 1 => {
+            let oldest: Option<i64> = client.query_one("SELECT min(id) FROM changes", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?.get(0);
+            oldest.is_some_and(|oldest| oldest > last)
+        }
+        _ => false,
+    };
+    let new_last = rows.last().map(|r| r.get(0)).unwrap_or(last);
+    Ok((rows.iter().map(|r| Change::Row { kind: r.get(1), key: r.get(2) }).collect(), new_last, gap))
+}
+
+/// Holds a LISTEN connection; each notification wakes the poller. Reconnects after a pause
+/// when the connection drops (the poll covers the gap). Ends when the poller is gone.
+async fn listen(url: String, wake: tokio::sync::mpsc::Sender<()>, ready: tokio::sync::oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    while !wake.is_closed() {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                // Reading the connection's messages also drives it (the LISTEN below).
+                let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel::<()>();
+                let driver = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(_) = message {
+                            let _ = notified.send(());
+                        }
+                    }
+                });
+                match client.batch_execute("LISTEN tollgate_changes").await {
+                    Ok(()) => loop {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                            // Changes committed before LISTEN took effect are read now.
+                            let _ = wake.try_send(());
+                        }
+                        tokio::select! {
+                            notification = notifications.recv() => match notification {
+                                Some(()) => {
+                                    let _ = wake.try_send(());
+                                }
+                                None => {
+                                    tracing::warn!("the change-feed listener dropped; polling until it reconnects");
+                                    break;
+                                }
+                            },
+                            _ = wake.closed() => {
+                                driver.abort();
+                                return;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling until it reconnects"),
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "the change-feed listener cannot connect; polling until it can"),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
