@@ -140,6 +140,7 @@ impl From<crate::metering::BudgetError> for GatewayError {
     fn from(e: crate::metering::BudgetError) -> Self {
         match e {
             crate::metering::BudgetError::Exceeded { .. } => GatewayError::BudgetExceeded(e.to_string()),
+            crate::metering::BudgetError::TooManyInFlight { .. } => GatewayError::RateLimited(crate::ratelimit::RateLimited { what: "too many concurrent requests", retry_after_secs: 1 }),
             crate::metering::BudgetError::Store(e) => e.into(),
         }
     }

@@ -87,6 +87,16 @@ pub enum BudgetError {
         /// `day`, `month` or `total`.
         period: &'static str,
     },
+    /// A concurrency cap had no free slot (shared authority: counted over every replica).
+    #[error("too many concurrent requests: {in_flight} in flight under {cap}, the most allowed is {limit}")]
+    TooManyInFlight {
+        /// `tenant` or `token:<hash>`.
+        cap: String,
+        /// Requests holding a reservation under it.
+        in_flight: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -159,6 +169,11 @@ pub struct Hold<'a> {
     pub end_user: Option<String>,
     /// The plan's tags.
     pub tags: Vec<String>,
+    /// Concurrency caps `(name, most in flight)` the request counts under while it holds
+    /// its reservation (`tenant`, `token:<hash>`). Enforced across replicas by the shared
+    /// authority; the embedded one leaves them to the in-process limiter, which already
+    /// sees every request.
+    pub caps: Vec<(String, u32)>,
 }
 
 /// One usage ledger record: what a request did and cost.
@@ -352,7 +367,7 @@ impl Metering {
 
     /// [`Metering::reserve_for`] with no sub-budgets, end user or tags.
     pub async fn reserve(&self, storage_id: &str, budget: Option<Budget>, request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
-        self.reserve_for(Hold { tenant_id: storage_id, budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: None, tags: Vec::new() }).await
+        self.reserve_for(Hold { tenant_id: storage_id, budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: None, tags: Vec::new(), caps: Vec::new() }).await
     }
 
     /// Replaces a reservation with the actual cost and writes the ledger record, batched

@@ -156,7 +156,7 @@ mod tests {
         let now = 1_764_460_800_000; // 2025-11-30
         let budget = Some(Budget { limit_microdollars: 1_000_000, period: Period::Month });
         let users = [("user:alice".to_string(), 500)];
-        let hold = Hold { tenant_id: "t", budget, sub_budgets: &users, request_id: "r1", microdollars: 100, now_millis: now, end_user: Some("alice".into()), tags: vec!["team".into()] };
+        let hold = Hold { tenant_id: "t", budget, sub_budgets: &users, request_id: "r1", microdollars: 100, now_millis: now, end_user: Some("alice".into()), tags: vec!["team".into()], caps: Vec::new() };
         let reservation = services.metering.reserve_for(hold).await?;
         let record = LedgerRecord {
             tenant_id: "t".into(), unix_millis: now, request_id: "r1".into(), provider: "demo".into(), model: "m".into(),

@@ -23,7 +23,7 @@ fn replica(pool: &tollgate::postgres::Pool, name: &str, lease: Duration) -> PgBu
 }
 
 fn hold<'a>(tenant: &'a str, budget: Option<Budget>, sub_budgets: &'a [(String, u64)], request_id: &'a str, microdollars: u64, now_millis: u64) -> Hold<'a> {
-    Hold { tenant_id: tenant, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new() }
+    Hold { tenant_id: tenant, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new(), caps: Vec::new() }
 }
 
 fn record(reservation: &Reservation, cost: u64) -> LedgerRecord {
@@ -230,7 +230,7 @@ async fn postgres_and_the_embedded_store_agree() {
         ("g", Some(Budget { limit_microdollars: 26_000, period: Period::Month }), &[], 1_000, 1_000, NOW + 5, None, vec![]), // the month holds 25,001
     ];
     for (id, budget, subs, amount, cost, when, user, tags) in script {
-        let make = || Hold { tenant_id: "same#1", budget, sub_budgets: subs, request_id: id, microdollars: amount, now_millis: when, end_user: user.map(String::from), tags: tags.clone() };
+        let make = || Hold { tenant_id: "same#1", budget, sub_budgets: subs, request_id: id, microdollars: amount, now_millis: when, end_user: user.map(String::from), tags: tags.clone(), caps: Vec::new() };
         let from_pg = pg.reserve_for(make()).await;
         let from_sled = sled.reserve_for(make()).await;
         match (from_pg, from_sled) {
@@ -263,4 +263,47 @@ async fn postgres_and_the_embedded_store_agree() {
         assert_eq!(p, s, "{group:?}");
     }
     assert_eq!(pg.ledger("same#1", 0, u64::MAX, 100).await.expect("pg ledger"), sled.ledger("same#1", 0, u64::MAX, 100).await.expect("sled ledger"));
+}
+
+#[tokio::test]
+async fn a_concurrency_cap_holds_across_replicas() {
+    let Some(server) = Server::start() else { return };
+    let pool = migrated(&server).await;
+    let replicas: Vec<PgBudgets> = (0..3).map(|i| replica(&pool, &format!("cap{i}"), Duration::from_secs(60))).collect();
+    let (in_flight, most, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for client in 0..12u64 {
+        let (budgets, in_flight, most, refused) = (replicas[(client % 3) as usize].clone(), in_flight.clone(), most.clone(), refused.clone());
+        clients.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let id = format!("c{client}-{i}");
+                let mut h = hold("capped#1", None, &[], &id, 10, NOW);
+                h.caps = vec![("tenant".into(), 3)];
+                match budgets.reserve(h).await {
+                    Ok(reservation) => {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        assert_eq!(budgets.settle(&reservation, &record(&reservation, 10)).await, Ok(true));
+                    }
+                    Err(BudgetError::TooManyInFlight { cap, limit, .. }) => {
+                        assert_eq!((cap.as_str(), limit), ("tenant", 3));
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("reserve: {e}"),
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client");
+    }
+    // Counted before the settlement commits, so the observed figure can only be lower
+    // than the database's: never above the cap.
+    assert!(most.load(Ordering::SeqCst) <= 3, "{} in flight at once across replicas", most.load(Ordering::SeqCst));
+    assert!(most.load(Ordering::SeqCst) >= 2, "the test reached concurrency");
+    assert!(refused.load(Ordering::SeqCst) > 0, "the cap refused some");
+    assert_eq!(replicas[0].open_reservations("capped#1").await.expect("open"), 0);
 }

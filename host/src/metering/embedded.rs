@@ -229,7 +229,7 @@ impl Embedded {
 
     /// Like [`Embedded::reserve`], also holding the amount against sub-budgets.
     pub fn reserve_scoped(&self, tenant_id: &str, budget: Option<Budget>, sub_budgets: &[(String, u64)], request_id: &str, microdollars: u64, now_millis: u64) -> Result<Reservation, BudgetError> {
-        self.reserve_for(Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new() })
+        self.reserve_for(Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user: None, tags: Vec::new(), caps: Vec::new() })
     }
 
     /// Holds `hold.microdollars` for a request if the tenant's budget and each
@@ -238,7 +238,8 @@ impl Embedded {
     /// period a budget names sees it. The reservation record is written before this
     /// returns, so a crash from here on charges it.
     pub fn reserve_for(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
-        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags } = hold;
+        // `caps` are the in-process limiter's to enforce: it sees every request of this process.
+        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags, caps: _ } = hold;
         let tenant = TenantKey::of(tenant_id);
         let period = budget.map(|b| b.period).unwrap_or_default();
         let reservation = Reservation {
@@ -492,7 +493,7 @@ mod tests {
     }
 
     fn hold<'a>(request_id: &'a str, budget: Option<Budget>, microdollars: u64, now_millis: u64) -> Hold<'a> {
-        Hold { tenant_id: "t", budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: Some("alice".into()), tags: vec!["x".into()] }
+        Hold { tenant_id: "t", budget, sub_budgets: &[], request_id, microdollars, now_millis, end_user: Some("alice".into()), tags: vec!["x".into()], caps: Vec::new() }
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl PgBudgets {
     /// [`crate::metering::Metering::reserve_for`], whose semantics this keeps. The
     /// reservation row is committed before this returns.
     pub async fn reserve(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
-        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags } = hold;
+        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags, caps } = hold;
         let period = budget.map(|b| b.period).unwrap_or_default();
         let reservation = Reservation {
             tenant_id: tenant_id.into(),
@@ -118,7 +118,8 @@ impl PgBudgets {
         let scopes: Vec<String> = std::iter::once("total".to_string()).chain(reservation.scopes.iter().cloned()).collect();
         let limits: Vec<Option<i64>> = std::iter::once(budget.map(|b| to_db(b.limit_microdollars))).chain(sub_budgets.iter().map(|(_, limit)| Some(to_db(*limit)))).collect();
         let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client.prepare_cached("SELECT * FROM tg_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)").await.map_err(db("preparing a reserve"))?;
+        let statement = client.prepare_cached("SELECT * FROM tg_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)").await.map_err(db("preparing a reserve"))?;
+        let (cap_names, cap_limits): (Vec<String>, Vec<i64>) = caps.into_iter().map(|(name, limit)| (name, i64::from(limit))).unzip();
         let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
         let row = client
             .query_one(
@@ -136,6 +137,8 @@ impl PgBudgets {
                     &reservation.tags,
                     &self.settings.replica_id,
                     &lease_ms,
+                    &cap_names,
+                    &cap_limits,
                 ],
             )
             .await
@@ -143,8 +146,12 @@ impl PgBudgets {
         if row.get::<_, bool>("ok") {
             return Ok(reservation);
         }
+        let refused: String = row.get("refused_scope");
+        if let Some(cap) = refused.strip_prefix("cap:") {
+            return Err(BudgetError::TooManyInFlight { cap: cap.to_string(), in_flight: from_db(row.get("spent")), limit: from_db(row.get("limit_micro")) });
+        }
         Err(BudgetError::Exceeded {
-            scope: describe_scope(row.get("refused_scope")),
+            scope: describe_scope(&refused),
             spent: from_db(row.get("spent")),
             reserved: from_db(row.get("reserved")),
             limit: from_db(row.get("limit_micro")),

@@ -152,6 +152,15 @@ impl Settlement {
     }
 }
 
+/// The concurrency caps a request counts under while it holds its reservation: on the
+/// shared store they are counted over every replica (the in-process limiter counts this
+/// replica's requests from authentication on).
+fn concurrency_caps(tenant: &Tenant, token: &crate::tokens::TokenRecord) -> Vec<(String, u32)> {
+    let tenant_cap = tenant.rate_limits.max_concurrent.map(|max| ("tenant".to_string(), max));
+    let token_cap = token.rate_limits.max_concurrent.map(|max| (format!("token:{}", token.digest), max));
+    tenant_cap.into_iter().chain(token_cap).collect()
+}
+
 /// A request whose future is dropped before it settles (its client hung up while the
 /// gateway waited on the upstream; hyper then drops the handler) is settled here, as a
 /// disconnect billed for its prompt at the target being tried, instead of holding its
@@ -272,6 +281,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
         now_millis: caller.unix_millis,
         end_user: parsed.summary.end_user.clone(),
         tags: plan.tags.clone(),
+        caps: concurrency_caps(&tenant, &caller.token),
     })
     .await?;
     let settlement = Settlement {

@@ -31,6 +31,8 @@ CREATE TABLE reservations (
     scopes text[] NOT NULL,
     end_user text,
     tags text[] NOT NULL,
+    -- the concurrency caps this request counts under ('tenant', 'token:<hash>')
+    caps text[] NOT NULL DEFAULT '{}',
     replica_id text NOT NULL,
     expires_at timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, request_id)
@@ -82,12 +84,14 @@ CREATE FUNCTION tg_lock_tenant(p_tenant text) RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- Holds p_amount in every (scope, period) cell if each scope's limit (NULL: none) has room
--- in p_period_id. One round trip, one transaction. Returns ok, or the refusing scope's
--- figures for the error message.
+-- in p_period_id, and each concurrency cap (p_caps[i] at most p_cap_limits[i] requests
+-- holding a reservation at once, over every replica) has a free slot. One round trip, one
+-- transaction. Returns ok, or the refusing scope's figures for the error message (a
+-- refused cap: refused_scope 'cap:<name>', spent = requests in flight, limit = the cap).
 CREATE FUNCTION tg_reserve(
     p_tenant text, p_request text, p_unix_millis bigint, p_period_id text, p_periods text[],
     p_amount bigint, p_scopes text[], p_limits bigint[], p_end_user text, p_tags text[],
-    p_replica text, p_lease_ms bigint)
+    p_replica text, p_lease_ms bigint, p_caps text[], p_cap_limits bigint[])
 RETURNS TABLE (ok boolean, refused_scope text, spent bigint, reserved bigint, limit_micro bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -95,6 +99,14 @@ DECLARE
     i int;
 BEGIN
     PERFORM tg_lock_tenant(p_tenant);
+    -- Under the tenant's lock, so the count cannot move until this commits.
+    FOR i IN 1 .. coalesce(cardinality(p_caps), 0) LOOP
+        SELECT count(*) INTO cell FROM reservations r WHERE r.tenant_id = p_tenant AND p_caps[i] = ANY(r.caps);
+        IF cell.count >= p_cap_limits[i] THEN
+            RETURN QUERY SELECT false, 'cap:' || p_caps[i], cell.count::bigint, 0::bigint, p_cap_limits[i];
+            RETURN;
+        END IF;
+    END LOOP;
     FOR i IN 1 .. cardinality(p_scopes) LOOP
         IF p_limits[i] IS NOT NULL THEN
             SELECT c.spent, c.reserved INTO cell FROM budget_counters c
@@ -109,7 +121,7 @@ BEGIN
         END IF;
     END LOOP;
     INSERT INTO reservations VALUES (p_tenant, p_request, p_unix_millis, p_period_id, p_periods,
-        p_amount, p_scopes, p_end_user, p_tags, p_replica, now() + p_lease_ms * interval '1 millisecond');
+        p_amount, p_scopes, p_end_user, p_tags, coalesce(p_caps, '{}'), p_replica, now() + p_lease_ms * interval '1 millisecond');
     INSERT INTO budget_counters AS c (tenant_id, scope, period_id, reserved)
         SELECT p_tenant, s, p, p_amount FROM unnest(p_scopes) s, unnest(p_periods) p
     ON CONFLICT (tenant_id, scope, period_id) DO UPDATE SET reserved = c.reserved + EXCLUDED.reserved;
