@@ -73,6 +73,15 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     models: Vec<ModelEntry>,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +113,27 @@ struct RawProvider {
     kind: ProviderKind,
     base_url: Option<String>,
 }
+
+/// Where shared state lives. With no `url`, the embedded store in the data dir (one
+/// process); with one, PostgreSQL shared by every replica (`TOLLGATE_STORE_URL` overrides
+/// it).
+#[derive(Clone, Default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/db` (or the key=value form).
+    pub url: Option<String>,
+    /// How long a dead replica's reservations are held before another charges them.
+    pub lease: Duration,
+}
+
+// The url may carry a password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig").field("url", &self.url.as_ref().map(|_| "[set]")).field("lease", &self.lease).finish()
+    }
+}
+
+/// Default reservation lease on the shared store.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Server limits.
 #[derive(Debug, Clone)]
@@ -163,6 +193,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Catalog additions and overrides.
     pub models: Vec<ModelEntry>,
+    /// The store.
+    pub store: StoreConfig,
 }
 
 fn ms(value: Option<u64>, default: Duration) -> Duration {
@@ -201,6 +233,7 @@ impl Config {
             upstream: default_upstream(),
             providers: default_providers(),
             models: Vec::new(),
+            store: StoreConfig { url: None, lease: DEFAULT_LEASE },
         })
     }
 
@@ -248,6 +281,7 @@ impl Config {
             upstream,
             providers,
             models: raw.models,
+            store: StoreConfig { url: raw.store.url.filter(|u| !u.is_empty()), lease: ms(raw.store.lease_ms, DEFAULT_LEASE).max(Duration::from_millis(300)) },
         })
     }
 }
