@@ -23,7 +23,7 @@ pub enum Command {
     /// Run the gateway.
     Serve {
         /// Config file (TOML); embedded defaults when absent.
-        #[arg(long)]
+        #[arg(long, env = "TOLLGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Data directory (overrides the config).
         #[arg(long)]
@@ -94,6 +94,10 @@ pub fn serve_config(config: Option<PathBuf>, data_dir: Option<PathBuf>, listen: 
     };
     if let Some(dir) = data_dir {
         config.server.data_dir = dir;
+    }
+    // The environment wins over the file, so a password need not be written to disk.
+    if let Ok(url) = std::env::var("TOLLGATE_STORE_URL") {
+        config.store.url = Some(url).filter(|u| !u.is_empty());
     }
     if let Some(listen) = listen {
         config.server.listen = listen.parse().map_err(|_| anyhow::anyhow!("--listen '{listen}' is not an address like 127.0.0.1:4200"))?;

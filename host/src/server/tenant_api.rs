@@ -325,6 +325,16 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(json!({"data": log.read(app.config.policy.log_lines_kept)?}))
         }
         (Method::GET, ["usage"]) => usage_report(app, &tenant, query).await,
+        (Method::GET, ["budget"]) => {
+            let status = app.metering.status(tenant.storage_id(), tenant.budget, crate::clock::unix_millis()).await?;
+            ok(json!({
+                "period": status.period,
+                "period_id": status.period_id,
+                "limit_microdollars": status.limit_microdollars,
+                "spent_microdollars": status.spent_microdollars,
+                "reserved_microdollars": status.reserved_microdollars,
+            }))
+        }
         (Method::GET, ["usage", "records"]) => {
             let (start, end) = day_range(query)?;
             let from = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc().timestamp_millis().max(0) as u64).unwrap_or(0);
