@@ -67,6 +67,9 @@ pub enum StartError {
     /// The policy runtime failed to start.
     #[error(transparent)]
     Policy(#[from] crate::PolicyError),
+    /// The shared store could not be used.
+    #[error("shared store: {0}")]
+    SharedStore(String),
     /// Reservations left by a crash could not be settled.
     #[error("recovering reservations: {0}")]
     Recovery(String),
@@ -76,6 +79,11 @@ impl App {
     /// Opens the store in the data dir and builds every service. `master_key` and
     /// `admin_token` come from the environment when set.
     pub async fn start(config: Config, master_key: Option<&str>, admin_token: &Secret) -> Result<Arc<App>, StartError> {
+        if config.store.url.is_some() {
+            // Refused rather than ignored: a replica silently on its own store would
+            // split every tenant's state.
+            return Err(StartError::SharedStore("serving from the shared store ([store] url / TOLLGATE_STORE_URL) is not available in this build yet; `tollgate migrate` prepares the database".into()));
+        }
         let dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e.to_string()))?;
         let store = Store::open(&dir)?;
