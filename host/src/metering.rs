@@ -176,6 +176,22 @@ pub struct Hold<'a> {
     pub caps: Vec<(String, u32)>,
 }
 
+impl Hold<'_> {
+    /// The reservation this hold makes: counted in its budget's period at its time.
+    pub(crate) fn reservation(&self) -> Reservation {
+        Reservation {
+            tenant_id: self.tenant_id.into(),
+            request_id: self.request_id.into(),
+            period_id: self.budget.map(|b| b.period).unwrap_or_default().id_at(self.now_millis),
+            microdollars: self.microdollars,
+            scopes: self.sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
+            unix_millis: self.now_millis,
+            end_user: self.end_user.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
 /// One usage ledger record: what a request did and cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerRecord {

@@ -239,19 +239,10 @@ impl Embedded {
     /// returns, so a crash from here on charges it.
     pub fn reserve_for(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
         // `caps` are the in-process limiter's to enforce: it sees every request of this process.
-        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags, caps: _ } = hold;
+        let reservation = hold.reservation();
+        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, .. } = hold;
         let tenant = TenantKey::of(tenant_id);
         let period = budget.map(|b| b.period).unwrap_or_default();
-        let reservation = Reservation {
-            tenant_id: tenant_id.into(),
-            request_id: request_id.into(),
-            period_id: period.id_at(now_millis),
-            microdollars,
-            scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
-            unix_millis: now_millis,
-            end_user,
-            tags,
-        };
         let limits = std::iter::once(("total", budget.map(|b| b.limit_microdollars))).chain(sub_budgets.iter().map(|(scope, limit)| (scope.as_str(), Some(*limit))));
         {
             let mut cells = self.counters.lock_tenant(&self.store, &tenant);

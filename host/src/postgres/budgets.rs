@@ -103,18 +103,9 @@ impl PgBudgets {
     /// [`crate::metering::Metering::reserve_for`], whose semantics this keeps. The
     /// reservation row is committed before this returns.
     pub async fn reserve(&self, hold: Hold<'_>) -> Result<Reservation, BudgetError> {
-        let Hold { tenant_id, budget, sub_budgets, request_id, microdollars, now_millis, end_user, tags, caps } = hold;
+        let reservation = hold.reservation();
+        let Hold { budget, sub_budgets, microdollars, now_millis, caps, .. } = hold;
         let period = budget.map(|b| b.period).unwrap_or_default();
-        let reservation = Reservation {
-            tenant_id: tenant_id.into(),
-            request_id: request_id.into(),
-            period_id: period.id_at(now_millis),
-            microdollars,
-            scopes: sub_budgets.iter().map(|(s, _)| s.clone()).collect(),
-            unix_millis: now_millis,
-            end_user,
-            tags,
-        };
         let scopes: Vec<String> = std::iter::once("total".to_string()).chain(reservation.scopes.iter().cloned()).collect();
         let limits: Vec<Option<i64>> = std::iter::once(budget.map(|b| to_db(b.limit_microdollars))).chain(sub_budgets.iter().map(|(_, limit)| Some(to_db(*limit)))).collect();
         let client = self.pool.get().await.map_err(pool_error)?;
