@@ -24,9 +24,8 @@ impl Sandbox {
             vault,
             metering: Metering::new(store.clone()).expect("metering"),
             catalog: Arc::new(Catalog::new(&[])),
-            store: store.clone(),
-            memory_quota_bytes: limits.memory_quota_bytes,
-            log_lines_kept: limits.log_lines_kept,
+            memory: tollgate::memory::Memory::embedded(store.clone(), limits.memory_quota_bytes),
+            logs: tollgate::policy_log::PolicyLogs::embedded(store.clone(), limits.log_lines_kept),
         };
         let runtime = PolicyRuntime::new(limits, store.clone()).expect("runtime");
         Self { runtime, services, store }
