@@ -13,7 +13,6 @@ use tollgate::{PolicyRuntime, Store};
 pub struct Sandbox {
     pub runtime: PolicyRuntime,
     pub services: ScopeServices,
-    pub store: Store,
 }
 
 impl Sandbox {
@@ -27,8 +26,8 @@ impl Sandbox {
             memory: tollgate::memory::Memory::embedded(store.clone(), limits.memory_quota_bytes),
             logs: tollgate::policy_log::PolicyLogs::embedded(store.clone(), limits.log_lines_kept),
         };
-        let runtime = PolicyRuntime::new(limits, store.clone()).expect("runtime");
-        Self { runtime, services, store }
+        let runtime = PolicyRuntime::new(limits, store).expect("runtime");
+        Self { runtime, services }
     }
 
     pub fn scope(&self, tenant: &str) -> Arc<TenantScope> {
