@@ -2,8 +2,10 @@
 //! `deadpool-postgres` pool (pipelining, explicit prepared statements, no database needed
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
-//! This module connects and migrates; [`budgets`] is the budget authority on it. The
-//! schema is keyed by `tenant_id` first everywhere, so Citus can distribute it by tenant.
+//! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
+//! [`tenants`], [`memory`], [`sessions`], [`policy_log`]), and [`changes`] carries writes
+//! to the other replicas' caches. The schema is keyed by `tenant_id` first everywhere, so
+//! Citus can distribute it by tenant.
 
 pub mod budgets;
 pub mod changes;

@@ -76,6 +76,9 @@ impl PgMemory {
     pub async fn purge_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(no_connection)?;
         let tx = client.transaction().await.map_err(query_failed("starting a memory purge"))?;
+        // The usage row first, as every write locks it: a write racing the purge waits
+        // instead of deadlocking with it.
+        tx.execute("SELECT 1 FROM memory_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant_id]).await.map_err(query_failed("locking memory usage"))?;
         tx.execute("DELETE FROM memory WHERE tenant_id = $1", &[&tenant_id]).await.map_err(query_failed("purging memory"))?;
         tx.execute("DELETE FROM memory_usage WHERE tenant_id = $1", &[&tenant_id]).await.map_err(query_failed("purging memory usage"))?;
         tx.commit().await.map_err(query_failed("committing a memory purge"))
