@@ -32,6 +32,12 @@ pub struct App {
     pub vault: Arc<Vault>,
     /// Spend and ledger.
     pub metering: Metering,
+    /// Every tenant's policy memory.
+    pub memory: crate::memory::Memory,
+    /// Every tenant's conversation sessions.
+    pub sessions: crate::sessions::Sessions,
+    /// Every tenant's policy log.
+    pub policy_logs: crate::policy_log::PolicyLogs,
     /// Models and prices.
     pub catalog: Arc<Catalog>,
     /// Policy sandbox.
@@ -107,14 +113,10 @@ impl App {
         let catalog = Arc::new(Catalog::new(&config.models));
         let policies = PolicyRuntime::new(config.policy.clone(), store.clone())?;
         let default_policy = policies.upload(DEFAULT_POLICY_WASM.to_vec()).await?;
-        let services = ScopeServices {
-            vault: vault.clone(),
-            metering: metering.clone(),
-            catalog: catalog.clone(),
-            store: store.clone(),
-            memory_quota_bytes: config.policy.memory_quota_bytes,
-            log_lines_kept: config.policy.log_lines_kept,
-        };
+        let memory = crate::memory::Memory::embedded(store.clone(), config.policy.memory_quota_bytes);
+        let sessions = crate::sessions::Sessions::embedded(store.clone(), config.policy.memory_quota_bytes);
+        let policy_logs = crate::policy_log::PolicyLogs::embedded(store.clone(), config.policy.log_lines_kept);
+        let services = ScopeServices { vault: vault.clone(), metering: metering.clone(), catalog: catalog.clone(), memory: memory.clone(), logs: policy_logs.clone() };
         let app = App {
             audit: crate::audit::AuditLog::open(store.clone())?,
             tenants: Tenants::load(store.clone())?,
@@ -126,6 +128,9 @@ impl App {
             store,
             vault,
             metering,
+            memory,
+            sessions,
+            policy_logs,
             catalog,
             policies,
             default_policy,

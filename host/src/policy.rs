@@ -40,6 +40,10 @@ pub mod bindings {
         "tollgate:policy/metering.budget": async | trappable,
         "tollgate:policy/metering.user-spend": async | trappable,
         "tollgate:policy/metering.tag-spend": async | trappable,
+        "tollgate:policy/memory.get": async | trappable,
+        "tollgate:policy/memory.set": async | trappable,
+        "tollgate:policy/memory.delete": async | trappable,
+        "tollgate:policy/memory.list-keys": async | trappable,
         default: trappable,
     } });
 }

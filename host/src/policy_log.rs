@@ -1,66 +1,114 @@
-//! Each tenant's bounded policy log: a ring of the newest lines, readable by that tenant.
+//! Each tenant's bounded policy log: the newest lines its policy wrote (and its stderr),
+//! readable by that tenant only.
+//!
+//! [`PolicyLogs`] is the one interface the gateway uses, over the embedded store
+//! ([`EmbeddedLog`], sled) or the shared one ([`PgPolicyLog`], PostgreSQL).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod embedded;
+
+pub use embedded::EmbeddedLog;
 
 use crate::policy::LogLine;
-use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+use crate::postgres::policy_log::PgPolicyLog;
+use crate::store::{Store, StoreError, TenantKey};
 
-/// Appends and reads one tenant's policy log.
+/// Every tenant's policy log, in one store, each keeping its newest `keep` lines. Clones
+/// share it.
 #[derive(Clone)]
-pub struct PolicyLog {
-    store: Store,
-    tenant: TenantKey,
+pub struct PolicyLogs {
+    place: Place,
     keep: usize,
 }
 
-/// Sequence numbers only need to be increasing within one process run and across
-/// restarts; time in microseconds plus a counter gives both.
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+#[derive(Clone)]
+enum Place {
+    Embedded(Store),
+    Shared(PgPolicyLog),
+}
 
-fn next_sequence() -> u64 {
-    let now = crate::clock::unix_millis() * 1000;
-    let mut current = SEQUENCE.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(current + 1);
-        match SEQUENCE.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => current = seen,
+impl PolicyLogs {
+    /// In the embedded store.
+    pub fn embedded(store: Store, keep: usize) -> Self {
+        Self { place: Place::Embedded(store), keep }
+    }
+
+    /// In the shared store (PostgreSQL).
+    pub fn shared(table: PgPolicyLog, keep: usize) -> Self {
+        Self { place: Place::Shared(table), keep }
+    }
+
+    /// Lines kept per tenant.
+    pub fn keep(&self) -> usize {
+        self.keep
+    }
+
+    /// The log of the tenant stored under `storage_id` (its incarnation).
+    pub fn tenant(&self, storage_id: &str) -> PolicyLog {
+        let arm = match &self.place {
+            Place::Embedded(store) => Arm::Embedded(EmbeddedLog::new(store.clone(), TenantKey::of(storage_id), self.keep)),
+            Place::Shared(table) => Arm::Shared { table: table.clone(), keep: self.keep },
+        };
+        PolicyLog { tenant_id: storage_id.into(), arm }
+    }
+
+    /// Removes every line of a deleted tenant: shared, its rows; embedded, nothing (its
+    /// records go with the store's purge of the tenant).
+    pub async fn purge_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
+        match &self.place {
+            Place::Embedded(_) => Ok(()),
+            Place::Shared(table) => table.purge_tenant(storage_id).await,
         }
     }
 }
 
+/// One tenant's policy log.
+#[derive(Clone)]
+pub struct PolicyLog {
+    tenant_id: String,
+    arm: Arm,
+}
+
+#[derive(Clone)]
+enum Arm {
+    Embedded(EmbeddedLog),
+    Shared { table: PgPolicyLog, keep: usize },
+}
+
 impl PolicyLog {
-    /// The log of `tenant`, keeping the newest `keep` lines.
-    pub fn new(store: Store, tenant: TenantKey, keep: usize) -> Self {
-        Self { store, tenant, keep }
+    /// Appends lines, then trims the oldest beyond the number kept; returns once they are
+    /// stored.
+    pub async fn append(&self, lines: Vec<LogLine>) -> Result<(), StoreError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.append(lines),
+            Arm::Shared { table, keep } => table.append(&self.tenant_id, lines, *keep).await,
+        }
     }
 
-    /// Appends lines, then trims the oldest beyond the limit.
-    pub fn append(&self, lines: Vec<LogLine>) -> Result<(), StoreError> {
-        for line in lines {
-            let key = self.tenant.record(Kind::PolicyLog, &next_sequence().to_be_bytes());
-            self.store.tenant.insert(key, encode(&line))?;
+    /// Appends lines without making the caller wait for a database: the end of a policy
+    /// call (synchronous, on the request path) hands its lines over here. Embedded, they
+    /// are written at once; shared, queued for this replica's writer, which stores them in
+    /// batches. Best effort: a failure is logged, never the caller's.
+    pub fn append_detached(&self, lines: Vec<LogLine>) {
+        match &self.arm {
+            Arm::Embedded(e) => {
+                if let Err(error) = e.append(lines) {
+                    tracing::warn!(tenant = %self.tenant_id, error = %error, "could not append to policy log");
+                }
+            }
+            Arm::Shared { table, keep } => {
+                let count = lines.len();
+                if !table.append_detached(&self.tenant_id, lines, *keep) {
+                    tracing::warn!(tenant = %self.tenant_id, lines = count, "policy log lines dropped: the writer's queue is full");
+                }
+            }
         }
-        let prefix = self.tenant.prefix(Kind::PolicyLog);
-        let excess = self.store.tenant.scan_prefix(&prefix).keys().count().saturating_sub(self.keep);
-        for key in self.store.tenant.scan_prefix(&prefix).keys().take(excess) {
-            self.store.tenant.remove(key?)?;
-        }
-        Ok(())
     }
 
     /// The newest `limit` lines, oldest first.
-    pub fn read(&self, limit: usize) -> Result<Vec<LogLine>, StoreError> {
-        let mut lines: Vec<LogLine> = self
-            .store
-            .tenant
-            .scan_prefix(self.tenant.prefix(Kind::PolicyLog))
-            .values()
-            .rev()
-            .take(limit)
-            .map(|v| v.map_err(StoreError::from).and_then(|v| decode("policy log", &v)))
-            .collect::<Result<_, _>>()?;
-        lines.reverse();
-        Ok(lines)
+    pub async fn read(&self, limit: usize) -> Result<Vec<LogLine>, StoreError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.read(limit),
+            Arm::Shared { table, .. } => table.read(&self.tenant_id, limit).await,
+        }
     }
 }

@@ -2,11 +2,16 @@
 //! `deadpool-postgres` pool (pipelining, explicit prepared statements, no database needed
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
-//! This module connects and migrates; [`budgets`] is the budget authority on it. The
-//! schema is keyed by `tenant_id` first everywhere, so Citus can distribute it by tenant.
+//! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
+//! [`tenants`], [`memory`], [`sessions`], [`policy_log`]), and [`changes`] carries writes
+//! to the other replicas' caches. The schema is keyed by `tenant_id` first everywhere, so
+//! Citus can distribute it by tenant.
 
 pub mod budgets;
 pub mod changes;
+pub mod memory;
+pub mod policy_log;
+pub mod sessions;
 pub mod tenants;
 mod migrate;
 
@@ -38,6 +43,26 @@ impl DbError {
     pub fn new(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self { context, source: source.into() }
     }
+}
+
+/// Maps a query's failure to the store error that names `context`.
+pub(crate) fn query_failed(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> crate::store::StoreError {
+    move |e| crate::store::StoreError::Database(DbError::new(context, e))
+}
+
+/// A connection could not be had from the pool.
+pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> crate::store::StoreError {
+    crate::store::StoreError::Database(DbError::new("connecting", e))
+}
+
+/// Counts and byte sizes are u64 in Rust and bigint in the database.
+pub(crate) fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A bigint count or size read back (never negative in the schema).
+pub(crate) fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 /// Opens a pool on `url` (`postgres://user:password@host:port/db`, or the key=value form;

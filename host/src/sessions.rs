@@ -2,13 +2,23 @@
 //! a `session_id` body field); the gateway stores each turn under the tenant's key, and
 //! when the request asks (`X-Session-History: true` or `"session_history": true`) it
 //! prepends the stored turns. Turns count against the tenant's memory quota, and two
-//! tenants using the same session id never see each other's turns.
+//! tenants using the same session id never see each other's turns. Concurrent appends to
+//! one session (from one replica or several) all keep their turns, each append's turns
+//! adjacent.
+//!
+//! [`Sessions`] is the one interface the gateway uses, over the embedded store
+//! ([`EmbeddedSessions`], sled) or the shared one ([`PgSessions`], PostgreSQL).
+
+mod embedded;
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::TenantMemory;
+pub use embedded::EmbeddedSessions;
+
+use crate::memory::{unavailable, EmbeddedMemory};
 use crate::policy::MemoryError;
-use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+use crate::postgres::sessions::PgSessions;
+use crate::store::{Store, StoreError, TenantKey};
 
 /// Longest session id.
 pub const MAX_SESSION_ID_BYTES: usize = 128;
@@ -16,10 +26,6 @@ pub const MAX_SESSION_ID_BYTES: usize = 128;
 pub const MAX_HISTORY_TURNS: usize = 200;
 /// Longest stored turn text; longer replies are truncated.
 pub const MAX_TURN_BYTES: usize = 64 << 10;
-/// Tries of one append against concurrent appends to the same session. Each failed try
-/// means another append committed, so this only runs out under a pile-up far beyond what
-/// one session's requests produce.
-const MAX_APPEND_ATTEMPTS: usize = 1000;
 
 /// One stored turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,104 +61,116 @@ pub fn validate_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// One tenant's sessions.
-pub struct Sessions {
-    store: Store,
-    tenant: TenantKey,
-    memory: TenantMemory,
+/// What one stored turn counts against the memory quota: what the embedded store charges
+/// for its record (the key's session id, a separator and an 8-byte sequence number, plus the
+/// encoded turn), so a tenant's usage reads the same in either store.
+pub(crate) fn turn_bytes(session: &str, turn: &Turn) -> u64 {
+    (session.len() + 1 + 8 + crate::store::encode(turn).len()) as u64
 }
 
-fn turn_key(session: &str, sequence: u64) -> Vec<u8> {
-    let mut key = session.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&sequence.to_be_bytes());
-    key
+/// Every tenant's sessions, in one store, charged to the memory quota of `quota_bytes`.
+/// Clones share it.
+#[derive(Clone)]
+pub struct Sessions {
+    place: Place,
+    quota_bytes: u64,
+}
+
+#[derive(Clone)]
+enum Place {
+    Embedded(Store),
+    Shared(PgSessions),
 }
 
 impl Sessions {
-    /// The sessions of `tenant`, charged to `memory`'s quota.
-    pub fn new(store: Store, tenant: TenantKey, memory: TenantMemory) -> Self {
-        Self { store, tenant, memory }
+    /// In the embedded store.
+    pub fn embedded(store: Store, quota_bytes: u64) -> Self {
+        Self { place: Place::Embedded(store), quota_bytes }
     }
 
-    fn prefix(&self, session: &str) -> Vec<u8> {
-        let mut prefix = self.tenant.record(Kind::Session, session.as_bytes());
-        prefix.push(0);
-        prefix
+    /// In the shared store (PostgreSQL), on the same database as the tenants' memory.
+    pub fn shared(table: PgSessions, quota_bytes: u64) -> Self {
+        Self { place: Place::Shared(table), quota_bytes }
     }
 
+    /// The sessions of the tenant stored under `storage_id` (its incarnation).
+    pub fn tenant(&self, storage_id: &str) -> TenantSessions {
+        let arm = match &self.place {
+            Place::Embedded(store) => {
+                let key = TenantKey::of(storage_id);
+                Arm::Embedded(EmbeddedSessions::new(store.clone(), key, EmbeddedMemory::new(store.clone(), key, self.quota_bytes)))
+            }
+            Place::Shared(table) => Arm::Shared { table: table.clone(), tenant_id: storage_id.into(), quota_bytes: self.quota_bytes },
+        };
+        TenantSessions { arm }
+    }
+
+    /// Removes every turn of a deleted tenant: shared, its rows; embedded, nothing (its
+    /// records go with the store's purge of the tenant).
+    pub async fn purge_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
+        match &self.place {
+            Place::Embedded(_) => Ok(()),
+            Place::Shared(table) => table.purge_tenant(storage_id).await,
+        }
+    }
+}
+
+/// One tenant's sessions.
+pub struct TenantSessions {
+    arm: Arm,
+}
+
+// A handle lives for one request on the stack, never in bulk: boxing the larger embedded arm
+// would only add an allocation to every embedded call.
+#[allow(clippy::large_enum_variant)]
+enum Arm {
+    Embedded(EmbeddedSessions),
+    Shared { table: PgSessions, tenant_id: String, quota_bytes: u64 },
+}
+
+impl TenantSessions {
     /// Stored turns, oldest first, at most the newest `limit`.
-    pub fn history(&self, session: &str, limit: usize) -> Result<Vec<Turn>, StoreError> {
-        let mut turns: Vec<Turn> = self
-            .store
-            .tenant
-            .scan_prefix(self.prefix(session))
-            .values()
-            .rev()
-            .take(limit)
-            .map(|v| decode("sessions", &v?))
-            .collect::<Result<_, _>>()?;
-        turns.reverse();
-        Ok(turns)
+    pub async fn history(&self, session: &str, limit: usize) -> Result<Vec<Turn>, StoreError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.history(session, limit),
+            Arm::Shared { table, tenant_id, .. } => table.history(tenant_id, session, limit).await,
+        }
     }
 
-    /// Appends turns (within the memory quota), all or none. Concurrent appends to one
-    /// session never overwrite each other: the turns are written only under sequence
-    /// numbers still free at commit, else the next free ones are read and tried again.
-    pub fn append(&self, session: &str, turns: &[Turn]) -> Result<(), MemoryError> {
-        for _ in 0..MAX_APPEND_ATTEMPTS {
-            let next = self
-                .store
-                .tenant
-                .scan_prefix(self.prefix(session))
-                .keys()
-                .next_back()
-                .transpose()
-                .map_err(|e| MemoryError::Unavailable(e.to_string()))?
-                .and_then(|k| <[u8; 8]>::try_from(&k[k.len() - 8..]).ok())
-                .map(|b| u64::from_be_bytes(b) + 1)
-                .unwrap_or(0);
-            let records: Vec<(Vec<u8>, Vec<u8>)> = turns.iter().enumerate().map(|(i, turn)| (turn_key(session, next + i as u64), encode(turn))).collect();
-            if self.memory.insert_new_records(Kind::Session, &records)? {
-                return Ok(());
-            }
+    /// Appends turns, all or none, if they fit the memory quota (`QuotaExceeded` if not).
+    /// Concurrent appends to one session all keep their turns, each append's adjacent.
+    pub async fn append(&self, session: &str, turns: &[Turn]) -> Result<(), MemoryError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.append(session, turns),
+            Arm::Shared { table, tenant_id, quota_bytes } => match table.append(tenant_id, session, turns, *quota_bytes).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(MemoryError::QuotaExceeded),
+                Err(e) => Err(unavailable(e)),
+            },
         }
-        Err(MemoryError::Unavailable(format!("session turns not stored: {MAX_APPEND_ATTEMPTS} concurrent appends won the same sequence numbers")))
     }
 
-    /// Every session with its turn count (at most `limit` sessions).
-    pub fn list(&self, limit: usize) -> Result<Vec<SessionInfo>, StoreError> {
-        let skip = self.tenant.prefix(Kind::Session).len();
-        let mut out: Vec<SessionInfo> = Vec::new();
-        for key in self.store.tenant.scan_prefix(self.tenant.prefix(Kind::Session)).keys() {
-            let key = key?;
-            let rest = &key[skip..];
-            let Some(end) = rest.iter().position(|&b| b == 0) else { continue };
-            let id = String::from_utf8_lossy(&rest[..end]).into_owned();
-            if let Some(last) = out.last_mut().filter(|last| last.id == id) {
-                last.turns += 1;
-            } else if out.len() >= limit {
-                break;
-            } else {
-                out.push(SessionInfo { id, turns: 1 });
-            }
+    /// Every session with its turn count, in session id (byte) order, at most `limit`.
+    pub async fn list(&self, limit: usize) -> Result<Vec<SessionInfo>, StoreError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.list(limit),
+            Arm::Shared { table, tenant_id, .. } => table.list(tenant_id, limit).await,
         }
-        Ok(out)
     }
 
     /// Deletes a session and gives its bytes back to the quota; `false` if it had no turns.
-    pub fn delete(&self, session: &str) -> Result<bool, MemoryError> {
-        let skip = self.tenant.prefix(Kind::Session).len();
-        let keys: Vec<Vec<u8>> = self.store.tenant.scan_prefix(self.prefix(session)).keys().filter_map(|k| k.ok()).map(|k| k[skip..].to_vec()).collect();
-        for key in &keys {
-            self.memory.put_record(Kind::Session, key, None)?;
+    pub async fn delete(&self, session: &str) -> Result<bool, MemoryError> {
+        match &self.arm {
+            Arm::Embedded(e) => e.delete(session),
+            Arm::Shared { table, tenant_id, .. } => table.delete(tenant_id, session).await.map_err(unavailable),
         }
-        Ok(!keys.is_empty())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn session_ids_must_survive_a_url_path() {
         for bad in ["a/b", "a?b", "a#b", "a%2Fb", "a b", ".", "..", ""] {
@@ -163,60 +181,19 @@ mod tests {
         }
     }
 
-    use super::*;
-
-    fn turn(role: &str, content: &str) -> Turn {
-        Turn { role: role.into(), content: content.into(), unix_millis: 0, request_id: "r".into() }
-    }
-
-    #[test]
-    fn same_session_id_in_two_tenants_is_two_sessions() -> Result<(), Box<dyn std::error::Error>> {
+    /// The shared store charges `turn_bytes` per turn; it must be what the embedded store
+    /// charges, or one tenant's quota would mean two things.
+    #[tokio::test]
+    async fn turn_bytes_is_what_the_embedded_store_charges() -> Result<(), Box<dyn std::error::Error>> {
         let store = Store::temporary()?;
-        let make = |t: &str| Sessions::new(store.clone(), TenantKey::of(t), TenantMemory::new(store.clone(), TenantKey::of(t), 1 << 20));
-        let (a, b) = (make("a"), make("b"));
-        a.append("s1", &[turn("user", "a's question"), turn("assistant", "a's answer")])?;
-        b.append("s1", &[turn("user", "b's question")])?;
-        assert_eq!(a.history("s1", 10)?.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(), vec!["a's question", "a's answer"]);
-        assert_eq!(b.history("s1", 10)?.len(), 1);
-        a.append("s1", &[turn("user", "more")])?;
-        assert_eq!(a.history("s1", 2)?.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(), vec!["a's answer", "more"]);
-        assert_eq!(a.list(10)?, vec![SessionInfo { id: "s1".into(), turns: 3 }]);
-        assert!(a.delete("s1")?);
-        assert!(a.history("s1", 10)?.is_empty());
-        assert_eq!(b.history("s1", 10)?.len(), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn concurrent_appends_to_one_session_keep_every_turn() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let key = TenantKey::of("t");
-        let sessions = Sessions::new(store.clone(), key, TenantMemory::new(store, key, 1 << 20));
-        std::thread::scope(|scope| {
-            for i in 0..50 {
-                let sessions = &sessions;
-                scope.spawn(move || sessions.append("s", &[turn("user", &format!("q{i}")), turn("assistant", &format!("a{i}"))]));
-            }
-        });
-        let stored = sessions.history("s", 1000)?;
-        assert_eq!(stored.len(), 100);
-        // Each request's two turns stay adjacent: question, then its answer.
-        for pair in stored.chunks(2) {
-            assert_eq!(pair[0].content.replace('q', ""), pair[1].content.replace('a', ""));
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn sessions_share_the_memory_quota() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let memory = TenantMemory::new(store.clone(), TenantKey::of("t"), 200);
-        let sessions = Sessions::new(store, TenantKey::of("t"), memory.clone());
-        assert!(matches!(sessions.append("s", &[turn("user", &"x".repeat(300))]), Err(MemoryError::QuotaExceeded)));
-        sessions.append("s", &[turn("user", "short")])?;
-        assert!(memory.used_bytes()? > 0);
-        sessions.delete("s")?;
-        assert_eq!(memory.used_bytes()?, 0);
+        let sessions = Sessions::embedded(store.clone(), 1 << 20).tenant("t");
+        let turns = [
+            Turn { role: "user".into(), content: "héllo \u{0} there".into(), unix_millis: 1_796_428_800_000, request_id: "req-1".into() },
+            Turn { role: "assistant".into(), content: "x".repeat(1000), unix_millis: 1_796_428_800_001, request_id: "req-1".into() },
+        ];
+        sessions.append("session-1", &turns).await?;
+        let charged = crate::memory::Memory::embedded(store, 1 << 20).tenant("t").used_bytes().await?;
+        assert_eq!(charged, turns.iter().map(|t| turn_bytes("session-1", t)).sum::<u64>());
         Ok(())
     }
 }

@@ -35,9 +35,18 @@ async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
     app.vault.shred(tenant.storage_id()).await?;
     app.tokens.revoke_all(tenant).await?;
     let removed = app.store.purge_tenant(&tenant.key())?;
-    app.metering.forget_tenant(tenant.storage_id()).await?;
+    purge_shared(app, tenant.storage_id()).await?;
     app.store.flush().await?;
     Ok(removed)
+}
+
+/// Forgets an incarnation's spend, and on the shared store removes its rows of every
+/// domain kept there (on the embedded store the purge of its records did).
+async fn purge_shared(app: &App, storage_id: &str) -> Result<(), StoreError> {
+    app.metering.forget_tenant(storage_id).await?;
+    app.memory.purge_tenant(storage_id).await?;
+    app.sessions.purge_tenant(storage_id).await?;
+    app.policy_logs.purge_tenant(storage_id).await
 }
 
 /// Deletes live tenant `id` and every record of it. Returns the tenant deleted and how
@@ -75,7 +84,7 @@ fn schedule_repurge(app: &Arc<App>, tenant: Arc<Tenant>) {
 async fn repurge(app: &App, storage_id: &str) -> Result<usize, StoreError> {
     let key = TenantKey::of(storage_id);
     let removed = app.store.purge_tenant(&key)?;
-    app.metering.forget_tenant(storage_id).await?;
+    purge_shared(app, storage_id).await?;
     if removed > 0 {
         tracing::info!(removed, "purged records a deleted tenant's in-flight requests wrote late");
     }

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
-use crate::memory::TenantMemory;
+use crate::memory::{Memory, TenantMemory};
 use crate::metering::{Budget, Metering};
 use crate::policy::{BoxFuture, BudgetStatus, CredentialInfo, LogLine, MemoryError, ModelInfo, TenantView, Unavailable};
-use crate::policy_log::PolicyLog;
+use crate::policy_log::{PolicyLog, PolicyLogs};
 use crate::sealing::Vault;
-use crate::store::TenantKey;
 
 /// One tenant's capabilities for one policy call.
 pub struct TenantScope {
@@ -32,12 +31,10 @@ pub struct ScopeServices {
     pub metering: Metering,
     /// Models and prices.
     pub catalog: Arc<Catalog>,
-    /// The store.
-    pub store: crate::Store,
-    /// Per-tenant memory quota, in bytes.
-    pub memory_quota_bytes: u64,
-    /// Policy log lines kept per tenant.
-    pub log_lines_kept: usize,
+    /// Every tenant's policy memory (with its quota).
+    pub memory: Memory,
+    /// Every tenant's policy log.
+    pub logs: PolicyLogs,
 }
 
 impl ScopeServices {
@@ -59,16 +56,15 @@ impl ScopeServices {
 
     /// The scope of the tenant stored under `tenant_id` (its storage id) at `now_millis`.
     pub fn scope(&self, tenant_id: &str, budget: Option<Budget>, now_millis: u64) -> TenantScope {
-        let tenant = TenantKey::of(tenant_id);
         TenantScope {
             tenant_id: tenant_id.into(),
             budget,
             now_millis,
             vault: self.vault.clone(),
-            memory: TenantMemory::new(self.store.clone(), tenant, self.memory_quota_bytes),
+            memory: self.memory.tenant(tenant_id),
             metering: self.metering.clone(),
             catalog: self.catalog.clone(),
-            log: PolicyLog::new(self.store.clone(), tenant, self.log_lines_kept),
+            log: self.logs.tenant(tenant_id),
         }
     }
 }
@@ -87,20 +83,20 @@ impl TenantView for TenantScope {
         Ok(listed.into_iter().map(|c| CredentialInfo { name: c.name, provider: c.provider }).collect())
     }
 
-    fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError> {
-        self.memory.get(key)
+    fn memory_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, MemoryError>> {
+        Box::pin(self.memory.get(key))
     }
 
-    fn memory_set(&self, key: &str, value: &[u8]) -> Result<(), MemoryError> {
-        self.memory.set(key, value)
+    fn memory_set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), MemoryError>> {
+        Box::pin(self.memory.set(key, value))
     }
 
-    fn memory_delete(&self, key: &str) -> Result<(), MemoryError> {
-        self.memory.delete(key)
+    fn memory_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), MemoryError>> {
+        Box::pin(self.memory.delete(key))
     }
 
-    fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError> {
-        self.memory.list(prefix, limit)
+    fn memory_list<'a>(&'a self, prefix: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<String>, MemoryError>> {
+        Box::pin(self.memory.list(prefix, limit))
     }
 
     fn budget(&self) -> BoxFuture<'_, Result<BudgetStatus, Unavailable>> {
@@ -124,9 +120,7 @@ impl TenantView for TenantScope {
     }
 
     fn append_log(&self, lines: Vec<LogLine>) {
-        if let Err(e) = self.log.append(lines) {
-            tracing::warn!(tenant = %self.tenant_id, error = %e, "could not append to policy log");
-        }
+        self.log.append_detached(lines);
     }
 }
 
@@ -141,9 +135,8 @@ mod tests {
             vault: Arc::new(Vault::new(store.clone(), crate::sealing::Key::random())?),
             metering: Metering::new(store.clone())?,
             catalog: Arc::new(Catalog::new(&[])),
-            store,
-            memory_quota_bytes: 1 << 20,
-            log_lines_kept: 10,
+            memory: Memory::embedded(store.clone(), 1 << 20),
+            logs: PolicyLogs::embedded(store, 10),
         })
     }
 

@@ -21,3 +21,4 @@ mod budgets;
 mod identity;
 mod postgres_budgets;
 mod postgres_tenants;
+mod postgres_sessions_memory;

@@ -85,11 +85,9 @@ async fn panic_is_a_trap_and_its_message_lands_in_the_policy_log() {
         result.expect_err("panic must fail").to_string(),
         format!("policy {hash} trapped: the policy panicked (see its policy log)")
     );
-    let log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("attacker"), 100);
-    let lines = log.read(100).expect("read log");
+    let lines = sandbox.services.logs.tenant("attacker").read(100).await.expect("read log");
     assert!(lines.iter().any(|l| l.level == "stderr" && l.message.contains("hostile guest panicked on purpose")), "{lines:?}");
-    let neighbour_log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("neighbour"), 100);
-    assert!(neighbour_log.read(100).expect("read").is_empty());
+    assert!(sandbox.services.logs.tenant("neighbour").read(100).await.expect("read").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,8 +114,7 @@ async fn log_flood_is_bounded_per_call() {
     // a timeout test.
     let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 5000, ..test_limits() }).await;
     assert_eq!(trace(attack(&sandbox, hash, "flooder", "log-flood").await.expect("call")), "flooded");
-    let log = tollgate::policy_log::PolicyLog::new(sandbox.store.clone(), tollgate::store::TenantKey::of("flooder"), 1000);
-    let lines = log.read(1000).expect("read");
+    let lines = sandbox.services.logs.tenant("flooder").read(1000).await.expect("read");
     assert_eq!(lines.len(), 33, "32 lines plus the drop note");
     assert_eq!(lines[0].message, "flood line 0");
     assert!(lines[32].message.ends_with("log lines dropped (limit 32 per call)"), "{:?}", lines[32]);
@@ -138,7 +135,7 @@ async fn memory_quota_abuse_gets_error_values_not_traps() {
     // against it), hence the long deadline above.
     // 1 MiB quota; 1 KiB values under keys `abuse/N` of 7 to 10 bytes: 1015 writes fit.
     assert_eq!(got, "wrote 1015 then: memory quota exceeded");
-    let used = tollgate::memory::TenantMemory::new(sandbox.store.clone(), tollgate::store::TenantKey::of("hoarder"), 1 << 20).used_bytes().expect("usage");
+    let used = sandbox.services.memory.tenant("hoarder").used_bytes().await.expect("usage");
     assert!(used <= 1 << 20, "{used}");
 }
 
@@ -146,8 +143,7 @@ async fn memory_quota_abuse_gets_error_values_not_traps() {
 async fn guessing_names_never_reaches_another_tenants_keys_or_memory() {
     let (sandbox, hash) = hostile().await;
     sandbox.services.vault.put("victim", "victim-openai", "openai", &Secret::new("sk-victim-canary".into())).await.expect("put");
-    let victim_memory = tollgate::memory::TenantMemory::new(sandbox.store.clone(), tollgate::store::TenantKey::of("victim"), 1 << 20);
-    victim_memory.set("secret", b"victim data").expect("set");
+    sandbox.services.memory.tenant("victim").set("secret", b"victim data").await.expect("set");
     let got = trace(attack(&sandbox, hash, "thief", "steal-keys").await.expect("call"));
     assert_eq!(got, "creds=[] found=[] keys=[]");
     assert!(!got.contains("sk-victim"));
@@ -221,16 +217,16 @@ impl tollgate::policy::TenantView for FailingStore {
     fn credentials(&self) -> Result<Vec<tollgate::policy::CredentialInfo>, tollgate::policy::Unavailable> {
         Err(tollgate::policy::Unavailable { what: "credentials", cause: "storage failure: injected".into() })
     }
-    fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, tollgate::policy::MemoryError> {
+    fn memory_get<'a>(&'a self, key: &'a str) -> tollgate::policy::BoxFuture<'a, Result<Option<Vec<u8>>, tollgate::policy::MemoryError>> {
         self.0.memory_get(key)
     }
-    fn memory_set(&self, key: &str, value: &[u8]) -> Result<(), tollgate::policy::MemoryError> {
+    fn memory_set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> tollgate::policy::BoxFuture<'a, Result<(), tollgate::policy::MemoryError>> {
         self.0.memory_set(key, value)
     }
-    fn memory_delete(&self, key: &str) -> Result<(), tollgate::policy::MemoryError> {
+    fn memory_delete<'a>(&'a self, key: &'a str) -> tollgate::policy::BoxFuture<'a, Result<(), tollgate::policy::MemoryError>> {
         self.0.memory_delete(key)
     }
-    fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, tollgate::policy::MemoryError> {
+    fn memory_list<'a>(&'a self, prefix: &'a str, limit: u32) -> tollgate::policy::BoxFuture<'a, Result<Vec<String>, tollgate::policy::MemoryError>> {
         self.0.memory_list(prefix, limit)
     }
     fn budget(&self) -> tollgate::policy::BoxFuture<'_, Result<tollgate::policy::BudgetStatus, tollgate::policy::Unavailable>> {

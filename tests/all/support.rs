@@ -13,7 +13,6 @@ use tollgate::{PolicyRuntime, Store};
 pub struct Sandbox {
     pub runtime: PolicyRuntime,
     pub services: ScopeServices,
-    pub store: Store,
 }
 
 impl Sandbox {
@@ -24,12 +23,11 @@ impl Sandbox {
             vault,
             metering: Metering::new(store.clone()).expect("metering"),
             catalog: Arc::new(Catalog::new(&[])),
-            store: store.clone(),
-            memory_quota_bytes: limits.memory_quota_bytes,
-            log_lines_kept: limits.log_lines_kept,
+            memory: tollgate::memory::Memory::embedded(store.clone(), limits.memory_quota_bytes),
+            logs: tollgate::policy_log::PolicyLogs::embedded(store.clone(), limits.log_lines_kept),
         };
-        let runtime = PolicyRuntime::new(limits, store.clone()).expect("runtime");
-        Self { runtime, services, store }
+        let runtime = PolicyRuntime::new(limits, store).expect("runtime");
+        Self { runtime, services }
     }
 
     pub fn scope(&self, tenant: &str) -> Arc<TenantScope> {

@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
     let store = Store::temporary().expect("store");
     let vault = Arc::new(Vault::new(store.clone(), Key::random()).expect("vault"));
-    let services = ScopeServices { vault: vault.clone(), metering: Metering::new(store.clone()).expect("metering"), catalog: Arc::new(Catalog::new(&[])), store: store.clone(), memory_quota_bytes: 1 << 20, log_lines_kept: 100 };
+    let services = ScopeServices { vault: vault.clone(), metering: Metering::new(store.clone()).expect("metering"), catalog: Arc::new(Catalog::new(&[])), memory: tollgate::memory::Memory::embedded(store.clone(), 1 << 20), logs: tollgate::policy_log::PolicyLogs::embedded(store.clone(), 100) };
     // A generous deadline: this measures what a call costs, not where the limit cuts it,
     // and a preempted iteration on a busy machine must not abort the run.
     // The per-tenant CPU share is admission control for sustained load: one tenant calling

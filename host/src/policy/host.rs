@@ -202,28 +202,41 @@ fn memory_key(key: &str) -> Result<(), memory::MemoryError> {
     Ok(())
 }
 
+// Asynchronous, like `metering` below: on the shared store each is a database round trip,
+// awaited without blocking a worker thread. The checks before it cost no store work.
 impl memory::Host for CallState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, memory::MemoryError>> {
-        Ok(self.count_memory_op().and_then(|()| memory_key(&key)).and_then(|()| self.view.memory_get(&key)))
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, memory::MemoryError>> {
+        if let Err(refused) = self.count_memory_op().and_then(|()| memory_key(&key)) {
+            return Ok(Err(refused));
+        }
+        Ok(self.view.memory_get(&key).await)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), memory::MemoryError>> {
-        Ok((|| {
-            self.count_memory_op()?;
-            memory_key(&key)?;
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), memory::MemoryError>> {
+        let checked = self.count_memory_op().and_then(|()| memory_key(&key)).and_then(|()| {
             if value.len() > self.limits.memory_value_bytes {
                 return Err(memory::MemoryError::ValueTooLarge);
             }
-            self.view.memory_set(&key, &value)
-        })())
+            Ok(())
+        });
+        if let Err(refused) = checked {
+            return Ok(Err(refused));
+        }
+        Ok(self.view.memory_set(&key, &value).await)
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), memory::MemoryError>> {
-        Ok(self.count_memory_op().and_then(|()| memory_key(&key)).and_then(|()| self.view.memory_delete(&key)))
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), memory::MemoryError>> {
+        if let Err(refused) = self.count_memory_op().and_then(|()| memory_key(&key)) {
+            return Ok(Err(refused));
+        }
+        Ok(self.view.memory_delete(&key).await)
     }
 
-    fn list_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<String>, memory::MemoryError>> {
-        Ok(self.count_memory_op().and_then(|()| memory_key(&prefix)).and_then(|()| self.view.memory_list(&prefix, limit.min(1000))))
+    async fn list_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<String>, memory::MemoryError>> {
+        if let Err(refused) = self.count_memory_op().and_then(|()| memory_key(&prefix)) {
+            return Ok(Err(refused));
+        }
+        Ok(self.view.memory_list(&prefix, limit.min(1000)).await)
     }
 }
 

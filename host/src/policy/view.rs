@@ -35,14 +35,15 @@ pub struct Unavailable {
 pub trait TenantView: Send + Sync {
     /// Names and providers of the tenant's credentials.
     fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable>;
-    /// Reads a memory value.
-    fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError>;
+    /// Reads a memory value. Asynchronous (like the other memory methods): on the shared
+    /// store it is a database round trip, awaited without blocking a worker thread.
+    fn memory_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, MemoryError>>;
     /// Writes a memory value within the quota.
-    fn memory_set(&self, key: &str, value: &[u8]) -> Result<(), MemoryError>;
+    fn memory_set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), MemoryError>>;
     /// Deletes a memory value.
-    fn memory_delete(&self, key: &str) -> Result<(), MemoryError>;
+    fn memory_delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), MemoryError>>;
     /// Lists memory keys by prefix.
-    fn memory_list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, MemoryError>;
+    fn memory_list<'a>(&'a self, prefix: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<String>, MemoryError>>;
     /// Budget and spend of the current period. Asynchronous (like the two below): on the
     /// shared store it is a database read.
     fn budget(&self) -> BoxFuture<'_, Result<BudgetStatus, Unavailable>>;
@@ -54,6 +55,8 @@ pub trait TenantView: Send + Sync {
     fn models(&self) -> Vec<ModelInfo>;
     /// One catalog entry.
     fn lookup_model(&self, model: &str) -> Option<ModelInfo>;
-    /// Appends lines to the tenant's bounded policy log.
+    /// Appends lines to the tenant's bounded policy log. Synchronous and never failing: it
+    /// runs as a call ends, and a store that is slow or down must not hold the request (the
+    /// shared store queues the lines and writes them off the request path).
     fn append_log(&self, lines: Vec<LogLine>);
 }

@@ -76,11 +76,22 @@ impl Settlement {
     pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) -> Usage {
         self.finished = true;
         let usage = self.account(usage, completion_bytes, outcome, target);
-        if let (Some((session, user_text)), "success") = (self.session.take(), outcome) {
-            self.append_turns(&session, user_text);
-        }
+        let turns = match (self.session.take(), outcome) {
+            (Some((session, user_text)), "success") => Some(self.session_turns(session, user_text)),
+            _ => None,
+        };
+        // The session's turns are stored alongside the settlement: on the shared store the
+        // two round trips are in flight together.
+        let append = async {
+            let Some((session, turns)) = &turns else { return };
+            if let Err(e) = self.app.sessions.tenant(&self.reservation.tenant_id).append(session, turns).await {
+                tracing::warn!(tenant = %self.reservation.tenant_id, error = ?e, "session turn not stored");
+            }
+        };
         // Waits for the disk: the answer is only complete once its ledger record is.
-        if let Err(e) = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone()).await {
+        let settle = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone());
+        let ((), settled) = tokio::join!(append, settle);
+        if let Err(e) = settled {
             tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
         }
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
@@ -179,18 +190,13 @@ impl Drop for Settlement {
 }
 
 impl Settlement {
-    fn append_turns(&mut self, session: &str, user_text: String) {
-        let tenant_id = &self.reservation.tenant_id;
-        let key = crate::store::TenantKey::of(tenant_id);
-        let memory = crate::memory::TenantMemory::new(self.app.store.clone(), key, self.app.config.policy.memory_quota_bytes);
-        let sessions = crate::sessions::Sessions::new(self.app.store.clone(), key, memory);
+    /// The turns a successful request adds to its session: the user's text and the reply.
+    fn session_turns(&mut self, session: String, user_text: String) -> (String, [crate::sessions::Turn; 2]) {
         let mut reply = std::mem::take(&mut self.reply);
         truncate_utf8(&mut reply, crate::sessions::MAX_TURN_BYTES);
         let now = crate::clock::unix_millis();
         let turn = |role: &str, content: String| crate::sessions::Turn { role: role.into(), content, unix_millis: now, request_id: self.record.request_id.clone() };
-        if let Err(e) = sessions.append(session, &[turn("user", user_text), turn("assistant", reply)]) {
-            tracing::warn!(tenant = %tenant_id, error = ?e, "session turn not stored");
-        }
+        (session, [turn("user", user_text), turn("assistant", reply)])
     }
 }
 
@@ -226,9 +232,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
     if let Some(session) = &session_id {
         crate::sessions::validate_id(session).map_err(|e| GatewayError::bad_request("invalid_session_id", e))?;
         if caller.session_history || parsed.session_history {
-            let key = tenant.key();
-            let memory = crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes);
-            let turns = crate::sessions::Sessions::new(app.store.clone(), key, memory).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
+            let turns = app.sessions.tenant(tenant.storage_id()).history(session, crate::sessions::MAX_HISTORY_TURNS).await?;
             parsed.prepend_history(&turns);
         }
     }

@@ -18,7 +18,6 @@ use crate::policy::uploads::{Owner, Usage};
 use crate::ratelimit::RateLimits;
 use crate::sealing::{MAX_CREDENTIAL_NAME_BYTES, MAX_SECRET_BYTES};
 use crate::secret::Secret;
-use crate::sessions::Sessions;
 use crate::tenants::{PolicyAssignment, Tenant};
 use crate::tokens::Scope;
 use crate::PolicyHash;
@@ -229,11 +228,6 @@ pub async fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Res
     Ok(json_response(StatusCode::OK, &body))
 }
 
-fn sessions(app: &App, tenant: &Tenant) -> Sessions {
-    let key = tenant.key();
-    Sessions::new(app.store.clone(), key, crate::memory::TenantMemory::new(app.store.clone(), key, app.config.policy.memory_quota_bytes))
-}
-
 fn memory_error(e: crate::policy::MemoryError) -> GatewayError {
     use crate::policy::MemoryError as E;
     match e {
@@ -321,8 +315,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(json!({"data": app.audit.read_own(after, 1000, &tenant)?}))
         }
         (Method::GET, ["policy", "log"]) => {
-            let log = crate::policy_log::PolicyLog::new(app.store.clone(), tenant.key(), app.config.policy.log_lines_kept);
-            ok(json!({"data": log.read(app.config.policy.log_lines_kept)?}))
+            ok(json!({"data": app.policy_logs.tenant(storage).read(app.policy_logs.keep()).await?}))
         }
         (Method::GET, ["usage"]) => usage_report(app, &tenant, query).await,
         (Method::GET, ["budget"]) => {
@@ -342,30 +335,29 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
             ok(json!({"data": app.metering.ledger(storage, from, to, limit).await?}))
         }
-        (Method::GET, ["sessions"]) => ok(json!({"data": sessions(app, &tenant).list(1000)?})),
+        (Method::GET, ["sessions"]) => ok(json!({"data": app.sessions.tenant(storage).list(1000).await?})),
         (Method::GET, ["sessions", session]) => {
-            let turns = sessions(app, &tenant).history(session, crate::sessions::MAX_HISTORY_TURNS)?;
+            let turns = app.sessions.tenant(storage).history(session, crate::sessions::MAX_HISTORY_TURNS).await?;
             if turns.is_empty() {
                 return Err(GatewayError::NotFound(format!("no session '{session}'")));
             }
             ok(json!({"id": session, "turns": turns}))
         }
         (Method::DELETE, ["sessions", session]) => {
-            if !sessions(app, &tenant).delete(session).map_err(memory_error)? {
+            if !app.sessions.tenant(storage).delete(session).await.map_err(memory_error)? {
                 return Err(GatewayError::NotFound(format!("no session '{session}'")));
             }
             audit("session.delete", json!({"session": session})).await?;
             ok(json!({"deleted": session}))
         }
         (Method::GET, ["memory"]) => {
-            let memory = crate::memory::TenantMemory::new(app.store.clone(), tenant.key(), app.config.policy.memory_quota_bytes);
-            let entries = memory.entries(1000).map_err(memory_error)?;
+            let memory = app.memory.tenant(storage);
+            let entries = memory.entries(1000).await.map_err(memory_error)?;
             let data: Vec<Value> = entries.into_iter().map(|(k, v)| json!({"key": k, "value": String::from_utf8_lossy(&v), "bytes": v.len()})).collect();
-            ok(json!({"data": data, "used_bytes": memory.used_bytes().map_err(memory_error)?, "quota_bytes": app.config.policy.memory_quota_bytes}))
+            ok(json!({"data": data, "used_bytes": memory.used_bytes().await.map_err(memory_error)?, "quota_bytes": app.memory.quota_bytes()}))
         }
         (Method::DELETE, ["memory", key]) => {
-            let memory = crate::memory::TenantMemory::new(app.store.clone(), tenant.key(), app.config.policy.memory_quota_bytes);
-            memory.delete(key).map_err(memory_error)?;
+            app.memory.tenant(storage).delete(key).await.map_err(memory_error)?;
             audit("memory.delete", json!({"key": key})).await?;
             ok(json!({"deleted": key}))
         }
