@@ -2,16 +2,22 @@
 //! `deadpool-postgres` pool (pipelining, explicit prepared statements, no database needed
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
-//! This module connects and migrates; [`budgets`] is the budget authority on it. The
-//! schema is keyed by `tenant_id` first everywhere, so Citus can distribute it by tenant.
+//! This module connects and migrates; [`budgets`] is the budget authority on it,
+//! [`audit`] the audit chain and [`policies`] the policy blobs and upload records. The
+//! schema is keyed by `tenant_id` first, so Citus can distribute it by tenant; the few
+//! global tables say so in their `COMMENT` (which the schema test reads).
 
+pub mod audit;
 pub mod budgets;
 mod migrate;
+pub mod policies;
 
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
+
+use crate::store::StoreError;
 
 pub use deadpool_postgres::Pool;
 pub use migrate::{migrate, MIGRATIONS};
@@ -45,4 +51,24 @@ pub fn connect(url: &str) -> Result<Pool, DbError> {
     let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::new("parsing the store url", e))?;
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager).max_size(POOL_SIZE).build().map_err(|e| DbError::new("building the connection pool", e))
+}
+
+/// Maps a query error to a store error naming what was being done.
+pub(crate) fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Database(DbError::new(context, e))
+}
+
+/// Maps a failure to get a pooled connection to a store error.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Database(DbError::new("connecting", e))
+}
+
+/// Money, counts and times are u64 in Rust and bigint in the database.
+pub(crate) fn to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`to_db`]; a negative value (never written) reads as 0.
+pub(crate) fn from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }

@@ -36,6 +36,7 @@ async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
     crate::tokens::revoke_all(&app.store, tenant)?;
     let removed = app.store.purge_tenant(&tenant.key())?;
     app.metering.forget_tenant(tenant.storage_id()).await?;
+    app.policies.blobs().forget_owner(tenant.storage_id()).await?;
     app.store.flush().await?;
     Ok(removed)
 }
@@ -76,6 +77,7 @@ async fn repurge(app: &App, storage_id: &str) -> Result<usize, StoreError> {
     let key = TenantKey::of(storage_id);
     let removed = app.store.purge_tenant(&key)?;
     app.metering.forget_tenant(storage_id).await?;
+    app.policies.blobs().forget_owner(storage_id).await?;
     if removed > 0 {
         tracing::info!(removed, "purged records a deleted tenant's in-flight requests wrote late");
     }
