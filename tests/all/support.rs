@@ -18,6 +18,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(limits: PolicyLimits) -> Self {
+        Self::build(limits, None)
+    }
+
+    /// A sandbox whose uploaded wasm and claims live in `blobs` (a replica of a shared
+    /// store); compiled artifacts stay in its own temporary store.
+    pub fn with_blobs(limits: PolicyLimits, blobs: tollgate::policy::PolicyBlobs) -> Self {
+        Self::build(limits, Some(blobs))
+    }
+
+    fn build(limits: PolicyLimits, blobs: Option<tollgate::policy::PolicyBlobs>) -> Self {
         let store = Store::temporary().expect("temporary store");
         let vault = Arc::new(Vault::new(store.clone(), Key::random()).expect("vault"));
         let services = ScopeServices {
@@ -28,7 +38,11 @@ impl Sandbox {
             memory_quota_bytes: limits.memory_quota_bytes,
             log_lines_kept: limits.log_lines_kept,
         };
-        let runtime = PolicyRuntime::new(limits, store.clone()).expect("runtime");
+        let runtime = match blobs {
+            Some(blobs) => PolicyRuntime::with_blobs(limits, store.clone(), blobs),
+            None => PolicyRuntime::new(limits, store.clone()),
+        }
+        .expect("runtime");
         Self { runtime, services, store }
     }
 
