@@ -36,14 +36,9 @@ impl Embedded {
             return Ok(Claim::AlreadyHeld);
         }
         check_claim(&self.list(owner)?, bytes, quota)?;
-        match wasm {
-            Some(wasm) => {
-                if !self.contains(hash)? {
-                    self.store.policies.insert(hash.to_string(), wasm).map_err(StoreError::from)?;
-                }
-            }
-            None if !self.contains(hash)? => return Ok(Claim::NoBlob),
-            None => {}
+        if !self.contains(hash)? {
+            let Some(wasm) = wasm else { return Ok(Claim::NoBlob) };
+            self.store.policies.insert(hash.to_string(), wasm).map_err(StoreError::from)?;
         }
         let record = UploadRecord { hash: hash.to_string(), bytes, uploaded_millis: crate::clock::unix_millis() };
         self.store.tenant.insert(record_key(owner, hash), encode(&record)).map_err(StoreError::from)?;
