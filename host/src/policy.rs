@@ -456,8 +456,10 @@ impl PolicyRuntime {
         .await
         .map_err(|e| PolicyError::Setup(format!("compile task: {e}")))??;
         let _blobs = self.lock_blobs().await;
-        self.store.compiled.insert(&key, artifact).map_err(StoreError::from)?;
+        // Recorded first: an upload refused here (another replica's upload took the last
+        // of the quota meanwhile) leaves no artifact behind.
         self.blobs.store(owner, &wasm, &self.limits).await?;
+        self.store.compiled.insert(&key, artifact).map_err(StoreError::from)?;
         self.blobs.flush().await?;
         self.cache_put(hash, Arc::new(pre));
         Ok(hash)

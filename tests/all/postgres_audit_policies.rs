@@ -345,4 +345,6 @@ async fn uploads_through_two_replicas_at_once_cannot_pass_the_quota() {
     assert_eq!(held.len(), 1);
     let stored = [a.runtime.exists(&PolicyHash::of(&v1)).await.expect("exists"), a.runtime.exists(&PolicyHash::of(&v2)).await.expect("exists")];
     assert_eq!(stored.iter().filter(|s| **s).count(), 1, "the refused upload's wasm is not stored: {stored:?}");
+    let (loser, refused_wasm) = if from_a.is_err() { (&a, &v1) } else { (&b, &v2) };
+    assert!(loser.store.compiled.get(PolicyHash::of(refused_wasm).to_string()).expect("read").is_none(), "nor its compiled artifact");
 }
