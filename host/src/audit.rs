@@ -1,13 +1,21 @@
 //! The audit trail: every operator and self-service change appends a record (who, what,
 //! when, never a secret) to a log chained with blake3, so editing or deleting a record
 //! breaks the chain at that point and `verify` says where.
+//!
+//! [`AuditLog`] is the one interface the gateway uses, over one of two stores: the
+//! embedded one (sled, one process; `audit/embedded.rs`) or the shared one
+//! ([`crate::postgres::audit::PgAudit`]), where appends from any number of replicas
+//! form one chain. The record, its hash and the walk that verifies a chain are here and
+//! shared by both; only where records are kept differs.
 
-use std::sync::Mutex;
+mod embedded;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{decode, encode, Store, StoreError};
+use crate::postgres::audit::PgAudit;
+use crate::store::{encode, Store, StoreError};
+use crate::tenants::Tenant;
 
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +56,8 @@ pub struct Verification {
     pub head: String,
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The `prev_hash` of the first record.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn digest(record: &AuditRecord) -> String {
     let mut unhashed = record.clone();
@@ -56,125 +65,135 @@ fn digest(record: &AuditRecord) -> String {
     blake3::hash(&encode(&unhashed)).to_hex().to_string()
 }
 
-/// The audit log.
+/// What one append records; the chain adds its position, time and links.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub actor: String,
+    pub action: String,
+    pub tenant: String,
+    pub incarnation: String,
+    pub detail: Value,
+}
+
+impl Entry {
+    /// The record that follows the chain's head `(seq, hash)`, hashed.
+    pub(crate) fn link(self, head_seq: u64, head_hash: String, unix_millis: u64) -> AuditRecord {
+        let Entry { actor, action, tenant, incarnation, detail } = self;
+        let mut record = AuditRecord { seq: head_seq + 1, unix_millis, actor, action, tenant, incarnation, detail, prev_hash: head_hash, hash: String::new() };
+        record.hash = digest(&record);
+        record
+    }
+}
+
+/// Walks a chain from its first record, recomputing every hash and link.
+pub(crate) struct Walk {
+    previous: String,
+    expected_seq: u64,
+    records: u64,
+}
+
+impl Walk {
+    pub(crate) fn new() -> Self {
+        Self { previous: GENESIS.to_string(), expected_seq: 1, records: 0 }
+    }
+
+    /// Checks the next record (`None`: it did not decode); `Err` is the verdict naming the
+    /// first broken record.
+    pub(crate) fn next(&mut self, record: Option<&AuditRecord>) -> Result<(), Verification> {
+        match record {
+            Some(record) if record.seq == self.expected_seq && record.prev_hash == self.previous && digest(record) == record.hash => {
+                self.previous = record.hash.clone();
+                self.expected_seq += 1;
+                self.records += 1;
+                Ok(())
+            }
+            _ => Err(self.broken()),
+        }
+    }
+
+    /// Records checked so far.
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The hash of the last record checked (the genesis hash before any).
+    pub(crate) fn head(&self) -> &str {
+        &self.previous
+    }
+
+    /// The verdict that the chain breaks at the next record expected.
+    pub(crate) fn broken(&self) -> Verification {
+        Verification { records: self.records, ok: false, broken_at: Some(self.expected_seq), head: self.previous.clone() }
+    }
+
+    /// The verdict that every record checked holds.
+    pub(crate) fn end(self) -> Verification {
+        Verification { records: self.records, ok: true, broken_at: None, head: self.previous }
+    }
+}
+
+/// The audit log, over the embedded or the shared store.
 pub struct AuditLog {
-    store: Store,
-    /// Serialises appends: each record names its predecessor's hash.
-    head: Mutex<(u64, String)>,
+    chain: Chain,
+}
+
+enum Chain {
+    Embedded(embedded::Embedded),
+    Shared(PgAudit),
 }
 
 impl AuditLog {
-    /// Opens the log and finds its head.
+    /// The embedded log in `store`, with its head found.
     pub fn open(store: Store) -> Result<Self, StoreError> {
-        let head = match store.audit.last()? {
-            Some((_, value)) => {
-                let record: AuditRecord = decode("audit", &value)?;
-                (record.seq, record.hash)
-            }
-            None => (0, GENESIS.to_string()),
-        };
-        Ok(Self { store, head: Mutex::new(head) })
+        Ok(Self { chain: Chain::Embedded(embedded::Embedded::open(store)?) })
     }
 
-    /// Appends one record and flushes it.
+    /// The shared log (PostgreSQL).
+    pub fn shared(audit: PgAudit) -> Self {
+        Self { chain: Chain::Shared(audit) }
+    }
+
+    /// Appends one record; durable when this returns.
     pub async fn append(&self, actor: &str, action: &str, tenant: &str, detail: Value) -> Result<(), StoreError> {
-        self.append_record(actor, action, tenant, "", detail).await
+        self.append_entry(Entry { actor: actor.into(), action: action.into(), tenant: tenant.into(), incarnation: String::new(), detail }).await
     }
 
-    /// Appends one record about one tenant incarnation.
-    pub async fn append_tenant(&self, actor: &str, action: &str, tenant: &crate::tenants::Tenant, detail: Value) -> Result<(), StoreError> {
-        self.append_record(actor, action, &tenant.id, &tenant.incarnation, detail).await
+    /// Appends one record about one tenant incarnation; durable when this returns.
+    pub async fn append_tenant(&self, actor: &str, action: &str, tenant: &Tenant, detail: Value) -> Result<(), StoreError> {
+        self.append_entry(Entry { actor: actor.into(), action: action.into(), tenant: tenant.id.clone(), incarnation: tenant.incarnation.clone(), detail }).await
     }
 
-    async fn append_record(&self, actor: &str, action: &str, tenant: &str, incarnation: &str, detail: Value) -> Result<(), StoreError> {
-        {
-            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-            let mut record = AuditRecord {
-                seq: head.0 + 1,
-                unix_millis: crate::clock::unix_millis(),
-                actor: actor.into(),
-                action: action.into(),
-                tenant: tenant.into(),
-                incarnation: incarnation.into(),
-                detail,
-                prev_hash: head.1.clone(),
-                hash: String::new(),
-            };
-            record.hash = digest(&record);
-            self.store.audit.insert(record.seq.to_be_bytes(), encode(&record))?;
-            *head = (record.seq, record.hash);
+    async fn append_entry(&self, entry: Entry) -> Result<(), StoreError> {
+        match &self.chain {
+            Chain::Embedded(e) => e.append(entry).await,
+            Chain::Shared(p) => p.append(entry).await.map(|_| ()),
         }
-        self.store.flush().await
     }
 
     /// Records after `after`, at most `limit`, optionally only those about one tenant id
     /// (every incarnation: the operator's view).
-    pub fn read(&self, after: u64, limit: usize, tenant: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
-        self.read_matching(after, limit, |record| tenant.is_none_or(|t| t == record.tenant))
+    pub async fn read(&self, after: u64, limit: usize, tenant: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        match &self.chain {
+            Chain::Embedded(e) => e.read_matching(after, limit, |record| tenant.is_none_or(|t| t == record.tenant)),
+            Chain::Shared(p) => p.read(after, limit, tenant).await,
+        }
     }
 
     /// Records about this incarnation of `tenant` only (the tenant's own view).
-    pub fn read_own(&self, after: u64, limit: usize, tenant: &crate::tenants::Tenant) -> Result<Vec<AuditRecord>, StoreError> {
-        self.read_matching(after, limit, |record| record.tenant == tenant.id && record.incarnation == tenant.incarnation)
+    pub async fn read_own(&self, after: u64, limit: usize, tenant: &Tenant) -> Result<Vec<AuditRecord>, StoreError> {
+        match &self.chain {
+            Chain::Embedded(e) => e.read_matching(after, limit, |record| record.tenant == tenant.id && record.incarnation == tenant.incarnation),
+            Chain::Shared(p) => p.read_own(after, limit, &tenant.id, &tenant.incarnation).await,
+        }
     }
 
-    fn read_matching(&self, after: u64, limit: usize, wanted: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.store.audit.range((after + 1).to_be_bytes()..) {
-            let (_, value) = item?;
-            let record: AuditRecord = decode("audit", &value)?;
-            if wanted(&record) {
-                out.push(record);
-                if out.len() >= limit {
-                    break;
-                }
-            }
+    /// Walks the whole chain, recomputing every hash and link; names the first broken
+    /// record. The shared log also checks the last record against the head it keeps, so
+    /// deleting records from the end breaks it too.
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        match &self.chain {
+            Chain::Embedded(e) => e.verify(),
+            Chain::Shared(p) => p.verify().await,
         }
-        Ok(out)
-    }
-
-    /// Walks the whole chain, recomputing every hash and link.
-    pub fn verify(&self) -> Result<Verification, StoreError> {
-        let mut previous = GENESIS.to_string();
-        let mut expected_seq = 1;
-        let mut records = 0;
-        for item in self.store.audit.iter() {
-            let (_, value) = item?;
-            let record: AuditRecord = match decode("audit", &value) {
-                Ok(record) => record,
-                Err(_) => return Ok(Verification { records, ok: false, broken_at: Some(expected_seq), head: previous }),
-            };
-            if record.seq != expected_seq || record.prev_hash != previous || digest(&record) != record.hash {
-                return Ok(Verification { records, ok: false, broken_at: Some(expected_seq), head: previous });
-            }
-            previous = record.hash;
-            expected_seq += 1;
-            records += 1;
-        }
-        Ok(Verification { records, ok: true, broken_at: None, head: previous })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn chain_verifies_and_any_edit_or_deletion_breaks_it() -> Result<(), Box<dyn std::error::Error>> {
-        let store = Store::temporary()?;
-        let log = AuditLog::open(store.clone())?;
-        for i in 0..5 {
-            log.append("operator", "tenant.create", &format!("t{i}"), serde_json::json!({"i": i})).await?;
-        }
-        assert_eq!(log.verify()?, Verification { records: 5, ok: true, broken_at: None, head: log.read(4, 1, None)?[0].hash.clone() });
-        assert_eq!(log.read(0, 10, Some("t3"))?.len(), 1);
-        let mut third: AuditRecord = decode("audit", &store.audit.get(3u64.to_be_bytes())?.ok_or("missing")?)?;
-        third.actor = "someone else".into();
-        store.audit.insert(3u64.to_be_bytes(), encode(&third))?;
-        assert_eq!(log.verify()?.broken_at, Some(3));
-        let reopened = AuditLog::open(store.clone())?;
-        store.audit.remove(3u64.to_be_bytes())?;
-        assert_eq!(reopened.verify()?.broken_at, Some(3));
-        Ok(())
     }
 }

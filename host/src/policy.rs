@@ -1,7 +1,10 @@
 //! The policy runtime: one wasmtime `Engine`, a linker with the tenant-scoped imports and a
 //! deny-all WASI, an LRU of compiled components keyed by content hash, and a fresh `Store`
-//! per call behind a semaphore sized to the instance pool.
+//! per call behind a semaphore sized to the instance pool. Uploaded wasm and who holds it
+//! are kept by [`PolicyBlobs`] (embedded or shared); compiled artifacts in this replica's
+//! own store.
 
+pub mod blobs;
 mod breaker;
 mod cpu_share;
 mod decision;
@@ -24,7 +27,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
 pub use limits::PolicyLimits;
 pub use upload::{check_complexity, UploadError};
-pub use uploads::{Owner, QuotaExceeded, UploadRecord, UploadRecords};
+pub use blobs::{Claim, ClaimError, PolicyBlobs};
+pub use uploads::{Owner, QuotaExceeded, UploadRecord};
 pub use view::{BoxFuture, LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
@@ -165,6 +169,15 @@ pub enum PolicyError {
     Setup(String),
 }
 
+impl From<ClaimError> for PolicyError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Quota(q) => PolicyError::UploadQuota(q),
+            ClaimError::Store(s) => PolicyError::Store(s),
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PolicyStats {
@@ -202,17 +215,19 @@ pub struct PolicyRuntime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     limits: Arc<PolicyLimits>,
+    /// This replica's own store: compiled artifacts (the `compiled` tree), specific to
+    /// this engine and CPU.
     store: Store,
+    /// Uploaded wasm and who holds it.
+    blobs: PolicyBlobs,
     cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
     permits: tokio::sync::Semaphore,
     /// Compiles running at once (the rest queue): see `limits::COMPILE_SLOTS`.
     compiles: tokio::sync::Semaphore,
     /// Tenants with a compile queued or running: one each.
     compiling: Mutex<std::collections::HashSet<String>>,
-    /// Who uploaded what (quota and deletion).
-    uploads: UploadRecords,
     /// See [`PolicyRuntime::lock_blobs`].
-    blobs: tokio::sync::Mutex<()>,
+    blob_lock: tokio::sync::Mutex<()>,
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
     stop_ticker: Arc<AtomicBool>,
@@ -350,8 +365,15 @@ fn spawn_epoch_ticker(engine: Engine, ticks: Arc<AtomicU64>, stop: Arc<AtomicBoo
 }
 
 impl PolicyRuntime {
-    /// Builds the engine, the linker and the epoch ticker.
+    /// Builds the engine, the linker and the epoch ticker, with blobs and artifacts both
+    /// in `store` (one process).
     pub fn new(limits: PolicyLimits, store: Store) -> Result<Self, PolicyError> {
+        Self::with_blobs(limits, store.clone(), PolicyBlobs::embedded(store))
+    }
+
+    /// As [`PolicyRuntime::new`], with uploaded wasm and claims in `blobs` (shared by
+    /// replicas) and compiled artifacts in this replica's `store`.
+    pub fn with_blobs(limits: PolicyLimits, store: Store, blobs: PolicyBlobs) -> Result<Self, PolicyError> {
         limits.validate().map_err(|e| PolicyError::Setup(e.into()))?;
         let engine = engine_for(&limits)?;
         let mut linker = Linker::<CallState>::new(&engine);
@@ -366,8 +388,8 @@ impl PolicyRuntime {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
             compiles: tokio::sync::Semaphore::new(limits::COMPILE_SLOTS),
             compiling: Mutex::new(std::collections::HashSet::new()),
-            uploads: UploadRecords::new(store.clone()),
-            blobs: tokio::sync::Mutex::new(()),
+            blobs,
+            blob_lock: tokio::sync::Mutex::new(()),
             breaker: breaker::Breaker::default(),
             cpu_share: cpu_share::CpuShare::new(limits.tenant_cpu_ms_per_second),
             cache: Mutex::new(LruCache::new(cache_size)),
@@ -402,7 +424,9 @@ impl PolicyRuntime {
     /// returns the same hash; bytes someone else uploaded are recorded without compiling.
     /// A tenant's uploads run one at a time, each within its quota: one already queued or
     /// running is [`PolicyError::CompileBusy`], one past the quota
-    /// [`PolicyError::UploadQuota`], before any compiling. Compiles run on blocking
+    /// [`PolicyError::UploadQuota`], before any compiling; the quota is checked again as
+    /// the upload is recorded, which a shared store does in one transaction, so uploads
+    /// through several replicas cannot pass it together. Compiles run on blocking
     /// threads, at most `COMPILE_SLOTS` at once, the rest queued.
     pub async fn upload_for(&self, owner: Owner<'_>, wasm: Vec<u8>) -> Result<PolicyHash, PolicyError> {
         upload::check_bytes(&wasm, self.limits.upload_bytes)?;
@@ -413,24 +437,21 @@ impl PolicyRuntime {
             Owner::Tenant(storage_id) => Some(CompileTurn::take(&self.compiling, storage_id)?),
             Owner::Operator => None,
         };
-        if self.uploads.find(owner, hash)?.is_some() {
-            return Ok(hash);
-        }
-        if let Owner::Tenant(_) = owner {
-            uploads::check_quota(self.uploads.usage(owner)?, size, &self.limits)?;
-        }
         {
             let _blobs = self.lock_blobs().await;
-            if self.exists(&hash)? {
-                self.uploads.record(owner, hash, size)?;
-                self.store.flush().await?;
-                return Ok(hash);
+            match self.blobs.claim(owner, hash, size, &self.limits).await? {
+                Claim::AlreadyHeld => return Ok(hash),
+                Claim::Recorded => {
+                    self.blobs.flush().await?;
+                    return Ok(hash);
+                }
+                Claim::NoBlob => {}
             }
         }
         let key = hash.to_string();
         let _slot = self.compiles.acquire().await.map_err(|e| PolicyError::Setup(format!("compile pool: {e}")))?;
         let (engine, linker) = (self.engine.clone(), self.linker.clone());
-        let (component, pre, artifact) = tokio::task::spawn_blocking(move || {
+        let (wasm, pre, artifact) = tokio::task::spawn_blocking(move || {
             let component = upload::compile(&engine, &wasm)?;
             let pre = instantiate_pre(&linker, &component)?;
             let artifact = component.serialize().map_err(|e| UploadError::Compile(format!("{e:#}")))?;
@@ -439,17 +460,18 @@ impl PolicyRuntime {
         .await
         .map_err(|e| PolicyError::Setup(format!("compile task: {e}")))??;
         let _blobs = self.lock_blobs().await;
+        // Recorded first: an upload refused here (another replica's upload took the last
+        // of the quota meanwhile) leaves no artifact behind.
+        self.blobs.store(owner, &wasm, &self.limits).await?;
         self.store.compiled.insert(&key, artifact).map_err(StoreError::from)?;
-        self.store.policies.insert(&key, component).map_err(StoreError::from)?;
-        self.uploads.record(owner, hash, size)?;
-        self.store.flush().await?;
+        self.blobs.flush().await?;
         self.cache_put(hash, Arc::new(pre));
         Ok(hash)
     }
 
-    /// Who uploaded what.
-    pub fn uploads(&self) -> &UploadRecords {
-        &self.uploads
+    /// Uploaded wasm and who holds it.
+    pub fn blobs(&self) -> &PolicyBlobs {
+        &self.blobs
     }
 
     /// Waits for and holds the blob lock. Whoever changes what holds a policy blob takes
@@ -457,16 +479,17 @@ impl PolicyRuntime {
     /// deciding nothing holds it any more. So a delete never takes a blob from under an
     /// upload or assignment racing it.
     pub async fn lock_blobs(&self) -> BlobsLock<'_> {
-        BlobsLock { _guard: self.blobs.lock().await }
+        BlobsLock { _guard: self.blob_lock.lock().await }
     }
 
-    /// Removes policy `hash`: its wasm, compiled artifact and cached component; whether it
-    /// was stored. The caller decided under `_held` that nothing holds it. Not durable
-    /// until the store is flushed.
-    pub fn remove(&self, _held: &BlobsLock<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
-        let key = hash.to_string();
-        let existed = self.store.policies.remove(&key)?.is_some();
-        self.store.compiled.remove(&key)?;
+    /// Removes policy `hash`: its wasm, this replica's compiled artifact and cached
+    /// component; whether the wasm was removed. The caller decided under `_held` that
+    /// nothing holds it (see [`PolicyBlobs::remove`] for a shared store). Not durable until
+    /// [`PolicyBlobs::flush`]. Other replicas keep their compiled copies of a removed
+    /// policy; assignments check [`PolicyRuntime::exists`], which asks the shared store.
+    pub async fn remove(&self, _held: &BlobsLock<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
+        let existed = self.blobs.remove(hash).await?;
+        self.store.compiled.remove(hash.to_string())?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.pop(&hash);
         }
@@ -474,8 +497,15 @@ impl PolicyRuntime {
     }
 
     /// Whether a policy with this hash was uploaded.
-    pub fn exists(&self, hash: &PolicyHash) -> Result<bool, PolicyError> {
-        Ok(self.store.policies.contains_key(hash.to_string()).map_err(StoreError::from)?)
+    pub async fn exists(&self, hash: &PolicyHash) -> Result<bool, PolicyError> {
+        Ok(self.blobs.contains(*hash).await?)
+    }
+
+    /// Makes policy `hash` ready to call on this replica: in the cache, from this
+    /// replica's compiled artifact, else compiled from the stored wasm (uploaded through
+    /// any replica). [`PolicyError::NotFound`] if it was never uploaded.
+    pub async fn prepare(&self, hash: PolicyHash) -> Result<(), PolicyError> {
+        self.load(hash).await.map(|_| ())
     }
 
     fn cache_put(&self, hash: PolicyHash, pre: Arc<Pre>) {
@@ -488,8 +518,9 @@ impl PolicyRuntime {
         self.cache.lock().ok().and_then(|mut c| c.get(hash).cloned())
     }
 
-    /// The ready-to-instantiate policy: from the LRU, else from the stored artifact, else
-    /// compiled from the stored wasm (e.g. after a wasmtime upgrade).
+    /// The ready-to-instantiate policy: from the LRU, else from this replica's stored
+    /// artifact, else compiled from the stored wasm (first use on this replica, or after a
+    /// wasmtime upgrade).
     async fn load(&self, hash: PolicyHash) -> Result<Arc<Pre>, PolicyError> {
         if let Some(pre) = self.cache_get(&hash) {
             return Ok(pre);
@@ -498,7 +529,7 @@ impl PolicyRuntime {
         let artifact = self.store.compiled.get(&key).map_err(StoreError::from)?;
         let wasm = match artifact {
             Some(_) => None,
-            None => Some(self.store.policies.get(&key).map_err(StoreError::from)?.ok_or(PolicyError::NotFound(hash))?),
+            None => Some(self.blobs.wasm(hash).await?.ok_or(PolicyError::NotFound(hash))?),
         };
         let (engine, linker) = (self.engine.clone(), self.linker.clone());
         let (pre, fresh_artifact) = tokio::task::spawn_blocking(move || -> Result<_, PolicyError> {

@@ -6,12 +6,22 @@
 //! `policy/uploads.rs`), any tenant has it assigned, or it is the stock default policy. A
 //! previous assignment does not hold one: rolling back to a deleted policy is refused.
 //! Everything is decided under the runtime's blob lock, which uploads and assignments take
-//! too, so neither can race a delete into a tenant assigned to a missing blob.
+//! too, so neither can race a delete into a tenant assigned to a missing blob. On a shared
+//! store that lock is this replica's: the schema keeps claims and blobs consistent across
+//! replicas (a blob is never removed while claimed), but assignments are not shared yet,
+//! so an assignment on another replica is not seen until tenants move to the shared store.
+//!
+//! The rules are decided by [`delete_claim`] and [`delete_everywhere`] on a runtime and
+//! the [`Holders`] read under its lock; the gateway's routes call them through
+//! [`delete_for_tenant`] and [`delete_for_operator`].
+
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::policy::{BlobsLock, Owner, PolicyHash};
 use crate::tenants::Tenant;
+use crate::PolicyRuntime;
 
 /// A delete the gateway refuses.
 #[derive(Debug, thiserror::Error)]
@@ -47,70 +57,92 @@ pub struct Deleted {
     pub blob_removed: bool,
 }
 
+/// What holds a blob besides upload claims: the stock default policy and tenants'
+/// current assignments. Read under the blob lock, so no assignment changes meanwhile.
+#[derive(Debug, Clone)]
+pub struct Holders {
+    /// The stock default policy, which every tenant without an assignment runs.
+    pub default_policy: PolicyHash,
+    /// Every tenant, as it is now.
+    pub tenants: Vec<Arc<Tenant>>,
+}
+
+impl Holders {
+    /// The gateway's, now.
+    fn of(app: &App) -> Self {
+        Self { default_policy: app.default_policy, tenants: app.tenants.all() }
+    }
+}
+
 /// Drops `tenant`'s claim on `hash`, and the blob if nothing else holds it. Refused when
 /// the tenant holds no such upload or has it assigned.
 pub async fn delete_for_tenant(app: &App, tenant: &Tenant, hash: PolicyHash) -> Result<Deleted, GatewayError> {
     let blobs = app.policies.lock_blobs().await;
-    let owner = Owner::Tenant(tenant.storage_id());
-    if app.policies.uploads().find(owner, hash)?.is_none() {
-        return Err(DeleteRefused::NotHeld(hash).into());
-    }
-    // The record as it is now: an assignment made since the request was authenticated
-    // has finished (it holds the blob lock while it checks and writes).
-    let current = app.tenants.get(&tenant.id).filter(|t| t.incarnation == tenant.incarnation);
-    if current.as_deref().unwrap_or(tenant).policy_hash() == Some(hash) {
-        return Err(DeleteRefused::AssignedHere(hash).into());
-    }
-    app.policies.uploads().forget(owner, hash)?;
-    let blob_removed = !held(app, &blobs, hash)? && app.policies.remove(&blobs, hash)?;
-    app.store.flush().await?;
-    Ok(Deleted { claims: 1, blob_removed })
+    delete_claim(&app.policies, &blobs, &Holders::of(app), tenant, hash).await
 }
 
 /// Removes `hash` for the operator: every claim on it and the blob. Refused while any
 /// tenant has it assigned, and for the stock default policy.
 pub async fn delete_for_operator(app: &App, hash: PolicyHash) -> Result<Deleted, GatewayError> {
     let blobs = app.policies.lock_blobs().await;
-    if hash == app.default_policy {
+    delete_everywhere(&app.policies, &blobs, &Holders::of(app), hash).await
+}
+
+/// [`delete_for_tenant`] on `policies`, decided under `held_lock` against `holders`.
+pub async fn delete_claim(policies: &PolicyRuntime, held_lock: &BlobsLock<'_>, holders: &Holders, tenant: &Tenant, hash: PolicyHash) -> Result<Deleted, GatewayError> {
+    let blobs = policies.blobs();
+    let owner = Owner::Tenant(tenant.storage_id());
+    if blobs.find(owner, hash).await?.is_none() {
+        return Err(DeleteRefused::NotHeld(hash).into());
+    }
+    // The record as it is now: an assignment made since the request was authenticated
+    // has finished (it holds the blob lock while it checks and writes).
+    let current = holders.tenants.iter().find(|t| t.id == tenant.id && t.incarnation == tenant.incarnation);
+    if current.map_or(tenant, |t| t.as_ref()).policy_hash() == Some(hash) {
+        return Err(DeleteRefused::AssignedHere(hash).into());
+    }
+    blobs.forget(owner, hash).await?;
+    let blob_removed = !held(policies, held_lock, holders, hash).await? && policies.remove(held_lock, hash).await?;
+    blobs.flush().await?;
+    Ok(Deleted { claims: 1, blob_removed })
+}
+
+/// [`delete_for_operator`] on `policies`, decided under `held_lock` against `holders`.
+pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobsLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<Deleted, GatewayError> {
+    if hash == holders.default_policy {
         return Err(DeleteRefused::Stock(hash).into());
     }
-    let tenants = app.tenants.all();
-    let assigned = tenants.iter().filter(|t| t.policy_hash() == Some(hash)).count();
+    let assigned = holders.tenants.iter().filter(|t| t.policy_hash() == Some(hash)).count();
     if assigned > 0 {
         return Err(DeleteRefused::AssignedTo { hash, tenants: assigned }.into());
     }
-    let uploads = app.policies.uploads();
-    let mut claims = usize::from(uploads.forget(Owner::Operator, hash)?);
-    for tenant in &tenants {
-        claims += usize::from(uploads.forget(Owner::Tenant(tenant.storage_id()), hash)?);
+    let blobs = policies.blobs();
+    let mut claims = usize::from(blobs.forget(Owner::Operator, hash).await?);
+    for tenant in &holders.tenants {
+        claims += usize::from(blobs.forget(Owner::Tenant(tenant.storage_id()), hash).await?);
     }
-    let blob_removed = app.policies.remove(&blobs, hash)?;
+    let blob_removed = policies.remove(held_lock, hash).await?;
     if claims == 0 && !blob_removed {
         return Err(DeleteRefused::NotFound(hash).into());
     }
-    app.store.flush().await?;
+    blobs.flush().await?;
     Ok(Deleted { claims, blob_removed })
 }
 
 /// Whether anything still holds blob `hash`, decided under `_held`. One lookup per
 /// tenant: deletes are rare, and this keeps no index to go stale.
-fn held(app: &App, _held: &BlobsLock<'_>, hash: PolicyHash) -> Result<bool, GatewayError> {
-    if hash == app.default_policy {
+async fn held(policies: &PolicyRuntime, _held: &BlobsLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<bool, GatewayError> {
+    if hash == holders.default_policy || holders.tenants.iter().any(|t| t.policy_hash() == Some(hash)) {
         return Ok(true);
     }
-    let tenants = app.tenants.all();
-    if tenants.iter().any(|t| t.policy_hash() == Some(hash)) {
+    let blobs = policies.blobs();
+    if blobs.find(Owner::Operator, hash).await?.is_some() {
         return Ok(true);
     }
-    let uploads = app.policies.uploads();
-    if uploads.find(Owner::Operator, hash)?.is_some() {
-        return Ok(true);
-    }
-    for tenant in &tenants {
-        if uploads.find(Owner::Tenant(tenant.storage_id()), hash)?.is_some() {
+    for tenant in &holders.tenants {
+        if blobs.find(Owner::Tenant(tenant.storage_id()), hash).await?.is_some() {
             return Ok(true);
         }
     }
     Ok(false)
 }
-

@@ -3,10 +3,12 @@
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
 //! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
-//! [`tenants`], [`memory`], [`sessions`], [`policy_log`]), and [`changes`] carries writes
-//! to the other replicas' caches. The schema is keyed by `tenant_id` first everywhere, so
-//! Citus can distribute it by tenant.
+//! [`tenants`], [`audit`], [`policies`], [`memory`], [`sessions`], [`policy_log`]), and
+//! [`changes`] carries writes to the other replicas' caches. The schema is keyed by
+//! `tenant_id` first, so Citus can distribute it by tenant; the few global tables say so
+//! in their `COMMENT` (which the schema test reads).
 
+pub mod audit;
 pub mod budgets;
 pub mod changes;
 pub mod memory;
@@ -14,11 +16,14 @@ pub mod policy_log;
 pub mod sessions;
 pub mod tenants;
 mod migrate;
+pub mod policies;
 
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres::NoTls;
+
+use crate::store::StoreError;
 
 pub use deadpool_postgres::Pool;
 pub use migrate::{migrate, MIGRATIONS};
@@ -73,3 +78,14 @@ pub fn connect(url: &str) -> Result<Pool, DbError> {
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager).max_size(POOL_SIZE).build().map_err(|e| DbError::new("building the connection pool", e))
 }
+
+/// Maps a query error to a store error naming what was being done.
+pub(crate) fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::Database(DbError::new(context, e))
+}
+
+/// Maps a failure to get a pooled connection to a store error.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Database(DbError::new("connecting", e))
+}
+

@@ -22,3 +22,4 @@ mod identity;
 mod postgres_budgets;
 mod postgres_tenants;
 mod postgres_sessions_memory;
+mod postgres_audit_policies;

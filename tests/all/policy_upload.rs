@@ -226,7 +226,7 @@ async fn a_tenant_past_its_upload_quota_gets_409_until_it_deletes_one() {
     for part in ["holds 2 uploaded policies", "policy.max_uploads_per_tenant (2)", "DELETE /v1/tenant/policies/{hash}"] {
         assert!(message.contains(part), "{part:?} missing from {message:?}");
     }
-    assert!(!gw.app.policies.exists(&third_hash).expect("exists"), "a refused upload is not stored");
+    assert!(!gw.app.policies.exists(&third_hash).await.expect("exists"), "a refused upload is not stored");
     assert_eq!(listed(&gw, &manage).await, [(first.clone(), false), (second.clone(), false)]);
 
     let deleted = tenant_call(&gw, &manage, "DELETE", &format!("/v1/tenant/policies/{first}"), Vec::new()).await;
@@ -332,5 +332,5 @@ async fn tenants_cannot_list_or_delete_each_others_uploads() {
     let refused = tenant_call(&gw, &b, "DELETE", &format!("/v1/tenant/policies/{hash}"), Vec::new()).await;
     assert_eq!((refused.status, refused.error_code()), (404, "not_found".to_string()), "{}", refused.text());
     assert_eq!(listed(&gw, &a).await, [(hash.clone(), false)]);
-    assert!(gw.app.policies.exists(&tollgate::PolicyHash::parse(&hash).expect("hash")).expect("exists"));
+    assert!(gw.app.policies.exists(&tollgate::PolicyHash::parse(&hash).expect("hash")).await.expect("exists"));
 }

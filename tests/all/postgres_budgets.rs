@@ -59,13 +59,14 @@ async fn migrations_apply_once_and_every_per_tenant_key_starts_with_tenant_id() 
     assert_eq!(applied, tollgate::postgres::MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>());
     assert!(tollgate::postgres::migrate(&pool).await.expect("again").is_empty(), "nothing left to apply");
     // Citus distributes every per-tenant table by tenant_id: each one's primary key must
-    // start with it (only the migrations bookkeeping is global).
+    // start with it. Only the migrations bookkeeping and tables whose COMMENT declares
+    // them global (saying why) are exempt.
     let client = pool.get().await.expect("client");
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
-             WHERE i.indisprimary AND n.nspname = 'public' ORDER BY 1",
+             WHERE i.indisprimary AND n.nspname = 'public' AND coalesce(obj_description(c.oid, 'pg_class'), '') NOT LIKE 'global:%' ORDER BY 1",
             &[],
         )
         .await

@@ -13,10 +13,21 @@ use tollgate::{PolicyRuntime, Store};
 pub struct Sandbox {
     pub runtime: PolicyRuntime,
     pub services: ScopeServices,
+    pub store: Store,
 }
 
 impl Sandbox {
     pub fn new(limits: PolicyLimits) -> Self {
+        Self::build(limits, None)
+    }
+
+    /// A sandbox whose uploaded wasm and claims live in `blobs` (a replica of a shared
+    /// store); compiled artifacts stay in its own temporary store.
+    pub fn with_blobs(limits: PolicyLimits, blobs: tollgate::policy::PolicyBlobs) -> Self {
+        Self::build(limits, Some(blobs))
+    }
+
+    fn build(limits: PolicyLimits, blobs: Option<tollgate::policy::PolicyBlobs>) -> Self {
         let store = Store::temporary().expect("temporary store");
         let vault = Arc::new(Vault::new(store.clone(), Key::random()).expect("vault"));
         let services = ScopeServices {
@@ -26,8 +37,12 @@ impl Sandbox {
             memory: tollgate::memory::Memory::embedded(store.clone(), limits.memory_quota_bytes),
             logs: tollgate::policy_log::PolicyLogs::embedded(store.clone(), limits.log_lines_kept),
         };
-        let runtime = PolicyRuntime::new(limits, store).expect("runtime");
-        Self { runtime, services }
+        let runtime = match blobs {
+            Some(blobs) => PolicyRuntime::with_blobs(limits, store.clone(), blobs),
+            None => PolicyRuntime::new(limits, store.clone()),
+        }
+        .expect("runtime");
+        Self { runtime, services, store }
     }
 
     pub fn scope(&self, tenant: &str) -> Arc<TenantScope> {

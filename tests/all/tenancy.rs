@@ -333,7 +333,7 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     // The same master key opens the restored credential; the audit chain still verifies.
     let vault = tollgate::sealing::Vault::new(restored.clone(), key).expect("vault");
     assert_eq!(vault.open(&storage, "default").expect("open").1.expose(), "sk-canary-backed-up");
-    assert!(tollgate::audit::AuditLog::open(restored).expect("audit").verify().expect("verify").ok);
+    assert!(tollgate::audit::AuditLog::open(restored).expect("audit").verify().await.expect("verify").ok);
     let mut truncated = backup.body.clone();
     truncated.truncate(truncated.len() - 1);
     assert!(tollgate::backup::restore(tempfile::tempdir().expect("dir").path(), truncated.as_slice()).is_err());

@@ -1,16 +1,15 @@
 //! Who uploaded which policy, and the per-tenant upload quota.
 //!
-//! Policy blobs are global and content-addressed (the `policies` and `compiled` trees).
-//! Each uploader's claim on one is a record under its own prefix in the `tenant` tree
-//! ([`Kind::Upload`], keyed by the hash's hex), so deleting a tenant purges its claims with
-//! the rest of its data. The operator's claims are recorded under [`OPERATOR_OWNER`].
-//! Usage is summed from the records each time (a tenant holds at most
-//! `max_uploads_per_tenant` of them), so there is no running total to drift.
+//! Policy blobs are global and content-addressed. Each uploader's claim on one is an
+//! [`UploadRecord`] kept per owner (see `policy/blobs.rs` for where each store keeps
+//! them), so deleting a tenant purges its claims with the rest of its data. The
+//! operator's claims are recorded under [`OPERATOR_OWNER`]. Usage is summed from the
+//! records each time (a tenant holds at most `max_uploads_per_tenant` of them), so there
+//! is no running total to drift.
 
 use serde::{Deserialize, Serialize};
 
-use super::{PolicyHash, PolicyLimits};
-use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+use super::PolicyLimits;
 
 /// The storage id the operator's uploads are recorded under. No tenant can have it: a
 /// tenant's storage id is either its id (letters, digits, `-`, `_` and `.`, never `#`) or
@@ -26,12 +25,13 @@ pub enum Owner<'a> {
     Tenant(&'a str),
 }
 
-impl Owner<'_> {
-    fn key(self) -> TenantKey {
-        TenantKey::of(match self {
+impl<'a> Owner<'a> {
+    /// The storage id its records are kept under.
+    pub fn storage_id(self) -> &'a str {
+        match self {
             Owner::Operator => OPERATOR_OWNER,
             Owner::Tenant(storage_id) => storage_id,
-        })
+        }
     }
 }
 
@@ -103,100 +103,25 @@ pub fn check_quota(usage: Usage, size: u64, limits: &PolicyLimits) -> Result<(),
     Ok(())
 }
 
-/// The upload records, read and written by owner.
-#[derive(Clone)]
-pub struct UploadRecords {
-    store: Store,
-}
-
-impl UploadRecords {
-    /// The records in `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
-    }
-
-    fn key(owner: Owner<'_>, hash: PolicyHash) -> Vec<u8> {
-        owner.key().record(Kind::Upload, hash.to_string().as_bytes())
-    }
-
-    /// `owner`'s record of `hash`, if it holds one.
-    pub fn find(&self, owner: Owner<'_>, hash: PolicyHash) -> Result<Option<UploadRecord>, StoreError> {
-        self.store.tenant.get(Self::key(owner, hash))?.map(|bytes| decode("tenant", &bytes)).transpose()
-    }
-
-    /// Every upload `owner` holds, oldest first.
-    pub fn list(&self, owner: Owner<'_>) -> Result<Vec<UploadRecord>, StoreError> {
-        let mut records = self
-            .store
-            .tenant
-            .scan_prefix(owner.key().prefix(Kind::Upload))
-            .values()
-            .map(|value| decode::<UploadRecord>("tenant", &value?))
-            .collect::<Result<Vec<_>, _>>()?;
-        records.sort_by(|a, b| (a.uploaded_millis, &a.hash).cmp(&(b.uploaded_millis, &b.hash)));
-        Ok(records)
-    }
-
-    /// What `owner`'s uploads add up to.
-    pub fn usage(&self, owner: Owner<'_>) -> Result<Usage, StoreError> {
-        Ok(Usage::of(&self.list(owner)?))
-    }
-
-    /// Records that `owner` holds `hash` (`bytes` long), now. Not durable until the store
-    /// is flushed.
-    pub fn record(&self, owner: Owner<'_>, hash: PolicyHash, bytes: u64) -> Result<(), StoreError> {
-        let record = UploadRecord { hash: hash.to_string(), bytes, uploaded_millis: crate::clock::unix_millis() };
-        self.store.tenant.insert(Self::key(owner, hash), encode(&record))?;
-        Ok(())
-    }
-
-    /// Drops `owner`'s record of `hash`; whether it held one. Not durable until the store
-    /// is flushed.
-    pub fn forget(&self, owner: Owner<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
-        Ok(self.store.tenant.remove(Self::key(owner, hash))?.is_some())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PolicyHash;
 
     fn limits(uploads: usize, bytes: u64) -> PolicyLimits {
         PolicyLimits { max_uploads_per_tenant: uploads, max_upload_bytes_per_tenant: bytes, ..PolicyLimits::default() }
     }
 
     #[test]
-    fn quota_counts_uploads_and_bytes_and_forgetting_frees_it() -> Result<(), StoreError> {
-        let records = UploadRecords::new(Store::temporary()?);
-        let tenant = Owner::Tenant("a#00112233445566778899aabbccddeeff");
-        let (one, two, three) = (PolicyHash::of(b"one"), PolicyHash::of(b"two"), PolicyHash::of(b"three"));
-        records.record(tenant, one, 100)?;
-        records.record(tenant, two, 200)?;
-        let usage = records.usage(tenant)?;
+    fn quota_counts_uploads_and_bytes() {
+        let usage = Usage::of(&[
+            UploadRecord { hash: PolicyHash::of(b"one").to_string(), bytes: 100, uploaded_millis: 1 },
+            UploadRecord { hash: PolicyHash::of(b"two").to_string(), bytes: 200, uploaded_millis: 2 },
+        ]);
         assert_eq!(usage, Usage { uploads: 2, bytes: 300 });
         assert_eq!(check_quota(usage, 1, &limits(2, 10_000)), Err(QuotaExceeded::Uploads { held: 2, bytes: 300, limit: 2 }));
         assert_eq!(check_quota(usage, 701, &limits(3, 1000)), Err(QuotaExceeded::Bytes { size: 701, total: 1001, limit: 1000, held: 2, bytes: 300 }));
         assert_eq!(check_quota(usage, 700, &limits(3, 1000)), Ok(()));
-        assert!(records.forget(tenant, one)?);
-        assert!(!records.forget(tenant, one)?, "forgetting twice finds nothing");
-        assert_eq!(records.usage(tenant)?, Usage { uploads: 1, bytes: 200 });
-        assert_eq!(check_quota(records.usage(tenant)?, 1, &limits(2, 10_000)), Ok(()));
-        assert_eq!(records.find(tenant, three)?, None);
-        Ok(())
-    }
-
-    #[test]
-    fn owners_see_only_their_own_uploads() -> Result<(), StoreError> {
-        let records = UploadRecords::new(Store::temporary()?);
-        let (a, b) = (Owner::Tenant("a#00000000000000000000000000000000"), Owner::Tenant("b#00000000000000000000000000000000"));
-        let hash = PolicyHash::of(b"shared bytes");
-        records.record(a, hash, 10)?;
-        records.record(Owner::Operator, PolicyHash::of(b"stock"), 20)?;
-        assert_eq!(records.list(a)?.len(), 1);
-        assert!(records.list(b)?.is_empty());
-        assert_eq!(records.find(b, hash)?, None);
-        assert_eq!(records.list(Owner::Operator)?.iter().map(|r| r.bytes).collect::<Vec<_>>(), [20]);
-        Ok(())
     }
 
     #[test]

@@ -20,7 +20,7 @@ use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::DbError;
+use super::{db, from_db, pool_error, to_db};
 use crate::metering::{day_of, describe_scope, spend_scopes, Budget, BudgetError, GroupBy, Hold, LedgerRecord, Reservation, Rollup};
 use crate::policy::BudgetStatus;
 use crate::store::StoreError;
@@ -65,23 +65,6 @@ pub struct PgBudgets {
     pool: Pool,
     settings: ReplicaSettings,
     settlements: mpsc::UnboundedSender<Job>,
-}
-
-fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::Database(DbError::new(context, e))
-}
-
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Database(DbError::new("connecting", e))
-}
-
-/// Money and token counts are u64 in Rust and bigint in the database.
-fn to_db(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn from_db(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }
 
 impl PgBudgets {

@@ -281,9 +281,9 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
         (Method::GET, ["admin", "v1", "audit"]) => {
             let after = query_param(&query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
             let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
-            ok(json!({"data": app.audit.read(after, limit, query_param(&query, "tenant"))?}))
+            ok(json!({"data": app.audit.read(after, limit, query_param(&query, "tenant")).await?}))
         }
-        (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify()?)),
+        (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify().await?)),
         (Method::GET, ["admin", "v1", "backup"]) => {
             app.audit.append(OPERATOR, "backup.start", "", json!({})).await?;
             backup_response(app).await

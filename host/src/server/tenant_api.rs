@@ -93,7 +93,7 @@ pub fn parse_hash(text: &str) -> Result<PolicyHash, GatewayError> {
 pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Result<Arc<Tenant>, GatewayError> {
     let hash = parse_hash(&body.hash)?;
     let _blobs = app.policies.lock_blobs().await;
-    if !app.policies.exists(&hash)? {
+    if !app.policies.exists(&hash).await? {
         return Err(GatewayError::NotFound(format!("policy {hash} is not uploaded")));
     }
     let config = body.config.map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
@@ -113,17 +113,22 @@ pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Re
 /// is refused (a previous assignment does not keep a policy from being deleted).
 async fn roll_back_policy(app: &App, tenant: &Tenant) -> Result<Arc<Tenant>, GatewayError> {
     let _blobs = app.policies.lock_blobs().await;
+    // Assignments change only under the blob lock, so the previous policy read here is
+    // the one the update below swaps in; whether it is stored is asked before the update,
+    // which cannot wait on the store.
+    let latest = app.tenants.get(&tenant.id).filter(|t| t.incarnation == tenant.incarnation);
+    let checked = latest.as_deref().unwrap_or(tenant).previous_policy.clone();
+    let stored = match checked.as_ref().and_then(|p| PolicyHash::parse(&p.hash)) {
+        Some(hash) => app.policies.exists(&hash).await?,
+        None => false,
+    };
     let updated = app
         .tenants
         .update(tenant, |current| {
             let Some(previous) = current.previous_policy.clone() else {
                 return Err(GatewayError::Conflict("there is no previous policy assignment to roll back to".into()));
             };
-            let stored = match PolicyHash::parse(&previous.hash) {
-                Some(hash) => app.policies.exists(&hash)?,
-                None => false,
-            };
-            if !stored {
+            if !stored || checked.as_ref() != Some(&previous) {
                 return Err(GatewayError::Conflict(format!("the previous policy {} has been deleted; assign an uploaded policy instead", previous.hash)));
             }
             let mut updated = current.clone();
@@ -291,7 +296,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(tenant_json(&updated))
         }
         (Method::GET, ["policies"]) => {
-            let records = app.policies.uploads().list(Owner::Tenant(storage))?;
+            let records = app.policies.blobs().list(Owner::Tenant(storage)).await?;
             let usage = Usage::of(&records);
             let assigned = tenant.policy.as_ref().map(|p| p.hash.as_str());
             let data: Vec<Value> = records
@@ -312,7 +317,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
         }
         (Method::GET, ["audit"]) => {
             let after = query_param(query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            ok(json!({"data": app.audit.read_own(after, 1000, &tenant)?}))
+            ok(json!({"data": app.audit.read_own(after, 1000, &tenant).await?}))
         }
         (Method::GET, ["policy", "log"]) => {
             ok(json!({"data": app.policy_logs.tenant(storage).read(app.policy_logs.keep()).await?}))

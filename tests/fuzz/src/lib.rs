@@ -450,7 +450,8 @@ fn check_upload(wasm: Vec<u8>) {
     match upload(wasm) {
         Ok(hash) => {
             assert_eq!(hash, expected_hash);
-            assert!(upload_fixture().policies.exists(&hash).expect("store"));
+            let fixture = upload_fixture();
+            assert!(fixture.runtime.block_on(fixture.policies.exists(&hash)).expect("store"));
         }
         Err(tollgate::PolicyError::Upload(e)) => match e {
             UploadError::TooLarge { size: s, limit } => assert!(s == size && s > limit),
