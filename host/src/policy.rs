@@ -40,6 +40,7 @@ pub mod bindings {
         "tollgate:policy/metering.budget": async | trappable,
         "tollgate:policy/metering.user-spend": async | trappable,
         "tollgate:policy/metering.tag-spend": async | trappable,
+        "tollgate:policy/credentials.list": async | trappable,
         default: trappable,
     } });
 }

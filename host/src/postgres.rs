@@ -2,11 +2,13 @@
 //! `deadpool-postgres` pool (pipelining, explicit prepared statements, no database needed
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
-//! This module connects and migrates; [`budgets`] is the budget authority on it. The
+//! This module connects and migrates; [`budgets`] is the budget authority on it, and
+//! `vault` keeps sealed credentials and wrapped data keys (behind [`crate::sealing::Vault`]). The
 //! schema is keyed by `tenant_id` first everywhere, so Citus can distribute it by tenant.
 
 pub mod budgets;
 mod migrate;
+pub(crate) mod vault;
 
 use std::str::FromStr;
 

@@ -36,6 +36,7 @@ async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
     crate::tokens::revoke_all(&app.store, tenant)?;
     let removed = app.store.purge_tenant(&tenant.key())?;
     app.metering.forget_tenant(tenant.storage_id()).await?;
+    app.vault.forget_tenant(tenant.storage_id()).await?;
     app.store.flush().await?;
     Ok(removed)
 }

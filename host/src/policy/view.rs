@@ -33,8 +33,9 @@ pub struct Unavailable {
 
 /// The tenant-scoped capabilities behind the policy imports.
 pub trait TenantView: Send + Sync {
-    /// Names and providers of the tenant's credentials.
-    fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable>;
+    /// Names and providers of the tenant's credentials. Asynchronous: on the shared store
+    /// it is a database read.
+    fn credentials(&self) -> BoxFuture<'_, Result<Vec<CredentialInfo>, Unavailable>>;
     /// Reads a memory value.
     fn memory_get(&self, key: &str) -> Result<Option<Vec<u8>>, MemoryError>;
     /// Writes a memory value within the quota.

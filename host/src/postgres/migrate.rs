@@ -8,7 +8,10 @@ use deadpool_postgres::Pool;
 use super::DbError;
 
 /// `(version, name, sql)`, in order. Never edit a released migration: add the next one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "budgets", include_str!("migrations/0001_budgets.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "budgets", include_str!("migrations/0001_budgets.sql")),
+    (3, "vault", include_str!("migrations/0003_vault.sql")),
+];
 
 /// The advisory lock migrations run under (an arbitrary constant: "tollgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
