@@ -20,3 +20,4 @@ mod noisy;
 mod budgets;
 mod identity;
 mod postgres_budgets;
+mod postgres_vault;
