@@ -131,6 +131,7 @@ impl From<crate::sealing::SealError> for GatewayError {
         match e {
             crate::sealing::SealError::NotFound(name) => GatewayError::NotFound(format!("no credential named '{name}'")),
             e @ crate::sealing::SealError::RotationInProgress => GatewayError::Conflict(e.to_string()),
+            e @ crate::sealing::SealError::RotationKeyNotDeployed { .. } => GatewayError::bad_request("invalid_key", e.to_string()),
             other => GatewayError::Internal(other.to_string()),
         }
     }

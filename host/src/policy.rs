@@ -48,6 +48,7 @@ pub mod bindings {
         "tollgate:policy/memory.set": async | trappable,
         "tollgate:policy/memory.delete": async | trappable,
         "tollgate:policy/memory.list-keys": async | trappable,
+        "tollgate:policy/credentials.list": async | trappable,
         default: trappable,
     } });
 }

@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod tenants;
 mod migrate;
 pub mod policies;
+pub(crate) mod vault;
 
 use std::str::FromStr;
 

@@ -6,19 +6,31 @@
 //! fail to open. Deleting a tenant's DEK makes every sealed byte of it unreadable
 //! (crypto-shredding). Rotating the master key re-wraps the DEKs online; credentials are
 //! untouched.
+//!
+//! [`Vault`] is the one interface the gateway uses, over one of two keepers of the sealed
+//! bytes: the embedded one (sled, one process; `sealing/embedded.rs`) or the shared one
+//! (PostgreSQL, any number of replicas; `postgres/vault.rs`). The cryptography and the
+//! record formats are here and shared; only persistence and the locking that keeps data-key
+//! creation and rotation apart differ. Neither keeper ever stores plaintext or an unwrapped
+//! key.
+
+mod embedded;
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::postgres::vault::PgVault;
+use crate::postgres::Pool;
 use crate::secret::Secret;
-use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
+use crate::store::{Store, StoreError};
+use embedded::Embedded;
 
 /// Name of the generated master key file in the data dir.
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -41,6 +53,25 @@ pub enum SealError {
     /// Another master-key rotation is running; only one runs at a time.
     #[error("a master-key rotation is already running; retry when it has finished")]
     RotationInProgress,
+    /// The shared store was opened without `TOLLGATE_MASTER_KEY`. Every replica must
+    /// hold the same master key, so none may generate its own.
+    #[error("the shared store needs TOLLGATE_MASTER_KEY: every replica must be given the same master key, so none generates one")]
+    MasterKeyRequired,
+    /// The master key (and the previous one, if given) does not open the store's data
+    /// keys: it is not the key they were wrapped under, or the store's key was rotated to
+    /// one this process was not given.
+    #[error("master key {fingerprint} does not open the store's data keys; start with the key the store is sealed under (TOLLGATE_MASTER_KEY, and TOLLGATE_MASTER_KEY_PREVIOUS during a rotation)")]
+    WrongMasterKey {
+        /// The fingerprint of the key given (see [`Key::fingerprint`]), never the key.
+        fingerprint: String,
+    },
+    /// On the shared store, a rotation to a key this replica was not started with: the
+    /// other replicas could not open a data key afterwards.
+    #[error("on the shared store, rotate to the key every replica was started with: restart them all with the new key {fingerprint} as TOLLGATE_MASTER_KEY and the old one as TOLLGATE_MASTER_KEY_PREVIOUS, then rotate")]
+    RotationKeyNotDeployed {
+        /// The fingerprint of the key asked for.
+        fingerprint: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -86,6 +117,17 @@ impl Key {
         blake3::hash(self.0.as_ref()).to_hex()[..8].to_string()
     }
 
+    /// Whether both are the same key (in constant time).
+    pub(crate) fn same_as(&self, other: &Key) -> bool {
+        self.0.as_ref().ct_eq(other.0.as_ref()).into()
+    }
+
+    /// A key from 32 opened bytes; anything else is [`SealError::Tampered`].
+    fn from_plain(plain: &[u8]) -> Result<Self, SealError> {
+        let bytes: [u8; 32] = plain.try_into().map_err(|_| SealError::Tampered)?;
+        Ok(Key(Zeroizing::new(bytes)))
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(self.0.as_ref().into())
     }
@@ -111,12 +153,27 @@ impl MasterKeys {
     pub fn single(key: Key) -> Self {
         Self { primary: key, previous: None, file: None }
     }
+
+    /// The keys for the shared store, from `TOLLGATE_MASTER_KEY` (passed in as `primary`)
+    /// and optionally `TOLLGATE_MASTER_KEY_PREVIOUS`. Never generates a key: without
+    /// `primary` it fails with [`SealError::MasterKeyRequired`], since a replica making up
+    /// its own key would wrap data keys no other replica can open.
+    pub fn from_env(primary: Option<&str>, previous: Option<&str>) -> Result<Self, SealError> {
+        let primary = primary.ok_or(SealError::MasterKeyRequired)?;
+        Ok(Self { primary: Key::parse(primary)?, previous: previous.map(Key::parse).transpose()?, file: None })
+    }
+
+    /// The keys to try when opening a data key: the primary, then the previous one.
+    pub(crate) fn all(&self) -> Vec<&Key> {
+        std::iter::once(&self.primary).chain(self.previous.as_ref()).collect()
+    }
 }
 
 /// Reads the master key from `TOLLGATE_MASTER_KEY` (passed in as `from_env`, with an
 /// optional previous key), or from `master.key` in the data dir, generating that file
 /// (mode 0600) on first start. A `master.key.next` left by an interrupted rotation becomes
 /// the primary, with the old key as fallback; [`Vault::with_keys`] finishes the rotation.
+/// For the embedded store only; the shared one takes [`MasterKeys::from_env`].
 pub fn load_master_keys(from_env: Option<&str>, previous_env: Option<&str>, data_dir: &Path) -> Result<MasterKeys, SealError> {
     if let Some(text) = from_env {
         return Ok(MasterKeys { primary: Key::parse(text)?, previous: previous_env.map(Key::parse).transpose()?, file: None });
@@ -154,14 +211,32 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
 
 /// What is stored for a sealed value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Sealed {
-    version: u32,
+pub(crate) struct Sealed {
+    /// The key version bound into the associated data (the master-key version for a data
+    /// key, [`CREDENTIAL_VERSION`] for a credential).
+    pub(crate) version: u32,
     nonce: Vec<u8>,
     ciphertext: Vec<u8>,
 }
 
+/// Length of an XChaCha20-Poly1305 nonce.
+const NONCE_BYTES: usize = 24;
+
+impl Sealed {
+    /// `nonce || ciphertext`: the form the shared store keeps (the version has a column).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        [self.nonce.as_slice(), self.ciphertext.as_slice()].concat()
+    }
+
+    /// The inverse of [`Sealed::to_bytes`]. Bytes too short for a nonce fail to open.
+    pub(crate) fn from_bytes(version: u32, bytes: &[u8]) -> Self {
+        let (nonce, ciphertext) = bytes.split_at(bytes.len().min(NONCE_BYTES));
+        Sealed { version, nonce: nonce.to_vec(), ciphertext: ciphertext.to_vec() }
+    }
+}
+
 fn seal(key: &Key, plaintext: &[u8], aad: &[u8], version: u32) -> Sealed {
-    let mut nonce = [0u8; 24];
+    let mut nonce = [0u8; NONCE_BYTES];
     rand::rng().fill_bytes(&mut nonce);
     // Encryption with a valid key and nonce cannot fail; an empty ciphertext would fail to
     // open later rather than silently succeed.
@@ -170,7 +245,7 @@ fn seal(key: &Key, plaintext: &[u8], aad: &[u8], version: u32) -> Sealed {
 }
 
 fn open(key: &Key, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    if sealed.nonce.len() != 24 {
+    if sealed.nonce.len() != NONCE_BYTES {
         return Err(SealError::Tampered);
     }
     key.cipher()
@@ -187,20 +262,44 @@ fn credential_aad(tenant_id: &str, name: &str, version: u32) -> Vec<u8> {
     format!("tollgate/credential/v1\0{tenant_id}\0{name}\0{version}").into_bytes()
 }
 
-/// A wrapped data key, with the tenant it belongs to (so rotation needs no lookup).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DataKeyRecord {
-    tenant_id: String,
-    sealed: Sealed,
+fn master_check_aad(version: u32) -> Vec<u8> {
+    format!("tollgate/master-check/v1\0{version}").into_bytes()
 }
 
-/// A stored credential: public metadata plus the sealed secret.
+/// The version every credential is sealed at (bound into its associated data).
+const CREDENTIAL_VERSION: u32 = 1;
+
+/// Wraps `dek`, the data key of `tenant_id`, under `master` at master-key `version`.
+pub(crate) fn wrap_data_key(master: &Key, tenant_id: &str, version: u32, dek: &Key) -> Sealed {
+    seal(master, dek.0.as_ref(), &dek_aad(tenant_id, version), version)
+}
+
+/// Opens the wrapped data key of `tenant_id` with the first of `masters` that opens it.
+pub(crate) fn unwrap_data_key(masters: &[&Key], tenant_id: &str, sealed: &Sealed) -> Result<Key, SealError> {
+    let aad = dek_aad(tenant_id, sealed.version);
+    let plain = masters.iter().find_map(|master| open(master, sealed, &aad).ok()).ok_or(SealError::Tampered)?;
+    Key::from_plain(&plain)
+}
+
+/// A value sealed under the store's current master key, so a process can tell at start,
+/// before any data key exists, whether it holds that key (the shared store keeps one).
+pub(crate) fn seal_master_check(master: &Key, version: u32) -> Sealed {
+    seal(master, &[], &master_check_aad(version), version)
+}
+
+/// Whether `master` opens the check value.
+pub(crate) fn opens_master_check(master: &Key, check: &Sealed) -> bool {
+    open(master, check, &master_check_aad(check.version)).is_ok()
+}
+
+/// A stored credential: public metadata plus the sealed secret. The embedded store keeps
+/// it as this JSON; the shared one as a row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CredentialRecord {
-    name: String,
-    provider: String,
-    created_millis: u64,
-    sealed: Sealed,
+pub(crate) struct CredentialRecord {
+    pub(crate) name: String,
+    pub(crate) provider: String,
+    pub(crate) created_millis: u64,
+    pub(crate) sealed: Sealed,
 }
 
 /// What may be shown of a credential: never the secret.
@@ -214,15 +313,10 @@ pub struct CredentialMeta {
     pub created_millis: u64,
 }
 
-/// Seals, opens, lists and deletes credentials; rotates the master key.
-pub struct Vault {
-    store: Store,
-    master: RwLock<(Key, u32)>,
-    previous: RwLock<Option<Key>>,
-    key_file: Option<PathBuf>,
-    /// Held for a whole rotation (key file, re-wrap, flush, promotion): two interleaved
-    /// rotations could leave `master.key` naming a key that wraps no data key.
-    rotation: tokio::sync::Mutex<()>,
+impl From<&CredentialRecord> for CredentialMeta {
+    fn from(record: &CredentialRecord) -> Self {
+        CredentialMeta { name: record.name.clone(), provider: record.provider.clone(), created_millis: record.created_millis }
+    }
 }
 
 /// Longest credential name.
@@ -230,198 +324,141 @@ pub const MAX_CREDENTIAL_NAME_BYTES: usize = 64;
 /// Largest secret accepted.
 pub const MAX_SECRET_BYTES: usize = 8192;
 
+/// Seals, opens, lists and deletes credentials; rotates the master key. Over the embedded
+/// store or the shared one; every method means the same on both.
+pub struct Vault {
+    keeper: Keeper,
+}
+
+enum Keeper {
+    Embedded(Embedded),
+    Shared(PgVault),
+}
+
 impl Vault {
-    /// A vault over `store` with the master key `master` (version from the store).
+    /// A vault over the embedded `store` with the master key `master` (version from the
+    /// store). Fails with [`SealError::WrongMasterKey`] when the store holds data keys
+    /// `master` does not open.
     pub fn new(store: Store, master: Key) -> Result<Self, SealError> {
         Self::with_keys(store, MasterKeys::single(master))
     }
 
-    /// A vault over `store` with `keys`; finishes a rotation a crash interrupted.
+    /// A vault over the embedded `store` with `keys`; finishes a rotation a crash
+    /// interrupted. Fails with [`SealError::WrongMasterKey`] when the store holds data
+    /// keys neither key opens.
     pub fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
-        let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
-        let pending = keys.previous.is_some() && keys.file.is_some();
-        let vault = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()) };
-        if pending {
-            vault.rewrap(keys.primary)?;
-            vault.store.flush_blocking()?;
-            vault.promote_next_key_file()?;
-        }
-        Ok(vault)
+        Ok(Self { keeper: Keeper::Embedded(Embedded::with_keys(store, keys)?) })
     }
 
-    fn previous(&self) -> Option<Key> {
-        self.previous.read().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    /// A vault over the shared store (PostgreSQL, migrated), for one of several replicas.
+    /// `keys` must come from the environment ([`MasterKeys::from_env`]), never a key file;
+    /// else [`SealError::MasterKeyRequired`]. Checks the keys against the store before
+    /// returning: [`SealError::WrongMasterKey`] when they do not open its data keys.
+    pub async fn shared(pool: Pool, keys: MasterKeys) -> Result<Self, SealError> {
+        Ok(Self { keeper: Keeper::Shared(PgVault::open(pool, keys).await?) })
     }
 
-    /// Opens a wrapped data key with the current master key, else the previous one.
-    fn unwrap_dek(&self, master: &Key, record: &DataKeyRecord) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let aad = dek_aad(&record.tenant_id, record.sealed.version);
-        match open(master, &record.sealed, &aad) {
-            Ok(plain) => Ok(plain),
-            Err(e) => match self.previous() {
-                Some(previous) => open(&previous, &record.sealed, &aad),
-                None => Err(e),
-            },
+    /// The tenant's data key, created on first use.
+    async fn data_key(&self, tenant_id: &str) -> Result<Key, SealError> {
+        match &self.keeper {
+            Keeper::Embedded(e) => e.data_key(tenant_id),
+            Keeper::Shared(p) => p.data_key(tenant_id).await,
         }
     }
 
-    /// `master.key.next` -> `master.key`, once every DEK is wrapped by the next key.
-    fn promote_next_key_file(&self) -> Result<(), SealError> {
-        if let Some(file) = &self.key_file {
-            let next = file.with_file_name(NEXT_MASTER_KEY_FILE);
-            if next.exists() {
-                std::fs::rename(&next, file).map_err(|e| SealError::KeyFile(e.to_string()))?;
-            }
-        }
-        if let Ok(mut previous) = self.previous.write() {
-            *previous = None;
-        }
-        Ok(())
-    }
-
-    /// The tenant's data key, created on first use. Reading and creating both hold the
-    /// master-key lock for reading, so a re-wrap (which holds it for writing) never runs
-    /// between wrapping a new data key and storing it: a key wrapped by a master key that
-    /// is retired meanwhile would be unreadable once the rotation finishes.
-    fn data_key(&self, tenant_id: &str) -> Result<Key, SealError> {
-        let master = self.master.read().unwrap_or_else(|p| p.into_inner());
-        let (key, version) = &*master;
-        let slot = TenantKey::of(tenant_id).prefix(Kind::DataKey);
-        let stored = match self.store.tenant.get(&slot).map_err(StoreError::from)? {
-            Some(bytes) => bytes,
-            None => {
-                let dek = Key::random();
-                let sealed = seal(key, dek.0.as_ref(), &dek_aad(tenant_id, *version), *version);
-                let record = DataKeyRecord { tenant_id: tenant_id.into(), sealed };
-                // compare_and_swap so two first uses racing agree on one key.
-                match self.store.tenant.compare_and_swap(&slot, None as Option<&[u8]>, Some(encode(&record))).map_err(StoreError::from)? {
-                    Ok(()) => return Ok(dek),
-                    Err(lost) => lost.current.ok_or(SealError::Tampered)?,
-                }
-            }
-        };
-        let record: DataKeyRecord = decode("data keys", &stored)?;
-        let plain = self.unwrap_dek(key, &record)?;
-        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| SealError::Tampered)?;
-        Ok(Key(Zeroizing::new(bytes)))
-    }
-
-    /// Seals and stores a credential, replacing one of the same name.
+    /// Seals and stores a credential, replacing one of the same name. Durable (flushed,
+    /// or committed) when this returns.
     pub async fn put(&self, tenant_id: &str, name: &str, provider: &str, secret: &Secret) -> Result<CredentialMeta, SealError> {
-        let dek = self.data_key(tenant_id)?;
-        let sealed = seal(&dek, secret.expose().as_bytes(), &credential_aad(tenant_id, name, 1), 1);
+        let dek = self.data_key(tenant_id).await?;
+        let sealed = seal(&dek, secret.expose().as_bytes(), &credential_aad(tenant_id, name, CREDENTIAL_VERSION), CREDENTIAL_VERSION);
         let record = CredentialRecord { name: name.into(), provider: provider.into(), created_millis: crate::clock::unix_millis(), sealed };
-        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
-        self.store.tenant.insert(key, encode(&record)).map_err(StoreError::from)?;
-        self.store.flush().await?;
-        Ok(CredentialMeta { name: record.name, provider: record.provider, created_millis: record.created_millis })
+        match &self.keeper {
+            Keeper::Embedded(e) => e.put(tenant_id, &record).await?,
+            Keeper::Shared(p) => p.put(tenant_id, &record).await?,
+        }
+        Ok(CredentialMeta::from(&record))
     }
 
-    /// Opens one credential. The plaintext lives only in the returned [`Secret`].
-    pub fn open(&self, tenant_id: &str, name: &str) -> Result<(String, Secret), SealError> {
-        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
-        let bytes = self.store.tenant.get(key).map_err(StoreError::from)?.ok_or_else(|| SealError::NotFound(name.into()))?;
-        let record: CredentialRecord = decode("credentials", &bytes)?;
-        let dek = self.data_key(tenant_id)?;
+    /// Opens one credential, returning its provider and secret. The plaintext lives only
+    /// in the returned [`Secret`]. [`SealError::NotFound`] without one of that name;
+    /// [`SealError::Tampered`] when it does not open (moved, altered, or its tenant's data
+    /// key shredded). Never creates a data key.
+    pub async fn open(&self, tenant_id: &str, name: &str) -> Result<(String, Secret), SealError> {
+        let (record, dek) = match &self.keeper {
+            Keeper::Embedded(e) => e.credential(tenant_id, name)?,
+            Keeper::Shared(p) => p.credential(tenant_id, name).await?,
+        };
+        let dek = dek.ok_or(SealError::Tampered)?;
         let plain = open(&dek, &record.sealed, &credential_aad(tenant_id, name, record.sealed.version))?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| SealError::Tampered)?;
         Ok((record.provider, Secret::new(text)))
     }
 
-    /// Names, providers and creation times of a tenant's credentials.
-    pub fn list(&self, tenant_id: &str) -> Result<Vec<CredentialMeta>, SealError> {
-        let prefix = TenantKey::of(tenant_id).prefix(Kind::Credential);
-        self.store
-            .tenant
-            .scan_prefix(prefix)
-            .values()
-            .map(|v| {
-                let record: CredentialRecord = decode("credentials", &v.map_err(StoreError::from)?)?;
-                Ok(CredentialMeta { name: record.name, provider: record.provider, created_millis: record.created_millis })
-            })
-            .collect()
+    /// Names, providers and creation times of a tenant's credentials, by name (bytewise).
+    pub async fn list(&self, tenant_id: &str) -> Result<Vec<CredentialMeta>, SealError> {
+        match &self.keeper {
+            Keeper::Embedded(e) => e.list(tenant_id),
+            Keeper::Shared(p) => p.list(tenant_id).await,
+        }
     }
 
     /// Deletes one credential; `false` if there was none.
     pub async fn delete(&self, tenant_id: &str, name: &str) -> Result<bool, SealError> {
-        let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
-        let existed = self.store.tenant.remove(key).map_err(StoreError::from)?.is_some();
-        self.store.flush().await?;
-        Ok(existed)
+        match &self.keeper {
+            Keeper::Embedded(e) => e.delete(tenant_id, name).await,
+            Keeper::Shared(p) => p.delete(tenant_id, name).await,
+        }
     }
 
-    /// Forgets a tenant's data key: every credential sealed under it becomes unreadable.
+    /// Forgets a tenant's data key: every credential sealed under it becomes unreadable
+    /// (the sealed bytes stay until [`Vault::forget_tenant`] or the embedded store's purge).
     pub async fn shred(&self, tenant_id: &str) -> Result<(), SealError> {
-        {
-            // Not during a re-wrap, which would write back the key it had read.
-            let _master = self.master.read().unwrap_or_else(|p| p.into_inner());
-            self.store.tenant.remove(TenantKey::of(tenant_id).prefix(Kind::DataKey)).map_err(StoreError::from)?;
+        match &self.keeper {
+            Keeper::Embedded(e) => e.shred(tenant_id).await,
+            Keeper::Shared(p) => p.shred(tenant_id).await,
         }
-        self.store.flush().await?;
-        Ok(())
     }
 
-    /// Re-wraps every tenant data key under `new_master`, online. Returns how many keys
-    /// were re-wrapped. Requests keep working throughout: a DEK is readable under the old
-    /// key until its re-wrapped copy is written, and under the new one after.
-    /// With a key file, the new key is written to `master.key.next` first and renamed over
-    /// `master.key` only after every DEK is re-wrapped and flushed, so a crash at any point
-    /// leaves a key that opens every DEK (finished on the next start). With
-    /// `TOLLGATE_MASTER_KEY`, the operator sets the new key there (and may keep the old one
-    /// in `TOLLGATE_MASTER_KEY_PREVIOUS`) before the next restart.
-    ///
-    /// One rotation runs at a time: a second one meanwhile fails with
-    /// [`SealError::RotationInProgress`] (and changes nothing).
-    pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
-        let _rotation = self.rotation.try_lock().map_err(|_| SealError::RotationInProgress)?;
-        let next = self.key_file.as_ref().map(|file| file.with_file_name(NEXT_MASTER_KEY_FILE));
-        if let Some(next) = &next {
-            write_private(next, new_master.to_hex().as_bytes())?;
+    /// Removes what is left of a deleted tenant: embedded, nothing (its records go with the
+    /// store's purge of the tenant); shared, its credential rows and data key.
+    pub async fn forget_tenant(&self, tenant_id: &str) -> Result<(), SealError> {
+        match &self.keeper {
+            Keeper::Embedded(_) => Ok(()),
+            Keeper::Shared(p) => p.forget_tenant(tenant_id).await,
         }
-        let count = match self.rewrap(new_master) {
-            Ok(count) => count,
-            Err(e) => {
-                // The re-wrap is one batch, so nothing changed: drop the staged key, or the
-                // next start would try to finish a rotation that never began.
-                if let Some(next) = &next {
-                    let _ = std::fs::remove_file(next);
-                }
-                return Err(e);
-            }
-        };
-        self.store.flush().await?;
-        self.promote_next_key_file()?;
-        Ok(count)
+    }
+
+    /// Re-wraps every tenant data key under `new_master`, online, all or nothing. Returns
+    /// how many keys were re-wrapped. Requests keep working throughout: a data key is
+    /// readable under the old key until its re-wrapped copy is written, and under the new
+    /// one after.
+    ///
+    /// Embedded, with a key file, the new key is written to `master.key.next` first and
+    /// renamed over `master.key` only after every data key is re-wrapped and flushed, so a
+    /// crash at any point leaves a key that opens every data key (finished on the next
+    /// start). With `TOLLGATE_MASTER_KEY`, the operator sets the new key there (and may
+    /// keep the old one in `TOLLGATE_MASTER_KEY_PREVIOUS`) before the next restart.
+    ///
+    /// Shared, the rotation is the middle step of a rollout: every replica is first
+    /// restarted with the new key as `TOLLGATE_MASTER_KEY` and the old one as
+    /// `TOLLGATE_MASTER_KEY_PREVIOUS`; then one of them rotates to its primary key (any
+    /// other is [`SealError::RotationKeyNotDeployed`]); then the old key is dropped.
+    ///
+    /// One rotation runs at a time (across every replica on the shared store): a second
+    /// one meanwhile fails with [`SealError::RotationInProgress`] and changes nothing.
+    pub async fn rotate(&self, new_master: Key) -> Result<usize, SealError> {
+        match &self.keeper {
+            Keeper::Embedded(e) => e.rotate(new_master).await,
+            Keeper::Shared(p) => p.rotate(&new_master).await,
+        }
     }
 
     /// Whether the master key lives in the data dir (else the environment).
     pub fn key_in_file(&self) -> bool {
-        self.key_file.is_some()
-    }
-
-    /// Re-wraps every DEK in one atomic batch (a crash leaves all old or all new), then
-    /// switches the in-memory key. Holds the key lock so no DEK is created meanwhile.
-    fn rewrap(&self, new_master: Key) -> Result<usize, SealError> {
-        let mut current = self.master.write().unwrap_or_else(|p| p.into_inner());
-        let (old, old_version) = current.clone();
-        let new_version = old_version + 1;
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for item in self.store.tenant.iter() {
-            let (key, value) = item.map_err(StoreError::from)?;
-            if key.len() != 17 || key[16] != Kind::DataKey as u8 {
-                continue;
-            }
-            let record: DataKeyRecord = decode("data keys", &value)?;
-            let plain = self.unwrap_dek(&old, &record)?;
-            let sealed = seal(&new_master, &plain, &dek_aad(&record.tenant_id, new_version), new_version);
-            batch.insert(key, encode(&DataKeyRecord { tenant_id: record.tenant_id, sealed }));
-            count += 1;
+        match &self.keeper {
+            Keeper::Embedded(e) => e.key_in_file(),
+            Keeper::Shared(_) => false,
         }
-        self.store.tenant.apply_batch(batch).map_err(StoreError::from)?;
-        self.store.meta.insert("master-version", &new_version.to_be_bytes()).map_err(StoreError::from)?;
-        *current = (new_master, new_version);
-        Ok(count)
     }
 }
 
@@ -429,150 +466,28 @@ impl Vault {
 mod tests {
     use super::*;
 
-    fn vault() -> Result<(Store, Vault), SealError> {
-        let store = Store::temporary()?;
-        let vault = Vault::new(store.clone(), Key::random())?;
-        Ok((store, vault))
-    }
-
-    #[tokio::test]
-    async fn ciphertext_moved_to_another_tenant_or_name_fails() -> Result<(), Box<dyn std::error::Error>> {
-        let (store, vault) = vault()?;
-        vault.put("a", "main", "openai", &Secret::new("sk-canary-a".into())).await?;
-        vault.put("b", "main", "openai", &Secret::new("sk-b".into())).await?;
-        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-canary-a");
-        let a_bytes = store.tenant.get(TenantKey::of("a").record(Kind::Credential, b"main"))?.ok_or("missing")?;
-        store.tenant.insert(TenantKey::of("b").record(Kind::Credential, b"main"), a_bytes.clone())?;
-        assert!(matches!(vault.open("b", "main"), Err(SealError::Tampered)));
-        store.tenant.insert(TenantKey::of("a").record(Kind::Credential, b"other"), a_bytes)?;
-        assert!(matches!(vault.open("a", "other"), Err(SealError::Tampered)));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn flipped_byte_fails_and_rotation_keeps_secrets() -> Result<(), Box<dyn std::error::Error>> {
-        let (store, vault) = vault()?;
-        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
-        assert_eq!(vault.rotate(Key::random()).await?, 1);
-        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-1");
-        let key = TenantKey::of("a").record(Kind::Credential, b"main");
-        let mut record: CredentialRecord = decode("t", &store.tenant.get(&key)?.ok_or("missing")?)?;
-        record.sealed.ciphertext[0] ^= 1;
-        store.tenant.insert(&key, encode(&record))?;
-        assert!(matches!(vault.open("a", "main"), Err(SealError::Tampered)));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn rotation_interrupted_after_the_batch_finishes_on_the_next_start() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let keys = load_master_keys(None, None, dir.path())?;
-        let vault = Vault::with_keys(store.clone(), keys)?;
-        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
-        // Simulate a crash after the re-wrap but before the key file was renamed.
-        let next = Key::random();
-        write_private(&dir.path().join(NEXT_MASTER_KEY_FILE), next.to_hex().as_bytes())?;
-        vault.rewrap(next.clone())?;
-        store.flush_blocking()?;
-        drop(vault);
-        let reopened = Vault::with_keys(store, load_master_keys(None, None, dir.path())?)?;
-        assert_eq!(reopened.open("a", "main")?.1.expose(), "sk-1");
-        assert!(!dir.path().join(NEXT_MASTER_KEY_FILE).exists());
-        assert_eq!(Key::parse(&std::fs::read_to_string(dir.path().join(MASTER_KEY_FILE))?)?.fingerprint(), next.fingerprint());
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn rotation_persists_the_new_key_file() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path())?;
-        let vault = Vault::with_keys(store.clone(), load_master_keys(None, None, dir.path())?)?;
-        vault.put("a", "main", "openai", &Secret::new("sk-2".into())).await?;
-        vault.rotate(Key::random()).await?;
-        drop(vault);
-        let reopened = Vault::with_keys(store, load_master_keys(None, None, dir.path())?)?;
-        assert_eq!(reopened.open("a", "main")?.1.expose(), "sk-2");
-        Ok(())
-    }
-
-    /// Rotations racing each other and new tenants' first credentials (each creates a data
-    /// key), then a restart from disk: every credential written still opens.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_rotations_and_first_credentials_all_open_after_a_restart() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let vault = std::sync::Arc::new(Vault::with_keys(Store::open(dir.path())?, load_master_keys(None, None, dir.path())?)?);
-        let mut tasks = tokio::task::JoinSet::new();
-        for rotator in 0..4 {
-            let vault = vault.clone();
-            tasks.spawn(async move {
-                for _ in 0..10 {
-                    match vault.rotate(Key::random()).await {
-                        Ok(_) | Err(SealError::RotationInProgress) => {}
-                        Err(e) => return Err(format!("rotator {rotator}: {e}")),
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Ok(())
-            });
-        }
-        for writer in 0..4 {
-            let vault = vault.clone();
-            tasks.spawn(async move {
-                for i in 0..60 {
-                    let tenant = format!("t-{writer}-{i}");
-                    vault.put(&tenant, "main", "openai", &Secret::new(format!("sk-{tenant}"))).await.map_err(|e| format!("{tenant}: {e}"))?;
-                }
-                Ok(())
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done??;
-        }
-        drop(vault);
-        // The store's flusher thread lets go of the directory lock shortly after the drop.
-        let mut store = Store::open(dir.path());
-        for _ in 0..100 {
-            if store.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            store = Store::open(dir.path());
-        }
-        let reopened = Vault::with_keys(store?, load_master_keys(None, None, dir.path())?)?;
-        for writer in 0..4 {
-            for i in 0..60 {
-                let tenant = format!("t-{writer}-{i}");
-                assert_eq!(reopened.open(&tenant, "main").map(|(_, s)| s.expose().to_string()).ok(), Some(format!("sk-{tenant}")), "{tenant}");
-            }
-        }
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_second_rotation_while_one_runs_is_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let (_, vault) = vault()?;
-        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
-        let running = vault.rotation.try_lock()?;
-        assert!(matches!(vault.rotate(Key::random()).await, Err(SealError::RotationInProgress)));
-        drop(running);
-        assert_eq!(vault.rotate(Key::random()).await?, 1);
-        assert_eq!(vault.open("a", "main")?.1.expose(), "sk-1");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn shredded_tenant_cannot_open() -> Result<(), Box<dyn std::error::Error>> {
-        let (_, vault) = vault()?;
-        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
-        vault.shred("a").await?;
-        assert!(matches!(vault.open("a", "main"), Err(SealError::Tampered)));
-        Ok(())
-    }
-
     #[test]
     fn debug_never_shows_secrets() {
         assert_eq!(format!("{:?} {}", Secret::new("sk-x".into()), Secret::new("sk-x".into())), "[redacted] [redacted]");
         assert_eq!(format!("{:?}", Key::random()), "Key([redacted])");
+    }
+
+    #[test]
+    fn the_shared_store_never_generates_a_master_key() -> Result<(), SealError> {
+        assert!(matches!(MasterKeys::from_env(None, None), Err(SealError::MasterKeyRequired)));
+        assert!(matches!(MasterKeys::from_env(None, Some(&"11".repeat(32))), Err(SealError::MasterKeyRequired)));
+        let keys = MasterKeys::from_env(Some(&"22".repeat(32)), Some(&"11".repeat(32)))?;
+        assert_eq!(keys.all().len(), 2);
+        assert!(keys.file.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn sealed_bytes_round_trip_and_short_bytes_fail_to_open() {
+        let key = Key::random();
+        let sealed = seal(&key, b"secret", b"aad", 7);
+        let again = Sealed::from_bytes(7, &sealed.to_bytes());
+        assert_eq!(open(&key, &again, b"aad").map(|p| p.to_vec()).ok(), Some(b"secret".to_vec()));
+        assert!(matches!(open(&key, &Sealed::from_bytes(7, &[1, 2, 3]), b"aad"), Err(SealError::Tampered)));
     }
 }

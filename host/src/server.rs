@@ -152,7 +152,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             // What this tenant can be served: the demo provider, providers it holds a
             // credential for, and every configured provider if it may bring its own key.
             let catalog = app.services.catalog_for(&tenant);
-            let held: Vec<String> = app.vault.list(tenant.storage_id())?.into_iter().map(|c| c.provider).collect();
+            let held: Vec<String> = app.vault.list(tenant.storage_id()).await?.into_iter().map(|c| c.provider).collect();
             let usable = |provider: &str| match app.config.providers.get(provider) {
                 Some(p) => p.kind == crate::providers::ProviderKind::Demo || tenant.allow_request_keys || held.iter().any(|h| h == provider),
                 None => false,

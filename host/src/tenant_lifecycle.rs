@@ -44,6 +44,7 @@ async fn purge(app: &App, tenant: &Tenant) -> Result<usize, GatewayError> {
 /// domain kept there (on the embedded store the purge of its records did).
 async fn purge_shared(app: &App, storage_id: &str) -> Result<(), StoreError> {
     app.metering.forget_tenant(storage_id).await?;
+    app.vault.forget_tenant(storage_id).await.map_err(|e| StoreError::Aborted(format!("forgetting sealed credentials: {e}")))?;
     app.policies.blobs().forget_owner(storage_id).await?;
     app.memory.purge_tenant(storage_id).await?;
     app.sessions.purge_tenant(storage_id).await?;

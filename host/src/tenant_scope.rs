@@ -78,9 +78,11 @@ impl TenantScope {
 }
 
 impl TenantView for TenantScope {
-    fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable> {
-        let listed = self.vault.list(&self.tenant_id).map_err(|e| Unavailable { what: "credentials", cause: e.to_string() })?;
-        Ok(listed.into_iter().map(|c| CredentialInfo { name: c.name, provider: c.provider }).collect())
+    fn credentials(&self) -> BoxFuture<'_, Result<Vec<CredentialInfo>, Unavailable>> {
+        Box::pin(async move {
+            let listed = self.vault.list(&self.tenant_id).await.map_err(|e| Unavailable { what: "credentials", cause: e.to_string() })?;
+            Ok(listed.into_iter().map(|c| CredentialInfo { name: c.name, provider: c.provider }).collect())
+        })
     }
 
     fn memory_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, MemoryError>> {

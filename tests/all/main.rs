@@ -23,3 +23,4 @@ mod postgres_budgets;
 mod postgres_tenants;
 mod postgres_sessions_memory;
 mod postgres_audit_policies;
+mod postgres_vault;

@@ -214,8 +214,8 @@ async fn oversized_import_arguments_trap_with_the_limit_named() {
 struct FailingStore(Arc<tollgate::tenant_scope::TenantScope>);
 
 impl tollgate::policy::TenantView for FailingStore {
-    fn credentials(&self) -> Result<Vec<tollgate::policy::CredentialInfo>, tollgate::policy::Unavailable> {
-        Err(tollgate::policy::Unavailable { what: "credentials", cause: "storage failure: injected".into() })
+    fn credentials(&self) -> tollgate::policy::BoxFuture<'_, Result<Vec<tollgate::policy::CredentialInfo>, tollgate::policy::Unavailable>> {
+        Box::pin(async { Err(tollgate::policy::Unavailable { what: "credentials", cause: "storage failure: injected".into() }) })
     }
     fn memory_get<'a>(&'a self, key: &'a str) -> tollgate::policy::BoxFuture<'a, Result<Option<Vec<u8>>, tollgate::policy::MemoryError>> {
         self.0.memory_get(key)

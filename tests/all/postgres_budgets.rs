@@ -75,7 +75,7 @@ async fn migrations_apply_once_and_every_per_tenant_key_starts_with_tenant_id() 
     assert!(keys.len() >= 4, "{keys:?}");
     // Tables read without a tenant key are global by design (reference or coordinator
     // tables on Citus, as the migrations' comments say); every other must lead with it.
-    let global = ["tollgate_migrations", "tokens", "changes"];
+    let global = ["tollgate_migrations", "tokens", "changes", "vault_meta"];
     for (table, first) in &keys {
         if !global.contains(&table.as_str()) {
             assert_eq!(first, "tenant_id", "table {table}'s primary key must start with tenant_id");

@@ -56,7 +56,7 @@ async fn deleting_a_tenant_removes_every_record_and_its_data_key() {
     assert_eq!(reply.status, 200);
     assert_eq!(gw.app.store.tenant.scan_prefix(prefix).count(), 0);
     assert_eq!(gw.chat(&inference, hello("x")).await.status, 401, "its tokens are gone too");
-    assert!(gw.app.vault.open(&storage, "default").is_err());
+    assert!(gw.app.vault.open(&storage, "default").await.is_err());
 }
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn manage_tokens_serve_their_own_tenant_only() {
     assert_eq!(put.status, 200, "{}", put.text());
     let listed = get(&gw, "/v1/tenant/credentials", &manage).await;
     assert!(listed.text().contains("extra") && !listed.text().contains("sk-self-canary"));
-    assert!(gw.app.vault.list(&gw.storage_id("neighbour")).expect("list").iter().all(|c| c.name != "extra"));
+    assert!(gw.app.vault.list(&gw.storage_id("neighbour")).await.expect("list").iter().all(|c| c.name != "extra"));
     let wasm = tollgate_tests::guests::wasm("tollgate-policy-failover");
     let upload = gw.call("POST", "/v1/tenant/policies", Some(&manage), &[], wasm).await;
     assert_eq!(upload.status, 201, "{}", upload.text());
@@ -332,7 +332,7 @@ async fn backup_taken_while_serving_restores_tenants_ledger_and_credentials() {
     assert!(!ledger.is_empty() && ledger.iter().any(|r| r.outcome == "success"));
     // The same master key opens the restored credential; the audit chain still verifies.
     let vault = tollgate::sealing::Vault::new(restored.clone(), key).expect("vault");
-    assert_eq!(vault.open(&storage, "default").expect("open").1.expose(), "sk-canary-backed-up");
+    assert_eq!(vault.open(&storage, "default").await.expect("open").1.expose(), "sk-canary-backed-up");
     assert!(tollgate::audit::AuditLog::open(restored).expect("audit").verify().await.expect("verify").ok);
     let mut truncated = backup.body.clone();
     truncated.truncate(truncated.len() - 1);

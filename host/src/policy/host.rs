@@ -188,9 +188,10 @@ impl WasiView for CallState {
 
 impl types::Host for CallState {}
 
+// Asynchronous, like the metering reads below: on the shared store it is a database read.
 impl credentials::Host for CallState {
-    fn list(&mut self) -> wasmtime::Result<Vec<credentials::CredentialInfo>> {
-        Ok(self.view.credentials()?)
+    async fn list(&mut self) -> wasmtime::Result<Vec<credentials::CredentialInfo>> {
+        Ok(self.view.credentials().await?)
     }
 }
 

@@ -33,8 +33,9 @@ pub struct Unavailable {
 
 /// The tenant-scoped capabilities behind the policy imports.
 pub trait TenantView: Send + Sync {
-    /// Names and providers of the tenant's credentials.
-    fn credentials(&self) -> Result<Vec<CredentialInfo>, Unavailable>;
+    /// Names and providers of the tenant's credentials. Asynchronous: on the shared store
+    /// it is a database read.
+    fn credentials(&self) -> BoxFuture<'_, Result<Vec<CredentialInfo>, Unavailable>>;
     /// Reads a memory value. Asynchronous (like the other memory methods): on the shared
     /// store it is a database round trip, awaited without blocking a worker thread.
     fn memory_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, MemoryError>>;

@@ -11,6 +11,7 @@ use super::DbError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "budgets", include_str!("migrations/0001_budgets.sql")),
     (2, "tenants_tokens", include_str!("migrations/0002_tenants_tokens.sql")),
+    (3, "vault", include_str!("migrations/0003_vault.sql")),
     (4, "audit_policies", include_str!("migrations/0004_audit_policies.sql")),
     (5, "sessions_memory_log", include_str!("migrations/0005_sessions_memory_log.sql")),
 ];

@@ -349,9 +349,9 @@ impl ResponseHeaders {
 
 /// A target's key: its named credential (which must be for that provider), else the
 /// per-request key where allowed, else none.
-fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
+async fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
     if !target.credential.is_empty() {
-        let (provider, secret) = app.vault.open(tenant.storage_id(), &target.credential).map_err(|e| match e {
+        let (provider, secret) = app.vault.open(tenant.storage_id(), &target.credential).await.map_err(|e| match e {
             crate::sealing::SealError::NotFound(name) => format!("the tenant has no credential named '{name}'"),
             _ => "the credential could not be opened".into(),
         })?;
@@ -386,7 +386,7 @@ async fn dispatch(
             last_error = GatewayError::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, code: "target_cooling_down", message: format!("{cooldown_key} is cooling down after repeated failures") };
             continue;
         }
-        let key = match key_for(app, caller, tenant, target) {
+        let key = match key_for(app, caller, tenant, target).await {
             Ok(key) => key,
             Err(message) => {
                 last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "credential_unavailable", message };

@@ -276,7 +276,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             audit("credential.put", json!({"name": name, "provider": meta["provider"]})).await?;
             ok(meta)
         }
-        (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(storage)?})),
+        (Method::GET, ["credentials"]) => ok(json!({"data": app.vault.list(storage).await?})),
         (Method::DELETE, ["credentials", name]) => {
             if !app.vault.delete(storage, name).await? {
                 return Err(GatewayError::NotFound(format!("no credential '{name}'")));
