@@ -25,7 +25,7 @@ pub struct App {
     /// The store.
     pub store: Store,
     /// Tenant registry.
-    pub tenants: Tenants,
+    pub tenants: Arc<Tenants>,
     /// Bearer tokens.
     pub tokens: crate::tokens::Tokens,
     /// Sealed credentials.
@@ -56,6 +56,30 @@ pub struct App {
     pub limiter: crate::ratelimit::Limiter,
     /// The chained audit trail of every change.
     pub audit: crate::audit::AuditLog,
+    /// On the shared store: this replica's change feed and reservation-lease upkeep
+    /// (stopped when the app is dropped). `None` on the embedded store.
+    pub replica: Option<SharedReplica>,
+}
+
+/// What a replica on the shared store keeps running for its life.
+pub struct SharedReplica {
+    /// Other replicas' writes, as they commit.
+    pub feed: crate::postgres::changes::ChangeFeed,
+    _leases: crate::postgres::budgets::MaintenanceGuard,
+}
+
+/// The domain services over one store or the other, before they become an [`App`].
+struct Domains {
+    vault: Arc<Vault>,
+    metering: Metering,
+    tenants: Arc<Tenants>,
+    tokens: crate::tokens::Tokens,
+    audit: crate::audit::AuditLog,
+    policies: PolicyRuntime,
+    memory: crate::memory::Memory,
+    sessions: crate::sessions::Sessions,
+    policy_logs: crate::policy_log::PolicyLogs,
+    replica: Option<SharedReplica>,
 }
 
 /// Startup failed.
@@ -85,17 +109,56 @@ impl App {
     /// Opens the store in the data dir and builds every service. `master_key` and
     /// `admin_token` come from the environment when set.
     pub async fn start(config: Config, master_key: Option<&str>, admin_token: &Secret) -> Result<Arc<App>, StartError> {
-        if config.store.url.is_some() {
-            // Refused rather than ignored: a replica silently on its own store would
-            // split every tenant's state.
-            return Err(StartError::SharedStore("serving from the shared store ([store] url / TOLLGATE_STORE_URL) is not available in this build yet; `tollgate migrate` prepares the database".into()));
-        }
         let dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e.to_string()))?;
+        // On the shared store the data dir keeps only what is this replica's own (compiled
+        // policy artifacts, deletion tombstones).
         let store = Store::open(&dir)?;
         let previous = std::env::var("TOLLGATE_MASTER_KEY_PREVIOUS").ok();
+        if let Some(url) = config.store.url.clone() {
+            // Every replica must hold the same master key: none may generate its own.
+            let master_key = master_key.ok_or(crate::sealing::SealError::MasterKeyRequired)?;
+            let keys = crate::sealing::load_master_keys(Some(master_key), previous.as_deref(), &dir)?;
+            let domains = Self::shared_domains(&config, &url, &store, keys).await?;
+            return Self::assemble(config, store, domains, admin_token).await;
+        }
         let keys = crate::sealing::load_master_keys(master_key, previous.as_deref(), &dir)?;
         Self::with_keys(config, store, keys, admin_token).await
+    }
+
+    /// Connects to the shared store, migrates it, and builds every domain over it, with
+    /// this replica's change feed and lease upkeep running.
+    async fn shared_domains(config: &Config, url: &str, store: &Store, keys: crate::sealing::MasterKeys) -> Result<Domains, StartError> {
+        use crate::postgres;
+        let shared = |e: postgres::DbError| StartError::SharedStore(e.to_string());
+        let pool = postgres::connect(url).map_err(shared)?;
+        let applied = postgres::migrate(&pool).await.map_err(shared)?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrated the shared store");
+        }
+        let vault = Arc::new(Vault::shared(pool.clone(), keys).await?);
+        // Subscribed before the caches load, so no write in between is missed.
+        let feed = postgres::changes::ChangeFeed::start(url, pool.clone()).await.map_err(shared)?;
+        let (tenant_changes, token_changes) = (feed.subscribe(), feed.subscribe());
+        let budgets = postgres::budgets::PgBudgets::start(pool.clone(), postgres::budgets::ReplicaSettings { lease: config.store.lease, ..Default::default() });
+        let leases = budgets.spawn_maintenance();
+        let tenants = Arc::new(Tenants::shared(postgres::tenants::PgTenants::new(pool.clone())).await?);
+        tenants.follow(tenant_changes);
+        let tokens = crate::tokens::Tokens::shared(postgres::tenants::PgTokens::new(pool.clone()));
+        tokens.follow(token_changes);
+        let blobs = crate::policy::PolicyBlobs::shared(postgres::policies::PgPolicies::new(pool.clone()));
+        Ok(Domains {
+            vault,
+            metering: Metering::shared(budgets),
+            tenants,
+            tokens,
+            audit: crate::audit::AuditLog::shared(postgres::audit::PgAudit::new(pool.clone())),
+            policies: PolicyRuntime::with_blobs(config.policy.clone(), store.clone(), blobs)?,
+            memory: crate::memory::Memory::shared(postgres::memory::PgMemory::new(pool.clone()), config.policy.memory_quota_bytes),
+            sessions: crate::sessions::Sessions::shared(postgres::sessions::PgSessions::new(pool.clone()), config.policy.memory_quota_bytes),
+            policy_logs: crate::policy_log::PolicyLogs::shared(postgres::policy_log::PgPolicyLog::start(pool), config.policy.log_lines_kept),
+            replica: Some(SharedReplica { feed, _leases: leases }),
+        })
     }
 
     /// Builds the services over an open store (tests use a temporary one).
@@ -104,23 +167,37 @@ impl App {
     }
 
     async fn with_keys(config: Config, store: Store, keys: crate::sealing::MasterKeys, admin_token: &Secret) -> Result<Arc<App>, StartError> {
-        let vault = Arc::new(Vault::with_keys(store.clone(), keys)?);
-        let metering = Metering::new(store.clone()).map_err(|e| StartError::Recovery(e.to_string()))?;
+        let domains = Domains {
+            vault: Arc::new(Vault::with_keys(store.clone(), keys)?),
+            metering: Metering::new(store.clone()).map_err(|e| StartError::Recovery(e.to_string()))?,
+            tenants: Arc::new(Tenants::load(store.clone())?),
+            tokens: crate::tokens::Tokens::embedded(store.clone()),
+            audit: crate::audit::AuditLog::open(store.clone())?,
+            policies: PolicyRuntime::new(config.policy.clone(), store.clone())?,
+            memory: crate::memory::Memory::embedded(store.clone(), config.policy.memory_quota_bytes),
+            sessions: crate::sessions::Sessions::embedded(store.clone(), config.policy.memory_quota_bytes),
+            policy_logs: crate::policy_log::PolicyLogs::embedded(store.clone(), config.policy.log_lines_kept),
+            replica: None,
+        };
+        Self::assemble(config, store, domains, admin_token).await
+    }
+
+    /// Builds the app from its domains: charges what a crash left reserved, makes sure
+    /// the stock policy is stored, and finishes interrupted tenant changes.
+    async fn assemble(config: Config, store: Store, domains: Domains, admin_token: &Secret) -> Result<Arc<App>, StartError> {
+        let Domains { vault, metering, tenants, tokens, audit, policies, memory, sessions, policy_logs, replica } = domains;
         let recovered = metering.recover_reservations().await.map_err(|e| StartError::Recovery(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(recovered, "charged reservations left unsettled by a crash at their reserved amount");
         }
         let catalog = Arc::new(Catalog::new(&config.models));
-        let policies = PolicyRuntime::new(config.policy.clone(), store.clone())?;
         let default_policy = policies.upload(DEFAULT_POLICY_WASM.to_vec()).await?;
-        let memory = crate::memory::Memory::embedded(store.clone(), config.policy.memory_quota_bytes);
-        let sessions = crate::sessions::Sessions::embedded(store.clone(), config.policy.memory_quota_bytes);
-        let policy_logs = crate::policy_log::PolicyLogs::embedded(store.clone(), config.policy.log_lines_kept);
         let services = ScopeServices { vault: vault.clone(), metering: metering.clone(), catalog: catalog.clone(), memory: memory.clone(), logs: policy_logs.clone() };
         let app = App {
-            audit: crate::audit::AuditLog::open(store.clone())?,
-            tenants: Tenants::load(store.clone())?,
-            tokens: crate::tokens::Tokens::embedded(store.clone()),
+            audit,
+            tenants,
+            tokens,
+            replica,
             upstream: Upstream::new(config.upstream.clone()),
             admin: AdminToken::new(admin_token.expose()),
             metrics: Metrics::default(),

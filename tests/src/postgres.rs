@@ -128,11 +128,6 @@ impl Server {
     pub fn url(&self) -> String {
         format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
     }
-
-    /// The TCP port it listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
 }
 
 impl Drop for Server {
