@@ -5,19 +5,10 @@
 
 use deadpool_postgres::Pool;
 
-use super::changes;
-use super::DbError;
+use super::{changes, db, pool_error};
 use crate::store::StoreError;
 use crate::tenants::{Tenant, TenantError};
 use crate::tokens::TokenRecord;
-
-fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::Database(DbError::new(context, e))
-}
-
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Database(DbError::new("connecting", e))
-}
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, value: serde_json::Value) -> Result<T, StoreError> {
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt { tree: what, reason: e.to_string() })
