@@ -51,16 +51,6 @@ impl DbError {
     }
 }
 
-/// Maps a query's failure to the store error that names `context`.
-pub(crate) fn query_failed(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> crate::store::StoreError {
-    move |e| crate::store::StoreError::Database(DbError::new(context, e))
-}
-
-/// A connection could not be had from the pool.
-pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> crate::store::StoreError {
-    crate::store::StoreError::Database(DbError::new("connecting", e))
-}
-
 /// Counts and byte sizes are u64 in Rust and bigint in the database.
 pub(crate) fn to_db(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -10,7 +10,7 @@
 
 use deadpool_postgres::Pool;
 
-use super::{from_db, no_connection, query_failed, to_db};
+use super::{db, from_db, pool_error, to_db};
 use crate::store::StoreError;
 
 /// The `memory` and `memory_usage` tables.
@@ -27,60 +27,60 @@ impl PgMemory {
 
     /// Bytes in use by the tenant stored as `tenant_id`.
     pub async fn used_bytes(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
-        let statement = client.prepare_cached("SELECT used_bytes FROM memory_usage WHERE tenant_id = $1").await.map_err(query_failed("preparing a memory read"))?;
-        let row = client.query_opt(&statement, &[&tenant_id]).await.map_err(query_failed("reading memory usage"))?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached("SELECT used_bytes FROM memory_usage WHERE tenant_id = $1").await.map_err(db("preparing a memory read"))?;
+        let row = client.query_opt(&statement, &[&tenant_id]).await.map_err(db("reading memory usage"))?;
         Ok(row.map(|r| from_db(r.get(0))).unwrap_or(0))
     }
 
     /// One value.
     pub async fn get(&self, tenant_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
-        let statement = client.prepare_cached("SELECT value FROM memory WHERE tenant_id = $1 AND key = $2").await.map_err(query_failed("preparing a memory read"))?;
-        let row = client.query_opt(&statement, &[&tenant_id, &key.as_bytes()]).await.map_err(query_failed("reading memory"))?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached("SELECT value FROM memory WHERE tenant_id = $1 AND key = $2").await.map_err(db("preparing a memory read"))?;
+        let row = client.query_opt(&statement, &[&tenant_id, &key.as_bytes()]).await.map_err(db("reading memory"))?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// Writes `value` under `key` (deletes it with `None`) if the tenant's total stays
     /// within `quota_bytes` or shrinks; `false`, writing nothing, if it would not.
     pub async fn put(&self, tenant_id: &str, key: &str, value: Option<&[u8]>, quota_bytes: u64) -> Result<bool, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
-        let statement = client.prepare_cached("SELECT tg_memory_put($1, $2, $3, $4)").await.map_err(query_failed("preparing a memory write"))?;
-        let row = client.query_one(&statement, &[&tenant_id, &key.as_bytes(), &value, &to_db(quota_bytes)]).await.map_err(query_failed("writing memory"))?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached("SELECT tg_memory_put($1, $2, $3, $4)").await.map_err(db("preparing a memory write"))?;
+        let row = client.query_one(&statement, &[&tenant_id, &key.as_bytes(), &value, &to_db(quota_bytes)]).await.map_err(db("writing memory"))?;
         Ok(row.get(0))
     }
 
     /// Keys starting with `prefix`, in byte order, at most `limit`.
     pub async fn list(&self, tenant_id: &str, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
         let statement = client
             .prepare_cached("SELECT key FROM memory WHERE tenant_id = $1 AND key >= $2::bytea AND substring(key FROM 1 FOR octet_length($2::bytea)) = $2::bytea ORDER BY key LIMIT $3")
             .await
-            .map_err(query_failed("preparing a memory listing"))?;
-        let rows = client.query(&statement, &[&tenant_id, &prefix.as_bytes(), &i64::from(limit)]).await.map_err(query_failed("listing memory"))?;
+            .map_err(db("preparing a memory listing"))?;
+        let rows = client.query(&statement, &[&tenant_id, &prefix.as_bytes(), &i64::from(limit)]).await.map_err(db("listing memory"))?;
         Ok(rows.iter().map(|r| String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned()).collect())
     }
 
     /// Every key and value, in key order, at most `limit`.
     pub async fn entries(&self, tenant_id: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query("SELECT key, value FROM memory WHERE tenant_id = $1 ORDER BY key LIMIT $2", &[&tenant_id, &to_db(limit as u64)])
             .await
-            .map_err(query_failed("reading memory entries"))?;
+            .map_err(db("reading memory entries"))?;
         Ok(rows.iter().map(|r| (String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned(), r.get(1))).collect())
     }
 
     /// Removes every value and the usage count of a tenant incarnation (deleted: nothing
     /// reads them again). Its session turns go with [`super::sessions::PgSessions::purge_tenant`].
     pub async fn purge_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(no_connection)?;
-        let tx = client.transaction().await.map_err(query_failed("starting a memory purge"))?;
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db("starting a memory purge"))?;
         // The usage row first, as every write locks it: a write racing the purge waits
         // instead of deadlocking with it.
-        tx.execute("SELECT 1 FROM memory_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant_id]).await.map_err(query_failed("locking memory usage"))?;
-        tx.execute("DELETE FROM memory WHERE tenant_id = $1", &[&tenant_id]).await.map_err(query_failed("purging memory"))?;
-        tx.execute("DELETE FROM memory_usage WHERE tenant_id = $1", &[&tenant_id]).await.map_err(query_failed("purging memory usage"))?;
-        tx.commit().await.map_err(query_failed("committing a memory purge"))
+        tx.execute("SELECT 1 FROM memory_usage WHERE tenant_id = $1 FOR UPDATE", &[&tenant_id]).await.map_err(db("locking memory usage"))?;
+        tx.execute("DELETE FROM memory WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("purging memory"))?;
+        tx.execute("DELETE FROM memory_usage WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("purging memory usage"))?;
+        tx.commit().await.map_err(db("committing a memory purge"))
     }
 }

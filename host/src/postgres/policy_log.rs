@@ -10,7 +10,7 @@
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{from_db, no_connection, query_failed, to_db};
+use super::{db, from_db, pool_error, to_db};
 use crate::policy::LogLine;
 use crate::store::StoreError;
 
@@ -66,11 +66,11 @@ impl PgPolicyLog {
 
     /// A tenant's newest `limit` lines, oldest first.
     pub async fn read(&self, tenant_id: &str, limit: usize) -> Result<Vec<LogLine>, StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
             .query("SELECT unix_millis, level, message, request_id FROM policy_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2", &[&tenant_id, &to_db(limit as u64)])
             .await
-            .map_err(query_failed("reading the policy log"))?;
+            .map_err(db("reading the policy log"))?;
         let mut lines: Vec<LogLine> = rows
             .iter()
             .map(|r| LogLine { unix_millis: from_db(r.get(0)), level: r.get(1), message: String::from_utf8_lossy(r.get::<_, &[u8]>(2)).into_owned(), request_id: r.get(3) })
@@ -81,8 +81,8 @@ impl PgPolicyLog {
 
     /// Removes every line of a tenant incarnation (deleted: nothing reads them again).
     pub async fn purge_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(no_connection)?;
-        client.execute("DELETE FROM policy_log WHERE tenant_id = $1", &[&tenant_id]).await.map_err(query_failed("purging the policy log"))?;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client.execute("DELETE FROM policy_log WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("purging the policy log"))?;
         Ok(())
     }
 }
@@ -127,8 +127,8 @@ async fn write(pool: &Pool, batch: &[Job]) -> Result<(), StoreError> {
     if tenants.is_empty() {
         return Ok(());
     }
-    let client = pool.get().await.map_err(no_connection)?;
-    let statement = client.prepare_cached("SELECT tg_log_append($1, $2, $3, $4, $5, $6)").await.map_err(query_failed("preparing a policy log append"))?;
-    client.execute(&statement, &[&tenants, &keeps, &millis, &levels, &messages, &request_ids]).await.map_err(query_failed("appending to the policy log"))?;
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client.prepare_cached("SELECT tg_log_append($1, $2, $3, $4, $5, $6)").await.map_err(db("preparing a policy log append"))?;
+    client.execute(&statement, &[&tenants, &keeps, &millis, &levels, &messages, &request_ids]).await.map_err(db("appending to the policy log"))?;
     Ok(())
 }
