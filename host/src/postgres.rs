@@ -61,6 +61,19 @@ pub(crate) fn from_db(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// A batch for a writer task: `first`, then whatever else is already waiting, up to `max`
+/// (`next` takes one without waiting). One statement and one commit then serve them all.
+pub(crate) fn take_waiting<T>(first: T, max: usize, mut next: impl FnMut() -> Option<T>) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match next() {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+    }
+    batch
+}
+
 /// Opens a pool on `url` (`postgres://user:password@host:port/db`, or the key=value form;
 /// several hosts with `target_session_attrs=read-write` follow a failover). Connections
 /// are made on first use; call [`migrate`] to check the database is reachable.

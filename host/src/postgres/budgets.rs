@@ -311,13 +311,7 @@ impl Drop for MaintenanceGuard {
 /// `tg_settle_batch` call, then answers each with its own outcome.
 async fn settle_batches(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let batch = super::take_waiting(first, MAX_BATCH, || jobs.try_recv().ok());
         let items = Value::Array(batch.iter().map(|j| j.item.clone()).collect());
         let result = settle_batch(&pool, &items).await.map_err(|e| e.to_string());
         for (i, job) in batch.into_iter().enumerate() {

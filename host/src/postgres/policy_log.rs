@@ -90,13 +90,7 @@ impl PgPolicyLog {
 /// The writer: one transaction per batch of whatever appends are waiting.
 async fn write_batches(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
     while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let batch = super::take_waiting(first, MAX_BATCH, || jobs.try_recv().ok());
         let result = write(&pool, &batch).await.map_err(|e| e.to_string());
         for job in batch {
             match job.done {
