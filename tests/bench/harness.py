@@ -31,6 +31,7 @@ RELEASE = os.path.join(ROOT, "target", "release")
 ADMIN_TOKEN = "tga_bench_operator_token_0123456789abcdef"
 MOCK_KEY = "sk-mock-upstream-key"
 LITELLM_KEY = "sk-bench-litellm-master"
+SHARED_MASTER_KEY = "0123456789abcdef" * 4
 BODY = json.dumps({"model": "mock", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello, benchmark"}]}, separators=(",", ":"))
 SLOW_MODEL = "mock-latency=300"
 STREAM_MODEL = "mock-chunks=20-pace=5"
@@ -62,6 +63,11 @@ PROFILES = {
         "s7_s": 10,
         "s7_rate": 1000,
         "s8_args": [],
+        "s9_tenants": 10000,
+        "s9_conc": [1, 8, 16, 32, 64],
+        "s9_spread_conc": 32,
+        "s9_s": 5,
+        "s9_setup_limit_s": 900,
     },
     "quick": {
         "warmup_s": 1,
@@ -83,6 +89,11 @@ PROFILES = {
         "s7_s": 3,
         "s7_rate": 500,
         "s8_args": ["--warm-up-time", "1", "--measurement-time", "2"],
+        "s9_tenants": 1000,
+        "s9_conc": [1, 16, 32],
+        "s9_spread_conc": 32,
+        "s9_s": 2,
+        "s9_setup_limit_s": 300,
     },
 }
 
@@ -332,9 +343,13 @@ def start_mock(work):
     return service, port
 
 
-def start_nginx(work, mock_port):
+def start_nginx(work, upstream_ports, name="nginx", health_path=None):
+    """nginx `proxy_pass` to `upstream_ports` (round robin when several): the reference
+    proxy in front of the mock, or (with `health_path`) the load balancer in front of
+    Tollgate replicas."""
     port = free_port()
-    prefix = os.path.join(work, "nginx")
+    prefix = os.path.join(work, name)
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports)
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
@@ -349,11 +364,11 @@ http {{
     access_log {prefix}/logs/access.log;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
-    upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 512; }}
+    upstream backends {{ {servers} keepalive 512; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://mock;
+            proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
@@ -362,8 +377,11 @@ http {{
     }}
 }}
 """)
-    service = Service("nginx", ["nginx", "-p", prefix, "-c", conf], work)
-    wait_ready(service, port, "/v1/chat/completions", 30, method="POST", body=BODY, headers={"Content-Type": "application/json"})
+    service = Service(name, ["nginx", "-p", prefix, "-c", conf], work)
+    if health_path:
+        wait_ready(service, port, health_path, 30)
+    else:
+        wait_ready(service, port, "/v1/chat/completions", 30, method="POST", body=BODY, headers={"Content-Type": "application/json"})
     return service, port
 
 
@@ -412,8 +430,9 @@ class Tollgate:
     """A Tollgate process with its own data dir, routing to the mock through an
     OpenAI-kind provider `mock` with prices, so budgets and the ledger are exercised."""
 
-    def __init__(self, name, work, data_dir, mock_port):
+    def __init__(self, name, work, data_dir, mock_port, store_url=None):
         self.name = name
+        self.store_url = store_url
         self.work = work
         self.port = free_port()
         self.data_dir = data_dir
@@ -430,12 +449,17 @@ class Tollgate:
             for model in MODELS:
                 f.write(f'\n[[models]]\nprovider = "mock"\nmodel = "{model}"\ninput_usd_per_mtok = 1.0\n'
                         f'output_usd_per_mtok = 2.0\ncontext_window = 128000\n')
+            if store_url:
+                f.write(f'\n[store]\nurl = "{store_url}"\n')
         self.local = threading.local()
         self._start()
 
     def _start(self):
         env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=ADMIN_TOKEN)
         env.pop("TOLLGATE_MASTER_KEY", None)
+        if self.store_url:
+            # Every replica on a shared store holds the same master key, from the environment.
+            env["TOLLGATE_MASTER_KEY"] = SHARED_MASTER_KEY
         cmd = [os.path.join(RELEASE, "tollgate"), "serve", "--config", self.config, "--data-dir", self.data_dir,
                "--listen", f"127.0.0.1:{self.port}"]
         label = self.name if not self.restarts else f"{self.name}-restart{self.restarts}"
@@ -641,26 +665,33 @@ def s2(ctx):
     return {"steps": steps, "saturated_at": done_at}
 
 
+def closed_loop(load, levels, label, hung=lambda conc, r: False):
+    """Closed-loop sweep: `load(conc)` at each of `levels` connections, going on past
+    p99 = 10 ms only while throughput still grows (to find the peak). `hung` checks the
+    target after each level. Returns every level, the best under 10 ms p99 and the peak."""
+    done = []
+    for conc in levels:
+        log(f"{label}: closed loop, {conc} connections")
+        r = load(conc)
+        done.append(r)
+        if hung(conc, r):
+            break
+        grew = len(done) < 2 or r["rps"] > 1.1 * done[-2]["rps"]
+        if r["p99_ms"] is None or (r["p99_ms"] >= 10.0 and conc >= 8 and not grew) or r["p99_ms"] >= 500.0:
+            break
+    under = [r for r in done if r["p99_ms"] is not None and r["p99_ms"] < 10.0 and r["success"] >= 0.99 and not r.get("hung")]
+    best = max(under, key=lambda r: r["rps"]) if under else None
+    return {"levels": done, "best_under_10ms": best, "peak": max(done, key=lambda r: r["rps"])}
+
+
 def s3(ctx):
     p = ctx["p"]
     out = {}
     for name in TARGETS:
         t = ctx["targets"][name]
-        levels = []
-        for conc in p["s3_conc"]:
-            log(f"S3 {name}: closed loop, {conc} connections for {p['s3_s']}s")
-            r = ctx["oha"].run(t["port"], t["path"], t["auth"], conc, p["s3_s"])
-            levels.append(r)
-            if after_load(ctx, name, f"S3 closed loop at {conc} connections", r):
-                break
-            # Past p99 = 10 ms, go on only while throughput still grows (to find the peak).
-            grew = len(levels) < 2 or r["rps"] > 1.1 * levels[-2]["rps"]
-            if r["p99_ms"] is None or (r["p99_ms"] >= 10.0 and conc >= 8 and not grew) or r["p99_ms"] >= 500.0:
-                break
-        under = [r for r in levels if r["p99_ms"] is not None and r["p99_ms"] < 10.0 and r["success"] >= 0.99 and not r.get("hung")]
-        best = max(under, key=lambda r: r["rps"]) if under else None
-        peak = max(levels, key=lambda r: r["rps"])
-        out[name] = {"levels": levels, "best_under_10ms": best, "peak": peak}
+        out[name] = closed_loop(
+            lambda conc: ctx["oha"].run(t["port"], t["path"], t["auth"], conc, p["s3_s"]), p["s3_conc"], f"S3 {name}",
+            hung=lambda conc, r: after_load(ctx, name, f"S3 closed loop at {conc} connections", r))
     return out
 
 
@@ -1140,6 +1171,10 @@ def report(ctx, results):
             add(line + ".")
         add("")
 
+    if results.get("S9"):
+        import pg_profile
+        pg_profile.report(add, results["S9"])
+
     if s8r:
         add("## S8 policy call")
         add("")
@@ -1272,7 +1307,7 @@ def main():
         ctx["mock_port"] = mock_port
         targets = {"direct": {"port": mock_port, "path": "/v1/chat/completions", "auth": "bench", "service": mock}}
         log("starting nginx")
-        nginx, nginx_port = start_nginx(work, mock_port)
+        nginx, nginx_port = start_nginx(work, [mock_port])
         targets["nginx"] = {"port": nginx_port, "path": "/v1/chat/completions", "auth": "bench", "service": nginx}
         log("starting tollgate")
         tollgate = Tollgate("tollgate", work, os.path.join(work, "data-main"), mock_port)
@@ -1307,7 +1342,8 @@ def main():
         stop_all()
         mock, mock_port = start_mock(work)
         ctx["mock_port"] = mock_port
-        for name, fn in (("S6", s6), ("S7", s7)):
+        import pg_profile  # after this module is importable as `harness` (see the end)
+        for name, fn in (("S6", s6), ("S7", s7), ("S9", pg_profile.s9)):
             if want(name):
                 try:
                     results[name] = fn(ctx)
@@ -1342,4 +1378,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # pg_profile imports this module as `harness`: one copy, one registry of services.
+    sys.modules["harness"] = sys.modules[__name__]
     main()

@@ -6,10 +6,11 @@
 #
 #   tests/bench/run.sh              full run -> tests/bench/RESULTS.md (+ results.json), < 20 min
 #   QUICK=1 tests/bench/run.sh      smoke run (~3 min) -> target/bench/RESULTS-quick.md
-#   ONLY=S1,S4 tests/bench/run.sh   some scenarios only
+#   ONLY=S1,S4 tests/bench/run.sh   some scenarios only -> tests/bench/RESULTS-S1-S4.md
+#   ONLY=S9 tests/bench/run.sh      the PostgreSQL profile (1 and 3 replicas) -> RESULTS-S9.md
 #   WAIT_IDLE=1 ...                 wait (up to 30 min) until no other cargo/rustc runs
 #
-# Installs: nginx-light and wrk (apt-get), oha (cargo install --locked), a Python venv in
+# Installs: nginx-light, wrk and postgresql (apt-get), oha (cargo install --locked), a Python venv in
 # target/bench/venv with litellm[proxy] (pip). Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ mkdir -p "$BENCH_DIR"
 missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)  # S9
 if ((${#missing[@]})); then
     say "apt-get install ${missing[*]}"
     apt-get update -qq
@@ -72,6 +74,10 @@ if [[ "${QUICK:-0}" == 1 ]]; then
     profile=quick out=$BENCH_DIR/RESULTS-quick.md json=$BENCH_DIR/results-quick.json command="QUICK=1 tests/bench/run.sh"
 else
     profile=full out=$ROOT/tests/bench/RESULTS.md json=$ROOT/tests/bench/results.json command="tests/bench/run.sh"
+    # Some scenarios only: their own file, so the full run's stays whole.
+    if [[ -n "${ONLY:-}" ]]; then
+        out=$ROOT/tests/bench/RESULTS-${ONLY//,/-}.md json=$ROOT/tests/bench/results-${ONLY//,/-}.json
+    fi
 fi
 [[ -n "${ONLY:-}" ]] && command="ONLY=$ONLY $command"
 python3 tests/bench/harness.py --profile "$profile" --out "$out" --json-out "$json" \
