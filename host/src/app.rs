@@ -56,6 +56,8 @@ pub struct App {
     pub limiter: crate::ratelimit::Limiter,
     /// The chained audit trail of every change.
     pub audit: crate::audit::AuditLog,
+    /// Deleted tenant incarnations still to be purged again.
+    pub tombstones: crate::tenant_tombstones::Tombstones,
     /// On the shared store: this replica's change feed and reservation-lease upkeep
     /// (stopped when the app is dropped). `None` on the embedded store.
     pub replica: Option<SharedReplica>,
@@ -75,6 +77,7 @@ struct Domains {
     tenants: Arc<Tenants>,
     tokens: crate::tokens::Tokens,
     audit: crate::audit::AuditLog,
+    tombstones: crate::tenant_tombstones::Tombstones,
     policies: PolicyRuntime,
     memory: crate::memory::Memory,
     sessions: crate::sessions::Sessions,
@@ -112,7 +115,7 @@ impl App {
         let dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e.to_string()))?;
         // On the shared store the data dir keeps only what is this replica's own (compiled
-        // policy artifacts, deletion tombstones).
+        // policy artifacts).
         let store = Store::open(&dir)?;
         let previous = std::env::var("TOLLGATE_MASTER_KEY_PREVIOUS").ok();
         if let Some(url) = config.store.url.clone() {
@@ -153,12 +156,19 @@ impl App {
             tenants,
             tokens,
             audit: crate::audit::AuditLog::shared(postgres::audit::PgAudit::new(pool.clone())),
+            tombstones: crate::tenant_tombstones::Tombstones::shared(postgres::tombstones::PgTombstones::new(pool.clone())),
             policies: PolicyRuntime::with_blobs(config.policy.clone(), store.clone(), blobs)?,
             memory: crate::memory::Memory::shared(postgres::memory::PgMemory::new(pool.clone()), config.policy.memory_quota_bytes),
             sessions: crate::sessions::Sessions::shared(postgres::sessions::PgSessions::new(pool.clone()), config.policy.memory_quota_bytes),
             policy_logs: crate::policy_log::PolicyLogs::shared(postgres::policy_log::PgPolicyLog::start(pool), config.policy.log_lines_kept),
             replica: Some(SharedReplica { feed, _leases: leases }),
         })
+    }
+
+    /// Whether this app is one replica of several on the shared store (not alone on the
+    /// embedded one).
+    pub fn shares_store(&self) -> bool {
+        self.replica.is_some()
     }
 
     /// Builds the services over an open store (tests use a temporary one).
@@ -173,6 +183,7 @@ impl App {
             tenants: Arc::new(Tenants::load(store.clone())?),
             tokens: crate::tokens::Tokens::embedded(store.clone()),
             audit: crate::audit::AuditLog::open(store.clone())?,
+            tombstones: crate::tenant_tombstones::Tombstones::embedded(store.clone()),
             policies: PolicyRuntime::new(config.policy.clone(), store.clone())?,
             memory: crate::memory::Memory::embedded(store.clone(), config.policy.memory_quota_bytes),
             sessions: crate::sessions::Sessions::embedded(store.clone(), config.policy.memory_quota_bytes),
@@ -183,9 +194,10 @@ impl App {
     }
 
     /// Builds the app from its domains: charges what a crash left reserved, makes sure
-    /// the stock policy is stored, and finishes interrupted tenant changes.
+    /// the stock policy is stored, and finishes interrupted tenant changes (on the shared
+    /// store, keeps finishing those other replicas abandon).
     async fn assemble(config: Config, store: Store, domains: Domains, admin_token: &Secret) -> Result<Arc<App>, StartError> {
-        let Domains { vault, metering, tenants, tokens, audit, policies, memory, sessions, policy_logs, replica } = domains;
+        let Domains { vault, metering, tenants, tokens, audit, tombstones, policies, memory, sessions, policy_logs, replica } = domains;
         let recovered = metering.recover_reservations().await.map_err(|e| StartError::Recovery(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(recovered, "charged reservations left unsettled by a crash at their reserved amount");
@@ -195,6 +207,7 @@ impl App {
         let services = ScopeServices { vault: vault.clone(), metering: metering.clone(), catalog: catalog.clone(), memory: memory.clone(), logs: policy_logs.clone() };
         let app = App {
             audit,
+            tombstones,
             tenants,
             tokens,
             replica,
@@ -218,6 +231,9 @@ impl App {
         let finished = crate::tenant_lifecycle::finish_interrupted(&app).await.map_err(|e| StartError::Recovery(e.to_string()))?;
         if finished > 0 {
             tracing::warn!(finished, "finished tenant creations and deletions a crash interrupted");
+        }
+        if app.shares_store() {
+            crate::tenant_lifecycle::spawn_upkeep(&app);
         }
         Ok(app)
     }

@@ -30,6 +30,7 @@ pub mod sessions;
 pub mod store;
 pub mod tenant_lifecycle;
 pub mod tenant_scope;
+pub mod tenant_tombstones;
 pub mod tenants;
 pub mod tokens;
 pub mod upstream;

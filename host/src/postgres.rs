@@ -3,10 +3,10 @@
 //! at build time; see `SCALE-OUT.md` in the design notes for the comparison with sqlx).
 //!
 //! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
-//! [`tenants`], [`audit`], [`policies`], [`memory`], [`sessions`], [`policy_log`]), and
-//! [`changes`] carries writes to the other replicas' caches. The schema is keyed by
-//! `tenant_id` first, so Citus can distribute it by tenant; the few global tables say so
-//! in their `COMMENT` (which the schema test reads).
+//! [`tenants`], [`tombstones`], [`audit`], [`policies`], [`memory`], [`sessions`],
+//! [`policy_log`]), and [`changes`] carries writes to the other replicas' caches. The
+//! schema is keyed by `tenant_id` first, so Citus can distribute it by tenant; the few
+//! global tables say so in their `COMMENT` (which the schema test reads).
 
 pub mod audit;
 pub mod budgets;
@@ -15,6 +15,7 @@ pub mod memory;
 pub mod policy_log;
 pub mod sessions;
 pub mod tenants;
+pub mod tombstones;
 mod migrate;
 pub mod policies;
 pub(crate) mod vault;

@@ -377,6 +377,30 @@ impl Tenants {
         self.update_in(id, None, &[Lifecycle::Live, Lifecycle::Creating, Lifecycle::Deleting], |t| Ok(Tenant { lifecycle: Lifecycle::Deleting, ..t.clone() })).await
     }
 
+    /// Marks unfinished incarnation `tenant` deleting, for the caller to finish (a creation
+    /// is rolled back), if no one else is working on it: its record is still in the state
+    /// `tenant` shows and, on the shared store, has not changed for `idle` (another replica
+    /// may be in the middle of a younger one). The embedded store keeps no time of change
+    /// and one process uses it, which asks only at start: there any `idle` is met. `None`
+    /// when it moved on meanwhile (a creation finished, another replica took it over).
+    pub async fn take_over(&self, tenant: &Tenant, idle: std::time::Duration) -> Result<Option<Arc<Tenant>>, TenantError> {
+        if tenant.lifecycle == Lifecycle::Live {
+            return Ok(None);
+        }
+        match &self.records {
+            Records::Embedded(_) => match self.update_in(&tenant.id, Some(&tenant.incarnation), &[tenant.lifecycle], |t| Ok(Tenant { lifecycle: Lifecycle::Deleting, ..t.clone() })).await {
+                Ok(marked) => Ok(Some(marked)),
+                Err(TenantError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Records::Shared(table) => {
+                let _guard = self.lock_for(&tenant.id).lock().await;
+                let Some(marked) = table.take_over(tenant, idle).await? else { return Ok(None) };
+                Ok(Some(self.cached(&tenant.id, Some(marked)).ok_or_else(|| StoreError::Aborted("tenant cache poisoned".into()))?))
+            }
+        }
+    }
+
     /// Removes the record of incarnation `tenant` (the caller purged its data). A newer
     /// incarnation under the same id is left alone.
     pub async fn remove(&self, tenant: &Tenant) -> Result<bool, StoreError> {

@@ -1,7 +1,10 @@
 //! Tenants and tokens on PostgreSQL, seen from several replicas: what one replica writes
 //! the others serve, a revocation on one is refused by the others within a second (by
 //! LISTEN/NOTIFY, and by polling when the listener is gone), and concurrent writers on
-//! different replicas lose nothing.
+//! different replicas lose nothing. Whole gateways (two `App`s on one database) show
+//! that a replica starting leaves another's creation in progress alone, that whichever
+//! replica lives purges what a dead incarnation wrote late, and that a creation a dead
+//! replica abandoned is rolled back without a restart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +15,8 @@ use tollgate::postgres::tenants::{PgTenants, PgTokens};
 use tollgate::tenants::{Tenant, TenantError, Tenants};
 use tollgate::tokens::{Scope, Tokens};
 use tollgate_tests::postgres::Server;
+
+use crate::support::shared_gateway;
 
 /// One replica's view of the shared store: its own pool, caches and change feed.
 struct Replica {
@@ -139,4 +144,109 @@ async fn writers_on_different_replicas_lose_nothing() {
     assert_eq!(stored.incarnation, live.incarnation, "identity unchanged");
     let synced = eventually(Duration::from_secs(2), async || a.tenants.get("twin").is_some_and(|t| t.display_name.len() == 10)).await;
     assert!(synced.is_some(), "replica a's cache follows b's writes");
+}
+
+/// One shared-store query's single count.
+async fn count(server: &Server, sql: &str, storage_id: &str) -> i64 {
+    let client = tollgate::postgres::connect(&server.url()).expect("pool").get().await.expect("client");
+    client.query_one(sql, &[&storage_id]).await.expect("count").get(0)
+}
+
+/// Session turns of `storage_id`: what a request writes as it ends, late or not.
+async fn turns(server: &Server, storage_id: &str) -> i64 {
+    count(server, "SELECT count(*) FROM session_turns WHERE tenant_id = $1", storage_id).await
+}
+
+async fn write_turn(app: &tollgate::App, storage_id: &str, content: &str) {
+    let turn = tollgate::sessions::Turn { role: "user".into(), content: content.into(), unix_millis: tollgate::clock::unix_millis(), request_id: "late".into() };
+    app.sessions.tenant(storage_id).append("diary", &[turn]).await.expect("append");
+}
+
+/// What `POST /api/v1/tenants` has written before it makes a tenant live: the record,
+/// `creating`, with a credential and a token.
+async fn half_create(app: &tollgate::App, id: &str) -> Arc<Tenant> {
+    let mut half = tenant(id);
+    half.lifecycle = tollgate::tenants::Lifecycle::Creating;
+    let half = app.tenants.create(half).await.expect("create");
+    app.vault.put(half.storage_id(), "default", "openai", &tollgate::Secret::new("sk-half".into())).await.expect("put");
+    app.tokens.issue(&half, Scope::Inference, Default::default()).await.expect("issue");
+    half
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starting_leaves_another_replicas_creation_in_progress_alone() {
+    let Some(server) = Server::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let a = shared_gateway(&server, dir_a.path()).await;
+    let half = half_create(&a, "young").await;
+    // Replica b starts while a is between the first and the last step of the creation.
+    let b = shared_gateway(&server, dir_b.path()).await;
+    let credentials = "SELECT count(*) FROM credentials WHERE tenant_id = $1";
+    assert_eq!(count(&server, credentials, half.storage_id()).await, 1, "b's start purged a creation in progress");
+    let live = a.tenants.activate("young").await.expect("a finishes its creation");
+    assert_eq!(live.incarnation, half.incarnation);
+    let opened = a.vault.open(half.storage_id(), "default").await.expect("the credential opens");
+    assert_eq!(opened.1.expose(), "sk-half");
+    let seen = eventually(Duration::from_secs(2), async || b.tenants.get("young").is_some()).await;
+    assert!(seen.is_some(), "b serves the tenant a created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_writes_of_a_tenant_deleted_by_a_replica_that_died_are_purged_by_another() {
+    let Some(server) = Server::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let a = shared_gateway(&server, dir_a.path()).await;
+    let doomed = a.tenants.create(tenant("doomed")).await.expect("create");
+    write_turn(&a, doomed.storage_id(), "before the delete").await;
+    tollgate::tenant_lifecycle::delete(&a, "doomed").await.expect("delete");
+    assert_eq!(turns(&server, doomed.storage_id()).await, 0, "the delete purged");
+    // A request of the dead incarnation in flight on a ends after the purge; then a dies,
+    // its repurge schedule with it.
+    write_turn(&a, doomed.storage_id(), "late secret").await;
+    drop(a);
+    assert_eq!(turns(&server, doomed.storage_id()).await, 1);
+
+    // Any replica's start purges it again.
+    let b = shared_gateway(&server, dir_b.path()).await;
+    assert_eq!(turns(&server, doomed.storage_id()).await, 0, "the late write of the dead incarnation survived b's start");
+    let tombstone = "SELECT count(*) FROM tenant_tombstones WHERE tenant_id = $1";
+    assert_eq!(count(&server, tombstone, doomed.storage_id()).await, 1, "kept for the passes still due: other replicas' requests may still write");
+
+    // And the schedule goes on on b: each pass as it falls due, the tombstone dropped after
+    // the last. (The death is moved back in time instead of waiting for it.)
+    let client = tollgate::postgres::connect(&server.url()).expect("pool").get().await.expect("client");
+    let died = async |ago: &str| {
+        client.execute(&format!("UPDATE tenant_tombstones SET died_at = now() - interval '{ago}' WHERE tenant_id = $1"), &[&doomed.storage_id()]).await.expect("age");
+    };
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").repurged, 0, "no pass is due yet");
+    write_turn(&b, doomed.storage_id(), "later still").await;
+    died("61 seconds").await;
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").repurged, 1, "the first pass");
+    assert_eq!(turns(&server, doomed.storage_id()).await, 0);
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").repurged, 0, "a pass is made once");
+    write_turn(&b, doomed.storage_id(), "last of all").await;
+    died("2 hours").await;
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").repurged, 1, "the last pass");
+    assert_eq!(turns(&server, doomed.storage_id()).await, 0);
+    assert_eq!(count(&server, tombstone, doomed.storage_id()).await, 0, "dropped after the last pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_a_dead_replica_abandoned_is_rolled_back_without_a_restart() {
+    let Some(server) = Server::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (a, b) = (shared_gateway(&server, dir_a.path()).await, shared_gateway(&server, dir_b.path()).await);
+    let half = half_create(&a, "orphan").await;
+    drop(a);
+    eventually(Duration::from_secs(2), async || b.tenants.unfinished().iter().any(|t| t.id == "orphan")).await.expect("b hears of the creation");
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").finished, 0, "too young to be taken for abandoned");
+    // Left unchanged past the bound (moved back in time instead of waiting).
+    let client = tollgate::postgres::connect(&server.url()).expect("pool").get().await.expect("client");
+    let bound = tollgate::tenant_lifecycle::ABANDONED_AFTER.as_secs() + 1;
+    client.execute(&format!("UPDATE tenants SET updated_at = now() - interval '{bound} seconds' WHERE tenant_id = 'orphan'"), &[]).await.expect("age");
+    assert_eq!(tollgate::tenant_lifecycle::upkeep(&b).await.expect("upkeep").finished, 1);
+    assert_eq!(count(&server, "SELECT count(*) FROM tenants WHERE incarnation = $1", half.storage_id()).await, 0, "the record remains");
+    assert_eq!(count(&server, "SELECT count(*) FROM credentials WHERE tenant_id = $1", half.storage_id()).await, 0, "its credential remains");
+    assert_eq!(count(&server, "SELECT count(*) FROM tokens WHERE tenant_id = $1", half.storage_id()).await, 0, "its token remains");
+    assert!(b.tenants.create(tenant("orphan")).await.is_ok(), "the id is free again");
 }

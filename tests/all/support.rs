@@ -83,6 +83,19 @@ pub struct Gateway {
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// The master key every replica of one shared store holds (32 bytes, hex).
+const REPLICA_MASTER_KEY: &str = "6b6579206f6620746865207265706c6963612074657374732c20333220627974";
+
+/// A whole gateway (no listener) with `server` as its shared store and `dir` as its data
+/// dir: one replica, as one process would be. Every replica started here holds one master
+/// key and [`ADMIN`] as its operator token.
+pub async fn shared_gateway(server: &tollgate_tests::postgres::Server, dir: &std::path::Path) -> Arc<tollgate::App> {
+    let mut config = tollgate::Config::embedded();
+    config.server.data_dir = dir.to_path_buf();
+    config.store.url = Some(server.url());
+    tollgate::App::start(config, Some(REPLICA_MASTER_KEY), &tollgate::Secret::new(ADMIN.into())).await.expect("start a replica")
+}
+
 impl Gateway {
     pub async fn start() -> Self {
         Self::start_with(tollgate::Config::embedded()).await

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "vault", include_str!("migrations/0003_vault.sql")),
     (4, "audit_policies", include_str!("migrations/0004_audit_policies.sql")),
     (5, "sessions_memory_log", include_str!("migrations/0005_sessions_memory_log.sql")),
+    (6, "tenant_tombstones", include_str!("migrations/0006_tenant_tombstones.sql")),
 ];
 
 /// The advisory lock migrations run under (an arbitrary constant: "tollgate" in ASCII).

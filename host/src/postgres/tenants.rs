@@ -3,11 +3,13 @@
 //! second. Concurrent writers on any replicas serialise on the tenant's row
 //! (`SELECT ... FOR UPDATE`), as writers in one process do on its update lock.
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 
 use super::{changes, db, pool_error};
 use crate::store::StoreError;
-use crate::tenants::{Tenant, TenantError};
+use crate::tenants::{Lifecycle, Tenant, TenantError};
 use crate::tokens::TokenRecord;
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, value: serde_json::Value) -> Result<T, StoreError> {
@@ -77,6 +79,32 @@ impl PgTenants {
         changes::record(&tx, "tenant", id).await.map_err(StoreError::from)?;
         tx.commit().await.map_err(db("committing a tenant update"))?;
         Ok(updated)
+    }
+
+    /// Marks incarnation `tenant` deleting if its record is still in the state `tenant`
+    /// shows and has not changed for `idle` (by the database's clock), with its row locked
+    /// across replicas; the record marked, or `None` when it moved on or is younger.
+    pub async fn take_over(&self, tenant: &Tenant, idle: Duration) -> Result<Option<Tenant>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db("starting a tenant take-over"))?;
+        // A row another replica changes meanwhile is read again after its commit, and
+        // no longer matches: its updated_at is new.
+        let row = tx
+            .query_opt(
+                "SELECT record FROM tenants WHERE tenant_id = $1 AND incarnation = $2 AND updated_at <= now() - make_interval(secs => $3) FOR UPDATE",
+                &[&tenant.id, &tenant.incarnation, &idle.as_secs_f64()],
+            )
+            .await
+            .map_err(db("locking an idle tenant"))?;
+        let Some(current) = row.map(|r| decode::<Tenant>("tenants", r.get(0))).transpose()? else { return Ok(None) };
+        if current.lifecycle != tenant.lifecycle || current.lifecycle == Lifecycle::Live {
+            return Ok(None);
+        }
+        let marked = Tenant { lifecycle: Lifecycle::Deleting, ..current };
+        tx.execute("UPDATE tenants SET record = $2, updated_at = now() WHERE tenant_id = $1", &[&marked.id, &encode(&marked)]).await.map_err(db("taking over a tenant"))?;
+        changes::record(&tx, "tenant", &marked.id).await?;
+        tx.commit().await.map_err(db("committing a tenant take-over"))?;
+        Ok(Some(marked))
     }
 
     /// Removes incarnation `incarnation` of `id`; `false` if it is not the stored one.
