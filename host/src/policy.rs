@@ -227,7 +227,7 @@ pub struct PolicyRuntime {
     compiles: tokio::sync::Semaphore,
     /// Tenants with a compile queued or running: one each.
     compiling: Mutex<std::collections::HashSet<String>>,
-    /// See [`PolicyRuntime::lock_blobs`].
+    /// This process's part of [`PolicyRuntime::lock_blob`].
     blob_lock: tokio::sync::Mutex<()>,
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
@@ -315,9 +315,11 @@ impl Drop for CompileTurn<'_> {
     }
 }
 
-/// The blob lock, held (see [`PolicyRuntime::lock_blobs`]).
-pub struct BlobsLock<'a> {
-    _guard: tokio::sync::MutexGuard<'a, ()>,
+/// A blob's lock, held (see [`PolicyRuntime::lock_blob`]). The database's part is
+/// released first.
+pub struct BlobLock<'a> {
+    _across_replicas: Option<crate::postgres::policies::PgBlobLock>,
+    _in_process: tokio::sync::MutexGuard<'a, ()>,
 }
 
 /// Core instances one Rust `wasm32-wasip2` component creates (main module plus the shims
@@ -439,7 +441,7 @@ impl PolicyRuntime {
             Owner::Operator => None,
         };
         {
-            let _blobs = self.lock_blobs().await;
+            let _blob = self.lock_blob(hash).await?;
             match self.blobs.claim(owner, hash, size, &self.limits).await? {
                 Claim::AlreadyHeld => return Ok(hash),
                 Claim::Recorded => {
@@ -460,7 +462,7 @@ impl PolicyRuntime {
         })
         .await
         .map_err(|e| PolicyError::Setup(format!("compile task: {e}")))??;
-        let _blobs = self.lock_blobs().await;
+        let _blob = self.lock_blob(hash).await?;
         // Recorded first: an upload refused here (another replica's upload took the last
         // of the quota meanwhile) leaves no artifact behind.
         self.blobs.store(owner, &wasm, &self.limits).await?;
@@ -475,12 +477,18 @@ impl PolicyRuntime {
         &self.blobs
     }
 
-    /// Waits for and holds the blob lock. Whoever changes what holds a policy blob takes
-    /// it: an upload recording its claim, an assignment checking the blob exists, a delete
-    /// deciding nothing holds it any more. So a delete never takes a blob from under an
-    /// upload or assignment racing it.
-    pub async fn lock_blobs(&self) -> BlobsLock<'_> {
-        BlobsLock { _guard: self.blob_lock.lock().await }
+    /// Waits for and holds blob `hash`'s lock. Whoever changes what holds a policy blob
+    /// takes it: an upload recording its claim, an assignment checking the blob exists, a
+    /// delete deciding nothing holds it any more. So a delete never takes a blob from under
+    /// an upload or assignment racing it, on this replica or (shared store) another. Fails
+    /// when the shared store cannot be reached.
+    pub async fn lock_blob(&self, hash: PolicyHash) -> Result<BlobLock<'_>, StoreError> {
+        // This process's lock first (one for every blob), then the database's: so each
+        // replica has at most one connection waiting on the database's, and waiting can
+        // never take the last connection of its pool from the holder's writes.
+        let in_process = self.blob_lock.lock().await;
+        let across_replicas = self.blobs.lock_across_replicas(hash).await?;
+        Ok(BlobLock { _across_replicas: across_replicas, _in_process: in_process })
     }
 
     /// Removes policy `hash`: its wasm, this replica's compiled artifact and cached
@@ -488,7 +496,7 @@ impl PolicyRuntime {
     /// nothing holds it (see [`PolicyBlobs::remove`] for a shared store). Not durable until
     /// [`PolicyBlobs::flush`]. Other replicas keep their compiled copies of a removed
     /// policy; assignments check [`PolicyRuntime::exists`], which asks the shared store.
-    pub async fn remove(&self, _held: &BlobsLock<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
+    pub async fn remove(&self, _held: &BlobLock<'_>, hash: PolicyHash) -> Result<bool, StoreError> {
         let existed = self.blobs.remove(hash).await?;
         self.store.compiled.remove(hash.to_string())?;
         if let Ok(mut cache) = self.cache.lock() {

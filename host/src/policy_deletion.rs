@@ -5,11 +5,11 @@
 //! A blob is held while the operator or any tenant has a claim on it (see
 //! `policy/uploads.rs`), any tenant has it assigned, or it is the stock default policy. A
 //! previous assignment does not hold one: rolling back to a deleted policy is refused.
-//! Everything is decided under the runtime's blob lock, which uploads and assignments take
-//! too, so neither can race a delete into a tenant assigned to a missing blob. On a shared
-//! store that lock is this replica's: the schema keeps claims and blobs consistent across
-//! replicas (a blob is never removed while claimed), but assignments are not shared yet,
-//! so an assignment on another replica is not seen until tenants move to the shared store.
+//! Everything is decided under the blob's lock, which uploads and assignments take too, so
+//! neither can race a delete into a tenant assigned to a missing blob. On the shared store
+//! that lock is the database's, held across replicas, and the tenants are read from the
+//! database under it ([`Holders::now`]): an assignment another replica has just committed
+//! is not yet in this replica's cache.
 //!
 //! The rules are decided by [`delete_claim`] and [`delete_everywhere`] on a runtime and
 //! the [`Holders`] read under its lock; the gateway's routes call them through
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::error::GatewayError;
-use crate::policy::{BlobsLock, Owner, PolicyHash};
+use crate::policy::{BlobLock, Owner, PolicyHash};
 use crate::tenants::Tenant;
 use crate::PolicyRuntime;
 
@@ -58,7 +58,8 @@ pub struct Deleted {
 }
 
 /// What holds a blob besides upload claims: the stock default policy and tenants'
-/// current assignments. Read under the blob lock, so no assignment changes meanwhile.
+/// current assignments. Read under the blob's lock, so no assignment of it changes
+/// meanwhile.
 #[derive(Debug, Clone)]
 pub struct Holders {
     /// The stock default policy, which every tenant without an assignment runs.
@@ -68,35 +69,35 @@ pub struct Holders {
 }
 
 impl Holders {
-    /// The gateway's, now.
-    fn of(app: &App) -> Self {
-        Self { default_policy: app.default_policy, tenants: app.tenants.all() }
+    /// The gateway's, as the store holds them now (see [`crate::tenants::Tenants::all_stored`]).
+    pub async fn now(app: &App) -> Result<Self, crate::store::StoreError> {
+        Ok(Self { default_policy: app.default_policy, tenants: app.tenants.all_stored().await? })
     }
 }
 
 /// Drops `tenant`'s claim on `hash`, and the blob if nothing else holds it. Refused when
 /// the tenant holds no such upload or has it assigned.
 pub async fn delete_for_tenant(app: &App, tenant: &Tenant, hash: PolicyHash) -> Result<Deleted, GatewayError> {
-    let blobs = app.policies.lock_blobs().await;
-    delete_claim(&app.policies, &blobs, &Holders::of(app), tenant, hash).await
+    let blob = app.policies.lock_blob(hash).await?;
+    delete_claim(&app.policies, &blob, &Holders::now(app).await?, tenant, hash).await
 }
 
 /// Removes `hash` for the operator: every claim on it and the blob. Refused while any
 /// tenant has it assigned, and for the stock default policy.
 pub async fn delete_for_operator(app: &App, hash: PolicyHash) -> Result<Deleted, GatewayError> {
-    let blobs = app.policies.lock_blobs().await;
-    delete_everywhere(&app.policies, &blobs, &Holders::of(app), hash).await
+    let blob = app.policies.lock_blob(hash).await?;
+    delete_everywhere(&app.policies, &blob, &Holders::now(app).await?, hash).await
 }
 
 /// [`delete_for_tenant`] on `policies`, decided under `held_lock` against `holders`.
-pub async fn delete_claim(policies: &PolicyRuntime, held_lock: &BlobsLock<'_>, holders: &Holders, tenant: &Tenant, hash: PolicyHash) -> Result<Deleted, GatewayError> {
+pub async fn delete_claim(policies: &PolicyRuntime, held_lock: &BlobLock<'_>, holders: &Holders, tenant: &Tenant, hash: PolicyHash) -> Result<Deleted, GatewayError> {
     let blobs = policies.blobs();
     let owner = Owner::Tenant(tenant.storage_id());
     if blobs.find(owner, hash).await?.is_none() {
         return Err(DeleteRefused::NotHeld(hash).into());
     }
     // The record as it is now: an assignment made since the request was authenticated
-    // has finished (it holds the blob lock while it checks and writes).
+    // has finished (it holds the blob's lock while it checks and writes).
     let current = holders.tenants.iter().find(|t| t.id == tenant.id && t.incarnation == tenant.incarnation);
     if current.map_or(tenant, |t| t.as_ref()).policy_hash() == Some(hash) {
         return Err(DeleteRefused::AssignedHere(hash).into());
@@ -108,7 +109,7 @@ pub async fn delete_claim(policies: &PolicyRuntime, held_lock: &BlobsLock<'_>, h
 }
 
 /// [`delete_for_operator`] on `policies`, decided under `held_lock` against `holders`.
-pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobsLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<Deleted, GatewayError> {
+pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<Deleted, GatewayError> {
     if hash == holders.default_policy {
         return Err(DeleteRefused::Stock(hash).into());
     }
@@ -131,7 +132,7 @@ pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobsLock<'
 
 /// Whether anything still holds blob `hash`, decided under `_held`. One lookup per
 /// tenant: deletes are rare, and this keeps no index to go stale.
-async fn held(policies: &PolicyRuntime, _held: &BlobsLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<bool, GatewayError> {
+async fn held(policies: &PolicyRuntime, _held: &BlobLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<bool, GatewayError> {
     if hash == holders.default_policy || holders.tenants.iter().any(|t| t.policy_hash() == Some(hash)) {
         return Ok(true);
     }

@@ -269,6 +269,17 @@ impl Tenants {
         self.cache.read().map(|c| c.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Every tenant, in any state, as the store holds it now: on the shared store read
+    /// from the database, not this replica's cache, which hears of another replica's
+    /// change a moment after its commit. What decides that no tenant runs a policy blob
+    /// any more reads this.
+    pub async fn all_stored(&self) -> Result<Vec<Arc<Tenant>>, StoreError> {
+        match &self.records {
+            Records::Embedded(_) => Ok(self.all()),
+            Records::Shared(table) => Ok(table.load_all().await?.into_iter().map(Arc::new).collect()),
+        }
+    }
+
     /// How many live tenants exist.
     pub fn len(&self) -> usize {
         self.cache.read().map(|c| c.values().filter(|t| t.lifecycle == Lifecycle::Live).count()).unwrap_or(0)

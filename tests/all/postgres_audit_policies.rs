@@ -2,8 +2,10 @@
 //! appends from several replicas at once form one chain that verifies, an edited or
 //! missing record is named by verify, tenants read only their own trail; a policy uploaded
 //! through one replica runs on another (compiled there from the stored wasm), a tenant's
-//! upload quota holds across replicas, and the delete rules answer as on the embedded
-//! store. Each script runs through the same facade on both stores. Each test runs its own
+//! upload quota holds across replicas, the delete rules answer as on the embedded store,
+//! and an assignment on one replica racing a delete on another never leaves a tenant
+//! running a policy that is gone. Each script runs through the same facade on both stores.
+//! Each test runs its own
 //! throwaway server on loopback (skipped without PostgreSQL installed, unless
 //! `TOLLGATE_REQUIRE_PG=1`).
 
@@ -20,7 +22,7 @@ use tollgate::tenants::Tenant;
 use tollgate::{GatewayError, PolicyError, PolicyHash, Store};
 use tollgate_tests::postgres::Server;
 
-use crate::support::{context, request, Sandbox};
+use crate::support::{context, request, shared_gateway, Sandbox};
 
 /// A pool on `server`, migrated: one per replica, as each process would have its own.
 async fn replica_pool(server: &Server) -> Pool {
@@ -253,9 +255,9 @@ fn outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> St
 }
 
 /// Deletes `hash` on `replica` for a tenant, or for the operator (`who` = `None`), under
-/// that replica's blob lock.
+/// the blob's lock.
 async fn delete(replica: &Sandbox, holders: &Holders, who: Option<&Tenant>, hash: PolicyHash) -> Result<Deleted, GatewayError> {
-    let held = replica.runtime.lock_blobs().await;
+    let held = replica.runtime.lock_blob(hash).await.expect("lock");
     match who {
         Some(tenant) => delete_claim(&replica.runtime, &held, holders, tenant, hash).await,
         None => delete_everywhere(&replica.runtime, &held, holders, hash).await,
@@ -347,4 +349,51 @@ async fn uploads_through_two_replicas_at_once_cannot_pass_the_quota() {
     assert_eq!(stored.iter().filter(|s| **s).count(), 1, "the refused upload's wasm is not stored: {stored:?}");
     let (loser, refused_wasm) = if from_a.is_err() { (&a, &v1) } else { (&b, &v2) };
     assert!(loser.store.compiled.get(PolicyHash::of(refused_wasm).to_string()).expect("read").is_none(), "nor its compiled artifact");
+}
+
+/// A tenant assigning a policy on replica A while its only uploader deletes it on replica
+/// B, round after round: either the assignment is refused (the blob went first) or the
+/// blob stays (the delete saw the assignment). Both take the blob's lock in the database,
+/// and the delete reads the tenants from the database under it: B's cache may not have
+/// heard of A's assignment yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_racing_a_delete_on_another_replica_never_runs_a_missing_policy() {
+    let Some(server) = Server::start() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (a, b) = (shared_gateway(&server, dir_a.path()).await, shared_gateway(&server, dir_b.path()).await);
+    let uploader = a.tenants.create(tenant("uploader", "", None)).await.expect("create");
+    let runner = a.tenants.create(tenant("runner", "", None)).await.expect("create");
+    for id in ["uploader", "runner"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while b.tenants.get(id).is_none() {
+            assert!(std::time::Instant::now() < deadline, "b never heard of {id}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let limits = a.policies.limits().clone();
+    let (mut kept, mut refused) = (0, 0);
+    for round in 0..8 {
+        // Stored without compiling: each round needs a fresh blob, not a compile.
+        let wasm = default_variant(100 + round);
+        let hash = PolicyHash::of(&wasm);
+        a.policies.blobs().store(Owner::Tenant(uploader.storage_id()), &wasm, &limits).await.expect("upload");
+        let assign = tollgate::server::tenant_api::assign_policy(&a, &runner, tollgate::server::tenant_api::AssignPolicy { hash: hash.to_string(), config: None });
+        let delete = tollgate::policy_deletion::delete_for_tenant(&b, &uploader, hash);
+        let (assigned, deleted) = tokio::join!(assign, delete);
+        let stored = a.policies.exists(&hash).await.expect("exists");
+        match assigned {
+            Ok(t) => {
+                assert_eq!(t.policy_hash(), Some(hash));
+                assert!(stored, "round {round}: the runner runs {hash}, which the delete removed ({deleted:?})");
+                kept += 1;
+            }
+            Err(GatewayError::NotFound(_)) => {
+                assert!(matches!(deleted, Ok(Deleted { claims: 1, blob_removed: true })), "round {round}: {deleted:?}");
+                refused += 1;
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        deleted.expect("the uploader's claim is dropped either way");
+    }
+    assert_eq!(kept + refused, 8);
 }

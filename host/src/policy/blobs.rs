@@ -12,7 +12,7 @@ mod embedded;
 
 use super::uploads::{check_quota, Owner, QuotaExceeded, UploadRecord, Usage};
 use super::{PolicyHash, PolicyLimits};
-use crate::postgres::policies::PgPolicies;
+use crate::postgres::policies::{PgBlobLock, PgPolicies};
 use crate::store::{Store, StoreError};
 
 /// What a claim on a blob found.
@@ -161,6 +161,16 @@ impl PolicyBlobs {
         match &self.arm {
             Arm::Embedded(e) => e.remove(hash),
             Arm::Shared(p) => p.remove(hash).await,
+        }
+    }
+
+    /// Waits for and takes blob `hash`'s lock across replicas, held until dropped: shared,
+    /// a database lock; embedded, none (one process uses the store, and the runtime's own
+    /// lock serialises it).
+    pub async fn lock_across_replicas(&self, hash: PolicyHash) -> Result<Option<PgBlobLock>, StoreError> {
+        match &self.arm {
+            Arm::Embedded(_) => Ok(None),
+            Arm::Shared(p) => p.lock(hash).await.map(Some),
         }
     }
 

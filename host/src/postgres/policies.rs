@@ -7,8 +7,13 @@
 //! read the owner's claims, check the quota, lock the blob row against removal (or store
 //! it), record the claim. So one owner's uploads through several replicas at once cannot
 //! together pass its quota, and a blob cannot be removed from under a claim being made.
+//!
+//! What the schema cannot see is a tenant's assignment (in its record, `tenants`): an
+//! assignment checks the blob is stored and then writes the tenant, and a delete decides
+//! no tenant runs the blob and then removes it. Both run under [`PgBlobLock`], one lock
+//! per blob across replicas, so neither falls between the other's check and write.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 
 use super::{db, from_db, pool_error, to_db};
@@ -28,10 +33,57 @@ fn record_of(row: &Row) -> UploadRecord {
     UploadRecord { hash, bytes: from_db(row.get(1)), uploaded_millis: from_db(row.get(2)) }
 }
 
+/// Blob `hash`'s lock across replicas (`tg_lock_policy_blob`), held until dropped. It is
+/// a session lock on a connection of its own, since the work it guards runs on others;
+/// that connection goes back to the pool once it has unlocked, or is closed (which ends
+/// the lock too) when it cannot, so no pooled connection ever holds a stale lock.
+pub struct PgBlobLock {
+    session: Option<LockSession>,
+}
+
+/// The connection holding a blob lock. Dropped with it still inside, it is closed rather
+/// than pooled.
+struct LockSession(Option<Object>);
+
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            drop(Object::take(connection));
+        }
+    }
+}
+
+impl Drop for PgBlobLock {
+    fn drop(&mut self) {
+        let Some(mut session) = self.session.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // Unlocked after the guard is gone: the next holder waits a round trip longer,
+        // never on a lock left behind.
+        runtime.spawn(async move {
+            let unlocked = match &session.0 {
+                Some(connection) => connection.execute("SELECT pg_advisory_unlock_all()", &[]).await.is_ok(),
+                None => false,
+            };
+            if unlocked {
+                drop(session.0.take());
+            }
+        });
+    }
+}
+
 impl PgPolicies {
     /// The blobs and claims in `pool`'s database (migrated).
     pub fn new(pool: Pool) -> Self {
         Self { pool }
+    }
+
+    /// Waits for and takes blob `hash`'s lock across replicas.
+    pub(crate) async fn lock(&self, hash: PolicyHash) -> Result<PgBlobLock, StoreError> {
+        let session = LockSession(Some(self.pool.get().await.map_err(pool_error)?));
+        if let Some(connection) = &session.0 {
+            connection.execute("SELECT tg_lock_policy_blob($1)", &[&hash.0.as_slice()]).await.map_err(db("locking a policy blob"))?;
+        }
+        Ok(PgBlobLock { session: Some(session) })
     }
 
     pub(crate) async fn wasm(&self, hash: PolicyHash) -> Result<Option<Vec<u8>>, StoreError> {

@@ -89,10 +89,11 @@ pub fn parse_hash(text: &str) -> Result<PolicyHash, GatewayError> {
 }
 
 /// Assigns an uploaded policy, keeping the previous assignment for rollback. Holds the
-/// blob lock, so a delete cannot take the policy between the check and the write.
+/// blob's lock, so a delete (on any replica) cannot take the policy between the check and
+/// the write.
 pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Result<Arc<Tenant>, GatewayError> {
     let hash = parse_hash(&body.hash)?;
-    let _blobs = app.policies.lock_blobs().await;
+    let _blob = app.policies.lock_blob(hash).await?;
     if !app.policies.exists(&hash).await? {
         return Err(GatewayError::NotFound(format!("policy {hash} is not uploaded")));
     }
@@ -112,13 +113,18 @@ pub async fn assign_policy(app: &App, tenant: &Tenant, body: AssignPolicy) -> Re
 /// Swaps the current and previous policy assignments. A previous policy deleted since
 /// is refused (a previous assignment does not keep a policy from being deleted).
 async fn roll_back_policy(app: &App, tenant: &Tenant) -> Result<Arc<Tenant>, GatewayError> {
-    let _blobs = app.policies.lock_blobs().await;
-    // Assignments change only under the blob lock, so the previous policy read here is
-    // the one the update below swaps in; whether it is stored is asked before the update,
-    // which cannot wait on the store.
+    // The previous policy as this replica last heard of it, checked stored under its
+    // blob's lock (before the update, which cannot wait on the store); the update swaps in
+    // only that one, so a previous assignment changed meanwhile is refused, not swapped
+    // in unchecked.
     let latest = app.tenants.get(&tenant.id).filter(|t| t.incarnation == tenant.incarnation);
     let checked = latest.as_deref().unwrap_or(tenant).previous_policy.clone();
-    let stored = match checked.as_ref().and_then(|p| PolicyHash::parse(&p.hash)) {
+    let checked_hash = checked.as_ref().and_then(|p| PolicyHash::parse(&p.hash));
+    let _blob = match checked_hash {
+        Some(hash) => Some(app.policies.lock_blob(hash).await?),
+        None => None,
+    };
+    let stored = match checked_hash {
         Some(hash) => app.policies.exists(&hash).await?,
         None => false,
     };
