@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,9 @@ use serde_json::Value;
 
 /// The operator token every test gateway is started with.
 pub const ADMIN: &str = "crash-loop-admin-token";
+/// The master key gateways on a shared store are given (64 hex digits), as an operator
+/// would deploy it: the same on every replica.
+pub const MASTER_KEY: &str = "4f1c2e3d5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
 /// A request that takes longer than this failed (and was not acknowledged).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The gateway must be listening this long after it is started.
@@ -123,6 +126,14 @@ fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
 
 // ---------------------------------------------------------------------------------------
 // The gateway process.
+
+/// Writes `tollgate.toml` into `dir` with the reservation lease `lease_ms`; a short one
+/// has a killed replica's holds charged soon.
+pub fn lease_config(dir: &Path, lease_ms: u64) -> PathBuf {
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, format!("[store]\nlease_ms = {lease_ms}\n")).expect("config");
+    path
+}
 
 /// Where a running gateway listens; cheap to copy into load threads.
 #[derive(Debug, Clone, Copy)]
