@@ -126,7 +126,32 @@ impl Server {
 
     /// A connection string for database `postgres` as user `postgres`.
     pub fn url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+        self.url_of("postgres")
+    }
+
+    /// A connection string for `database` as user `postgres`.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port)
+    }
+
+    /// Runs a client program of the server's version (`psql`, `pg_dump`, `pg_restore`,
+    /// `createdb`, ...) with `args`, connected to this server as `postgres` (through
+    /// `PGHOST`, `PGPORT` and `PGUSER`), and returns its standard output. Client programs
+    /// connect over TCP, so they run as us, also under root, and read and write our files.
+    pub fn client(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let path = self.bin.join(program);
+        let output = Command::new(&path)
+            .args(args)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .output()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!("{program} {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+        }
     }
 }
 
