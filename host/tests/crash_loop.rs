@@ -116,7 +116,7 @@ fn operation(gw: &Client, rng: &mut StdRng, acked: &Mutex<Acked>, counters: &Cou
         (id.clone(), state.token.clone())
     };
     let roll = rng.random_range(0..100);
-    if roll < 50 || roll >= 97 {
+    if !(50..97).contains(&roll) {
         let stream = roll < 25;
         let reply = gw.call("POST", "/v1/chat/completions", Some(&token), chat_body(&format!("round {round} worker {worker} op {i}"), stream))?;
         counters.status(&reply);
@@ -426,7 +426,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments_on_postgres() {
 /// with `data` as its data dir.
 fn crash_loop(name: &str, backend: &Backend, data: &Path, default_rounds: usize) {
     let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(default_rounds);
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| tollgate::clock::unix_millis());
+    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(tollgate::clock::unix_millis);
     eprintln!("crash loop ({name}): {rounds} rounds, CRASH_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();

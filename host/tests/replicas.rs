@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[allow(dead_code)] // the helpers this binary does not use
 #[path = "../../tests/src/postgres.rs"]
 mod postgres;
 
