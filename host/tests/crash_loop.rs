@@ -1,9 +1,12 @@
-//! Crash and recovery loop against the real `tollgate` binary.
+//! Crash and recovery loop against the real `tollgate` binary, on each store: the
+//! embedded one (sled in the data dir) and the shared one (a throwaway PostgreSQL server;
+//! the data dir keeps only compiled policy artifacts).
 //!
 //! Each round runs mixed load (plain and streaming chats, credential writes, token
 //! issues, new tenants, and in some rounds master-key rotations) from several threads,
-//! SIGKILLs the gateway at a random moment, checks the store on disk with the library
-//! while nothing runs, restarts the binary on the same data dir and checks that:
+//! SIGKILLs the gateway at a random moment, reads the store as the kill left it while
+//! nothing runs (the data dir with the library, or the database with SQL), restarts the
+//! binary and checks that:
 //!
 //! - the store opens and the gateway serves again;
 //! - every acknowledged write is there: tenants, credentials, tokens (they authenticate);
@@ -11,25 +14,31 @@
 //!   no request id is there twice;
 //! - the ledger, the spend counter and the daily rollups agree (they are written in one
 //!   transaction);
-//! - reservations left in flight by the kill are charged on restart, to the micro-dollar,
-//!   as `crash_recovered` records;
+//! - reservations left in flight by the kill are charged, to the micro-dollar and once, as
+//!   `crash_recovered` records: embedded at the restart, shared by the restarted replica
+//!   (a new replica id) once the dead one's lease (`[store] lease_ms`) runs out;
 //! - credentials still open after a rotation the kill interrupted (a chat through each
 //!   tenant's stored credential succeeds), and the audit chain verifies.
 //!
-//! `CRASH_ROUNDS` (default 5) sets the number of kills; `CRASH_SEED` replays a run. Only
-//! 127.0.0.1 is used, every wait is bounded, and the gateway is killed if the test fails.
+//! `CRASH_ROUNDS` sets the number of kills (default 5 embedded, 3 on PostgreSQL, which
+//! skips when PostgreSQL is not installed unless `TOLLGATE_REQUIRE_PG=1`); `CRASH_SEED`
+//! replays a run. Only 127.0.0.1 is used, every wait is bounded, and the gateway is
+//! killed if the test fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+#[allow(dead_code)] // the helpers this binary does not use
+#[path = "../../tests/src/postgres.rs"]
+mod postgres;
 
-use common::{Client, Gateway, Reply, ADMIN};
+use common::{Client, Gateway, Reply, ADMIN, MASTER_KEY};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -37,7 +46,11 @@ use serde_json::{json, Value};
 const WORKERS: usize = 4;
 /// Tenants created under load stop here, so a long run's checks stay bounded.
 const MAX_TENANTS: usize = 40;
-
+/// The reservation lease on PostgreSQL: short, so the dead replica's holds are charged
+/// within about a second of the kill (the default, 30 s, would make each round wait).
+const LEASE_MS: u64 = 1000;
+/// How long the checks wait for the kill's reservations to be charged.
+const RECOVERY_WITHIN: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------
 // What the gateway acknowledged.
@@ -103,7 +116,7 @@ fn operation(gw: &Client, rng: &mut StdRng, acked: &Mutex<Acked>, counters: &Cou
         (id.clone(), state.token.clone())
     };
     let roll = rng.random_range(0..100);
-    if roll < 50 || roll >= 97 {
+    if !(50..97).contains(&roll) {
         let stream = roll < 25;
         let reply = gw.call("POST", "/v1/chat/completions", Some(&token), chat_body(&format!("round {round} worker {worker} op {i}"), stream))?;
         counters.status(&reply);
@@ -140,12 +153,59 @@ fn operation(gw: &Client, rng: &mut StdRng, acked: &Mutex<Acked>, counters: &Cou
 }
 
 // ---------------------------------------------------------------------------------------
+// The store under test.
+
+/// Where the gateway keeps its state.
+enum Backend {
+    /// sled in the data dir; the master key in a file there.
+    Embedded,
+    /// A throwaway PostgreSQL server, with the master key from the environment and a short
+    /// lease in `config`.
+    Postgres { server: postgres::Server, config: PathBuf },
+}
+
+impl Backend {
+    fn start(&self, data: &Path) -> Gateway {
+        match self {
+            Backend::Embedded => Gateway::start(data),
+            Backend::Postgres { server, config } => {
+                let (url, config) = (server.url(), config.to_str().expect("utf-8 path"));
+                Gateway::start_with(data, &[("TOLLGATE_STORE_URL", url.as_str()), ("TOLLGATE_MASTER_KEY", MASTER_KEY), ("TOLLGATE_CONFIG", config)])
+            }
+        }
+    }
+
+    /// The body of a master-key rotation. Embedded: a generated key, staged in the data
+    /// dir, then swapped in. Shared: the key comes from the environment, so a rotation
+    /// re-wraps every data key under the deployed one (one transaction).
+    fn rotation(&self) -> Value {
+        match self {
+            Backend::Embedded => json!({}),
+            Backend::Postgres { .. } => json!({"new_master_key": MASTER_KEY}),
+        }
+    }
+
+    /// Whether the kill left a rotation half done where it can be seen: a staged key file
+    /// (a rotation on PostgreSQL is one transaction, never seen half done).
+    fn rotation_interrupted(&self, data: &Path) -> bool {
+        matches!(self, Backend::Embedded) && data.join(tollgate::sealing::NEXT_MASTER_KEY_FILE).exists()
+    }
+
+    /// The store as the kill left it, read while no gateway runs.
+    fn read(&self, data: &Path, tenants: &[String]) -> BTreeMap<String, StoreTenant> {
+        match self {
+            Backend::Embedded => read_disk(data, tenants),
+            Backend::Postgres { server, .. } => read_database(server, tenants),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Checks.
 
-/// What the store on disk holds for one tenant, read with the library while no gateway
-/// runs.
+/// What the store holds for one tenant as the kill left it.
 #[derive(Debug)]
-struct DiskTenant {
+struct StoreTenant {
     /// Spend counter of the current month.
     spent: u64,
     /// Reserved counter of the current month: requests in flight at the kill.
@@ -156,7 +216,27 @@ struct DiskTenant {
     ledger_cost: u64,
 }
 
-fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
+impl StoreTenant {
+    /// From the counters and the ledger's `(request id, unix millis, cost)` rows; panics
+    /// on a request id that is there twice.
+    fn tally(id: &str, spent: u64, reserved: u64, ledger: impl IntoIterator<Item = (String, u64, u64)>) -> Self {
+        use tollgate::metering::Period;
+        let period = Period::Month.id_at(tollgate::clock::unix_millis());
+        let (mut seen, mut month_cost, mut ledger_cost) = (BTreeSet::new(), 0, 0);
+        for (request_id, unix_millis, cost) in ledger {
+            // Records of this period only (a run across a month boundary compares the new one).
+            if Period::Month.id_at(unix_millis) == period {
+                month_cost += cost;
+            }
+            ledger_cost += cost;
+            assert!(seen.insert(request_id.clone()), "tenant {id}: request {request_id} is in the ledger twice");
+        }
+        StoreTenant { spent, reserved, month_cost, ledger_cost }
+    }
+}
+
+/// The data dir, read with the library.
+fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, StoreTenant> {
     use tollgate::metering::{Budget, Embedded, Period};
     use tollgate::store::TenantKey;
     let store = tollgate::Store::open(dir).expect("the store opens after a kill");
@@ -165,21 +245,14 @@ fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
     let registry = tollgate::tenants::Tenants::load(store.clone()).expect("tenants");
     let now = tollgate::clock::unix_millis();
     let budget = Some(Budget { limit_microdollars: 0, period: Period::Month });
-    let period = Period::Month.id_at(now);
     let mut out = BTreeMap::new();
     for id in tenants {
         // Records are stored under the tenant's incarnation, not its id.
         let storage = registry.get(id).map(|t| t.storage_id().to_string()).expect("tenant on disk");
         let status = metering.status(&TenantKey::of(&storage), budget, now).expect("status");
         let ledger = metering.ledger(&storage, 0, u64::MAX, usize::MAX).expect("ledger");
-        let mut seen = BTreeSet::new();
-        for record in &ledger {
-            assert!(seen.insert(record.request_id.clone()), "tenant {id}: request {} is in the ledger twice", record.request_id);
-        }
-        // Records of this period only (a run across a month boundary compares the new one).
-        let month_cost = ledger.iter().filter(|r| Period::Month.id_at(r.unix_millis) == period).map(|r| r.cost_microdollars).sum();
-        let ledger_cost = ledger.iter().map(|r| r.cost_microdollars).sum();
-        out.insert(id.clone(), DiskTenant { spent: status.spent_microdollars, reserved: status.reserved_microdollars, month_cost, ledger_cost });
+        let rows = ledger.into_iter().map(|r| (r.request_id, r.unix_millis, r.cost_microdollars));
+        out.insert(id.clone(), StoreTenant::tally(id, status.spent_microdollars, status.reserved_microdollars, rows));
     }
     drop(registry);
     drop(metering);
@@ -187,9 +260,74 @@ fn read_disk(dir: &Path, tenants: &[String]) -> BTreeMap<String, DiskTenant> {
     out
 }
 
-/// Everything acknowledged is there after a restart; `disk` is what the store held before
-/// the restart (so the recovered reservations can be checked to the micro-dollar).
-fn verify(gw: &Client, acked: &Acked, disk: &BTreeMap<String, DiskTenant>, report: &mut Report) {
+/// The database, read with SQL, once the killed gateway's sessions are gone.
+fn read_database(server: &postgres::Server, tenants: &[String]) -> BTreeMap<String, StoreTenant> {
+    use tokio_postgres::NoTls;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&server.url(), NoTls).await.expect("connect to the test database");
+        let driver = tokio::spawn(connection);
+        // A statement the gateway sent before the kill still runs, and commits, until its
+        // session notices the closed socket: read once every other session has ended.
+        let started = Instant::now();
+        loop {
+            let others: i64 = client
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", &[])
+                .await
+                .expect("sessions")
+                .get(0);
+            if others == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{others} sessions of the killed gateway are still open after 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let period = tollgate::metering::Period::Month.id_at(tollgate::clock::unix_millis());
+        let mut out = BTreeMap::new();
+        for id in tenants {
+            let row = client.query_opt("SELECT incarnation FROM tenants WHERE tenant_id = $1", &[id]).await.expect("tenant row").expect("tenant in the database");
+            // Records are stored under the tenant's incarnation, not its id.
+            let incarnation: String = row.get(0);
+            let storage = if incarnation.is_empty() { id.clone() } else { incarnation };
+            let counters = client
+                .query_opt("SELECT spent, reserved FROM budget_counters WHERE tenant_id = $1 AND scope = 'total' AND period_id = $2", &[&storage, &period])
+                .await
+                .expect("counters");
+            let (spent, reserved): (i64, i64) = counters.map(|r| (r.get(0), r.get(1))).unwrap_or_default();
+            let held: i64 = client.query_one("SELECT COALESCE(sum(amount), 0)::bigint FROM reservations WHERE tenant_id = $1", &[&storage]).await.expect("reservations").get(0);
+            assert_eq!(reserved, held, "tenant {id}: the reserved counter differs from the reservations held");
+            let ledger = client.query("SELECT request_id, unix_millis, cost_micro FROM ledger WHERE tenant_id = $1", &[&storage]).await.expect("ledger");
+            let unsigned = |n: i64| u64::try_from(n).expect("non-negative");
+            let rows = ledger.iter().map(|r| (r.get::<_, String>(0), unsigned(r.get(1)), unsigned(r.get(2))));
+            out.insert(id.clone(), StoreTenant::tally(id, unsigned(spent), unsigned(reserved), rows));
+        }
+        drop(client);
+        let _ = driver.await;
+        out
+    })
+}
+
+/// Waits until every tenant's reservations are charged: embedded at the restart (before
+/// the gateway listens), shared once the killed replica's lease runs out.
+fn wait_for_recovery(gw: &Client, tenants: &[String]) -> Duration {
+    let started = Instant::now();
+    for id in tenants {
+        loop {
+            let budget = gw.admin_ok("GET", &format!("/admin/v1/tenants/{id}/budget"), Value::Null);
+            if budget["reserved_microdollars"].as_u64() == Some(0) {
+                break;
+            }
+            assert!(started.elapsed() < RECOVERY_WITHIN, "tenant {id}: reservations left by the kill not charged within {RECOVERY_WITHIN:?}: {budget}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    started.elapsed()
+}
+
+/// Everything acknowledged is there after a restart and recovery; `before` is what the
+/// store held as the kill left it (so the recovered reservations can be checked to the
+/// micro-dollar).
+fn verify(gw: &Client, acked: &Acked, before: &BTreeMap<String, StoreTenant>, report: &mut Report) {
     let mut listed = BTreeSet::new();
     let mut after: Option<String> = None;
     loop {
@@ -240,9 +378,9 @@ fn verify(gw: &Client, acked: &Acked, disk: &BTreeMap<String, DiskTenant>, repor
         let usage = gw.admin_ok("GET", &format!("/admin/v1/tenants/{id}/usage?start=2000-01-01&end=2100-12-31"), Value::Null);
         assert_eq!(usage["requests"].as_u64(), Some(records.len() as u64), "tenant {id}: rollup request count differs from the ledger");
         assert_eq!(usage["cost_microdollars"].as_u64(), Some(cost), "tenant {id}: rollup cost differs from the ledger");
-        // Reservations the kill left were charged at their amount on this start.
-        if let Some(before) = disk.get(id) {
-            assert_eq!(before.spent, before.month_cost, "tenant {id}: spend counter and ledger disagree on disk");
+        // Reservations the kill left were charged at their amount, once.
+        if let Some(before) = before.get(id) {
+            assert_eq!(before.spent, before.month_cost, "tenant {id}: spend counter and ledger disagree in the store");
             assert_eq!(cost, before.ledger_cost + before.reserved, "tenant {id}: the {} micro-dollars reserved at the kill were not charged exactly once", before.reserved);
             report.recovered_microdollars += before.reserved;
         }
@@ -272,15 +410,28 @@ struct Report {
 
 #[test]
 fn acknowledged_writes_survive_sigkill_at_random_moments() {
-    let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| tollgate::clock::unix_millis());
-    eprintln!("crash loop: {rounds} rounds, CRASH_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+    crash_loop("embedded", &Backend::Embedded, &dir.path().join("data"), 5);
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_at_random_moments_on_postgres() {
+    let Some(server) = postgres::Server::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::lease_config(dir.path(), LEASE_MS);
+    crash_loop("postgres", &Backend::Postgres { server, config }, &dir.path().join("data"), 3);
+}
+
+/// The loop: `CRASH_ROUNDS` (else `default_rounds`) kills of a gateway on `backend`
+/// with `data` as its data dir.
+fn crash_loop(name: &str, backend: &Backend, data: &Path, default_rounds: usize) {
+    let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(default_rounds);
+    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(tollgate::clock::unix_millis);
+    eprintln!("crash loop ({name}): {rounds} rounds, CRASH_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
 
-    let mut gw = Gateway::start(&data);
+    let mut gw = backend.start(data);
     let acked = Arc::new(Mutex::new(Acked::default()));
     for id in ["alpha", "beta", "gamma"] {
         let token = create_tenant(&gw.client, id).expect("create").expect("tenant created");
@@ -311,12 +462,12 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
             }));
         }
         if round % 2 == 1 {
-            let (client, acked, stop) = (gw.client, acked.clone(), stop.clone());
+            let (client, acked, stop, rotation) = (gw.client, acked.clone(), stop.clone(), backend.rotation());
             rotations_sent += 1;
             threads.push(std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) && n < 50 {
-                    if let Ok(reply) = client.call("POST", "/admin/v1/keys/rotate", Some(ADMIN), json!({})) {
+                    if let Ok(reply) = client.call("POST", "/admin/v1/keys/rotate", Some(ADMIN), rotation.clone()) {
                         if reply.ok() {
                             acked.lock().unwrap().rotations += 1;
                         }
@@ -333,29 +484,30 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
             t.join().expect("load thread");
         }
 
-        if data.join(tollgate::sealing::NEXT_MASTER_KEY_FILE).exists() {
+        if backend.rotation_interrupted(data) {
             report.interrupted_rotations += 1;
         }
-        // The store as the kill left it, then the restart and the checks.
+        // The store as the kill left it, then the restart, the recovery and the checks.
         let ids: Vec<String> = acked.lock().unwrap().tenants.keys().cloned().collect();
-        let disk = read_disk(&data, &ids);
-        gw = Gateway::start(&data);
-        verify(&gw.client, &acked.lock().unwrap(), &disk, &mut report);
+        let before = backend.read(data, &ids);
+        gw = backend.start(data);
+        let waited = wait_for_recovery(&gw.client, &ids);
+        verify(&gw.client, &acked.lock().unwrap(), &before, &mut report);
         // A new tenant in the early rounds, created on a store that has been recovered.
         if acked.lock().unwrap().tenants.len() < MAX_TENANTS {
             let id = format!("r{round}");
             let token = create_tenant(&gw.client, &id).expect("create").expect("tenant created");
             acked.lock().unwrap().tenants.insert(id, TenantState { token, credentials: BTreeSet::from(["default".to_string()]), ..Default::default() });
         }
-        let recovered = gw.log.lock().unwrap().iter().filter(|l| l.contains("charged reservations left unsettled")).count();
-        eprintln!("round {round}: restarted and verified ({} tenants, {} recovery log lines)", ids.len(), recovered);
+        let recovered = gw.log.lock().unwrap().iter().filter(|l| l.contains("charged reservations")).count();
+        eprintln!("round {round}: restarted and verified ({} tenants, {recovered} recovery log lines, recovery waited {waited:.1?})", ids.len());
     }
     gw.kill();
     let acked = acked.lock().unwrap();
     let chats: usize = acked.tenants.values().map(|t| t.chats.len()).sum();
     let credentials: usize = acked.tenants.values().map(|t| t.credentials.len()).sum();
     eprintln!(
-        "crash loop done: {rounds} kills survived in {:.1?}; acknowledged: {} tenants, {chats} chats ({} streamed), {credentials} credentials, {} rotations ({rotations_sent} rounds rotating, {} kills mid-rotation); {} requests sent, {} cut by the kill, non-2xx answers {:?}; {} crash_recovered records, {} micro-dollars recovered",
+        "crash loop ({name}) done: {rounds} kills survived in {:.1?}; acknowledged: {} tenants, {chats} chats ({} streamed), {credentials} credentials, {} rotations ({rotations_sent} rounds rotating, {} kills mid-rotation); {} requests sent, {} cut by the kill, non-2xx answers {:?}; {} crash_recovered records, {} micro-dollars recovered",
         started.elapsed(),
         acked.tenants.len(),
         acked.streams,

@@ -9,26 +9,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[allow(dead_code)] // the helpers this binary does not use
 #[path = "../../tests/src/postgres.rs"]
 mod postgres;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Gateway};
+use common::{Client, Gateway, MASTER_KEY};
 use serde_json::{json, Value};
 
-/// The master key every replica shares (64 hex digits), as an operator would deploy it.
-const MASTER_KEY: &str = "4f1c2e3d5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
-
-/// A config with a short reservation lease, so a killed replica's holds are charged soon.
-fn config_file(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("tollgate.toml");
-    std::fs::write(&path, "[store]\nlease_ms = 1500\n").expect("config");
-    path
-}
+/// The reservation lease: short, so a killed replica's holds are charged soon.
+const LEASE_MS: u64 = 1500;
 
 struct Cluster {
     replicas: Vec<Option<Gateway>>,
@@ -41,7 +34,7 @@ fn cluster(server: &postgres::Server, n: usize) -> Cluster {
     let url = server.url();
     for _ in 0..n {
         let dir = tempfile::tempdir().expect("dir");
-        let config = config_file(dir.path());
+        let config = common::lease_config(dir.path(), LEASE_MS);
         let env = [("TOLLGATE_STORE_URL", url.as_str()), ("TOLLGATE_MASTER_KEY", MASTER_KEY), ("TOLLGATE_CONFIG", config.to_str().expect("utf-8"))];
         replicas.push(Some(Gateway::start_with(dir.path(), &env)));
         dirs.push(dir);

@@ -1,8 +1,9 @@
 //! The budget authority on PostgreSQL, shared by several replicas: the overshoot bound is
 //! zero across replicas, crash-left reservations are charged once by whichever replica
-//! sweeps first, a late settlement from a dead replica changes nothing, and it keeps the
-//! embedded store's semantics. Each test runs its own throwaway server on loopback
-//! (skipped without PostgreSQL installed, unless `TOLLGATE_REQUIRE_PG=1`).
+//! sweeps first (also those a live replica lost track of), a late settlement from a dead
+//! replica changes nothing, and it keeps the embedded store's semantics. Each test runs
+//! its own throwaway server on loopback (skipped without PostgreSQL installed, unless
+//! `TOLLGATE_REQUIRE_PG=1`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -206,6 +207,39 @@ async fn a_live_replica_keeps_its_reservations_past_the_lease() {
     assert_eq!(live.settle(&reservation, &record(&reservation, 1_234)).await, Ok(true));
     let status = sweeper.status("t#2", None, NOW).await.expect("status");
     assert_eq!((status.spent_microdollars, status.reserved_microdollars), (1_234, 0));
+}
+
+#[tokio::test]
+async fn a_reservation_its_live_replica_lost_track_of_is_charged_once_its_lease_runs_out() {
+    let Some(server) = Server::start() else { return };
+    let pool = migrated(&server).await;
+    let lease = Duration::from_millis(600);
+    let live = replica(&pool, "live", lease);
+    let _renewing = live.spawn_maintenance();
+    // A reserve committed under the live replica's id whose answer never reached it (the
+    // database failed over mid-call): the same id, another in-flight set.
+    let lost = replica(&pool, "live", lease).reserve(hold("t#3", None, &[], "lost", 7_000, NOW)).await.expect("reserve");
+    let kept = live.reserve(hold("t#3", None, &[], "kept", 5_000, NOW)).await.expect("reserve");
+    let sweeper = replica(&pool, "sweeper", lease);
+    let _sweeping = sweeper.spawn_maintenance();
+    // The lost one is charged (by either replica's sweep); the one in flight stays renewed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sweeper.open_reservations("t#3").await.expect("open") > 1 {
+        assert!(Instant::now() < deadline, "the lost reservation was renewed past its lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sweeper.open_reservations("t#3").await.expect("open"), 1, "a renewed lease is never swept");
+    }
+    assert_eq!(live.settle(&kept, &record(&kept, 1_000)).await, Ok(true));
+    assert_eq!(live.settle(&lost, &record(&lost, 1)).await, Ok(false), "already charged by the sweep");
+    let status = sweeper.status("t#3", None, NOW).await.expect("status");
+    assert_eq!((status.spent_microdollars, status.reserved_microdollars), (8_000, 0));
+    let ledger = sweeper.ledger("t#3", 0, u64::MAX, 100).await.expect("ledger");
+    let mut outcomes: Vec<_> = ledger.iter().map(|r| (r.request_id.as_str(), r.outcome.as_str(), r.cost_microdollars)).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, [("kept", "success", 1_000), ("lost", "crash_recovered", 7_000)]);
 }
 
 /// The same script against the embedded store and PostgreSQL answers the same.

@@ -3,7 +3,11 @@
 //! The first server of a test process runs `initdb` once (about 2 s) into a template data
 //! dir; each [`Server`] then starts from a copy of it on its own port and socket dir
 //! (a fraction of a second) and is stopped when dropped. PostgreSQL refuses to run as
-//! root, so under root everything runs as the `postgres` user through `runuser`.
+//! root, so under root the server programs run as the `postgres` user through `runuser`
+//! (client programs, [`Server::client`], connect over TCP and run as us).
+//!
+//! [`Server::synchronous_standby`] adds a streaming standby of a server, for failover tests
+//! ([`Server::crash`], [`Server::promote`]).
 //!
 //! With no PostgreSQL installed, [`Server::start`] answers `None` and the test skips,
 //! unless `TOLLGATE_REQUIRE_PG=1` (set by `.ci/run`), where it fails instead.
@@ -11,6 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Connections a server accepts: room for several gateways' pools (a standby must allow at
+/// least as many as its primary).
+const MAX_CONNECTIONS: u32 = 200;
+/// The `application_name` a standby streams under, which its primary waits for.
+pub const STANDBY_NAME: &str = "standby";
 
 /// A running server, stopped on drop.
 pub struct Server {
@@ -109,14 +120,20 @@ impl Server {
     fn start_with(bin: PathBuf) -> Result<Self, String> {
         let template = template(&bin)?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let data = dir.path().join("data");
-        let copied = Command::new("cp").arg("-a").arg(&template).arg(&data).status().map_err(|e| format!("cp: {e}"))?;
+        let copied = Command::new("cp").arg("-a").arg(&template).arg(dir.path().join("data")).status().map_err(|e| format!("cp: {e}"))?;
         if !copied.success() {
             return Err("copying the template data dir failed".into());
         }
         hand_over(dir.path())?;
+        Self::launch(bin, dir)
+    }
+
+    /// Starts the server whose data dir is `dir/data`, on a free port with its socket in
+    /// `dir` (both the postgres user's).
+    fn launch(bin: PathBuf, dir: tempfile::TempDir) -> Result<Self, String> {
+        let data = dir.path().join("data");
         let port = free_port()?;
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", dir.path().display());
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={MAX_CONNECTIONS}", dir.path().display());
         let log = dir.path().join("server.log");
         let (data_arg, log_arg) = (data.to_str().ok_or("non-UTF-8 temp dir")?, log.to_str().ok_or("non-UTF-8 temp dir")?);
         run_pg(&bin.join("pg_ctl"), &["-D", data_arg, "-l", log_arg, "-w", "-o", &options, "start"])
@@ -124,9 +141,75 @@ impl Server {
         Ok(Self { bin, data, port, _dir: dir })
     }
 
+    /// A streaming standby of this server, started, that this server then waits for at
+    /// every commit: a base backup (`pg_basebackup -R -X stream`) named [`STANDBY_NAME`],
+    /// and `synchronous_standby_names` set here (after the backup, so a promoted standby
+    /// does not wait for a standby of its own). Returns once replication is synchronous.
+    pub fn synchronous_standby(&self) -> Result<Server, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        hand_over(dir.path())?;
+        let data = dir.path().join("data");
+        let source = format!("host=127.0.0.1 port={} user=postgres application_name={STANDBY_NAME}", self.port);
+        run_pg(&self.bin.join("pg_basebackup"), &["-d", &source, "-D", data.to_str().ok_or("non-UTF-8 temp dir")?, "-R", "-X", "stream", "--no-sync"])?;
+        let standby = Self::launch(self.bin.clone(), dir)?;
+        self.client("psql", &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"), "-c", "SELECT pg_reload_conf()"])?;
+        let started = Instant::now();
+        loop {
+            let state = self.client("psql", &["-X", "-At", "-c", &format!("SELECT sync_state FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}'")])?;
+            if state.trim() == "sync" {
+                return Ok(standby);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("the standby is not synchronous after 30 s (state {:?})", state.trim()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, every
+    /// session cut).
+    pub fn crash(&self) -> Result<(), String> {
+        run_pg(&self.bin.join("pg_ctl"), &["-D", self.data.to_str().ok_or("non-UTF-8 temp dir")?, "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`); returns once it accepts writes.
+    pub fn promote(&self) -> Result<(), String> {
+        run_pg(&self.bin.join("pg_ctl"), &["-D", self.data.to_str().ok_or("non-UTF-8 temp dir")?, "-w", "promote"])
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A connection string for database `postgres` as user `postgres`.
     pub fn url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+        self.url_of("postgres")
+    }
+
+    /// A connection string for `database` as user `postgres`.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port)
+    }
+
+    /// Runs a client program of the server's version (`psql`, `pg_dump`, `pg_restore`,
+    /// `createdb`, ...) with `args`, connected to this server as `postgres` (through
+    /// `PGHOST`, `PGPORT` and `PGUSER`), and returns its standard output. Client programs
+    /// connect over TCP, so they run as us, also under root, and read and write our files.
+    pub fn client(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let path = self.bin.join(program);
+        let output = Command::new(&path)
+            .args(args)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .output()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!("{program} {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+        }
     }
 }
 

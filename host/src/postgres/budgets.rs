@@ -8,12 +8,16 @@
 //! - Settlements are batched per replica, like the embedded ledger writer: every request
 //!   waiting shares one `tg_settle_batch` call (one commit, one disk sync); the answer
 //!   waits for that commit.
-//! - Each reservation names its owner replica and a lease. A live replica renews its
-//!   leases ([`PgBudgets::renew_leases`]); once one expires, any replica's sweep
-//!   ([`PgBudgets::recover_expired`]) charges it at its reserved amount, exactly once
-//!   (`crash_recovered`), and a late settlement from the replica that owned it is a no-op.
+//! - Each reservation names its owner replica and a lease. A live replica renews the
+//!   leases of the reservations it has in flight ([`PgBudgets::renew_leases`]); once one
+//!   expires, any replica's sweep ([`PgBudgets::recover_expired`]) charges it at its
+//!   reserved amount, exactly once (`crash_recovered`), and a late settlement from the
+//!   replica that owned it is a no-op. So a reservation its replica lost track of (the
+//!   database failed over with the reserve's answer or the settlement in flight) is charged
+//!   like a dead replica's, instead of held for as long as its replica lives.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -55,16 +59,31 @@ impl Default for ReplicaSettings {
 
 struct Job {
     item: Value,
+    /// The reservation's request id, no longer in flight once this job is done.
+    request_id: String,
     done: oneshot::Sender<Result<bool, String>>,
 }
 
-/// Budgets, reservations and the ledger in PostgreSQL. Clones share one pool and one
-/// settlement task.
+/// Budgets, reservations and the ledger in PostgreSQL. Clones share one pool, one
+/// settlement task and one set of reservations in flight.
 #[derive(Clone)]
 pub struct PgBudgets {
     pool: Pool,
     settings: ReplicaSettings,
     settlements: mpsc::UnboundedSender<Job>,
+    in_flight: InFlight,
+}
+
+/// Request ids of the reservations a replica holds and has not settled yet: the leases it
+/// renews.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+impl InFlight {
+    /// The set (a poisoned lock only means a panic elsewhere mid-update).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl PgBudgets {
@@ -72,8 +91,9 @@ impl PgBudgets {
     /// runtime; the task ends when the last clone is dropped.
     pub fn start(pool: Pool, settings: ReplicaSettings) -> Self {
         let (settlements, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(settle_batches(pool.clone(), jobs));
-        Self { pool, settings, settlements }
+        let in_flight = InFlight::default();
+        tokio::spawn(settle_batches(pool.clone(), jobs, in_flight.clone()));
+        Self { pool, settings, settlements, in_flight }
     }
 
     /// This replica's settings.
@@ -118,6 +138,7 @@ impl PgBudgets {
             .await
             .map_err(db("reserving"))?;
         if row.get::<_, bool>("ok") {
+            self.in_flight.lock().insert(reservation.request_id.clone());
             return Ok(reservation);
         }
         let refused: String = row.get("refused_scope");
@@ -147,18 +168,33 @@ impl PgBudgets {
             "record": record,
         });
         let (done, answer) = oneshot::channel();
-        if self.settlements.send(Job { item, done }).is_err() {
+        if self.settlements.send(Job { item, request_id: reservation.request_id.clone(), done }).is_err() {
+            self.in_flight.lock().remove(&reservation.request_id);
             return Err("the settlement task has stopped".into());
         }
         answer.await.unwrap_or_else(|_| Err("the settlement task has stopped".into()))
     }
 
-    /// Extends the lease of every reservation this replica owns. Returns how many.
+    /// Extends the lease of every reservation this replica has in flight. Returns how
+    /// many. One it owns but lost track of (a reserve whose answer, or a settlement whose
+    /// commit, the database's failure cut off) is left to expire and be swept.
     pub async fn renew_leases(&self) -> Result<u64, StoreError> {
+        let request_ids: Vec<String> = self.in_flight.lock().iter().cloned().collect();
+        if request_ids.is_empty() {
+            return Ok(0);
+        }
         let client = self.pool.get().await.map_err(pool_error)?;
         let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-        let row = client.query_one("SELECT tg_renew_leases($1, $2)", &[&self.settings.replica_id, &lease_ms]).await.map_err(db("renewing leases"))?;
-        Ok(from_db(row.get(0)))
+        // Not `tg_renew_leases`, which renews every reservation of the replica; it stays
+        // for replicas of the previous version during a rolling upgrade.
+        let renewed = client
+            .execute(
+                "UPDATE reservations SET expires_at = now() + $2::bigint * interval '1 millisecond' WHERE replica_id = $1 AND request_id = ANY($3::text[])",
+                &[&self.settings.replica_id, &lease_ms, &request_ids],
+            )
+            .await
+            .map_err(db("renewing leases"))?;
+        Ok(renewed)
     }
 
     /// Charges reservations whose lease expired at their reserved amount (any replica
@@ -308,12 +344,21 @@ impl Drop for MaintenanceGuard {
 }
 
 /// The settlement task: takes every settlement waiting (up to [`MAX_BATCH`]) into one
-/// `tg_settle_batch` call, then answers each with its own outcome.
-async fn settle_batches(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+/// `tg_settle_batch` call, then answers each with its own outcome. Settled or failed, a
+/// reservation is no longer in flight (here, not in the caller, whose future may be
+/// dropped meanwhile): a failed settlement's reservation is charged by a sweep once its
+/// lease runs out.
+async fn settle_batches(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>, in_flight: InFlight) {
     while let Some(first) = jobs.recv().await {
         let batch = super::take_waiting(first, MAX_BATCH, || jobs.try_recv().ok());
         let items = Value::Array(batch.iter().map(|j| j.item.clone()).collect());
         let result = settle_batch(&pool, &items).await.map_err(|e| e.to_string());
+        {
+            let mut in_flight = in_flight.lock();
+            for job in &batch {
+                in_flight.remove(&job.request_id);
+            }
+        }
         for (i, job) in batch.into_iter().enumerate() {
             let outcome = result.as_ref().map(|applied| applied.get(i).copied().unwrap_or(false)).map_err(Clone::clone);
             let _ = job.done.send(outcome);

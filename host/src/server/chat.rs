@@ -92,7 +92,7 @@ impl Settlement {
         let settle = self.app.metering.settle_durably(self.reservation.clone(), self.record.clone());
         let ((), settled) = tokio::join!(append, settle);
         if let Err(e) = settled {
-            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged on restart");
+            tracing::error!(request_id = %self.record.request_id, error = %e, "settling usage failed; the reservation stays and is charged at its amount by crash recovery (embedded at the next start, shared once its lease runs out)");
         }
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
         self.notify_policy(outcome, usage).await;

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,9 @@ use serde_json::Value;
 
 /// The operator token every test gateway is started with.
 pub const ADMIN: &str = "crash-loop-admin-token";
+/// The master key gateways on a shared store are given (64 hex digits), as an operator
+/// would deploy it: the same on every replica.
+pub const MASTER_KEY: &str = "4f1c2e3d5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
 /// A request that takes longer than this failed (and was not acknowledged).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The gateway must be listening this long after it is started.
@@ -124,6 +127,14 @@ fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 // The gateway process.
 
+/// Writes `tollgate.toml` into `dir` with the reservation lease `lease_ms`; a short one
+/// has a killed replica's holds charged soon.
+pub fn lease_config(dir: &Path, lease_ms: u64) -> PathBuf {
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, format!("[store]\nlease_ms = {lease_ms}\n")).expect("config");
+    path
+}
+
 /// Where a running gateway listens; cheap to copy into load threads.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
@@ -160,25 +171,7 @@ impl Gateway {
     /// Starts `tollgate serve` on `dir`, with `env` set (the master key and store url
     /// are taken from it, never from the test's own environment).
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Gateway {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        command
-            .args(["serve", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
-            .env_remove("TOLLGATE_MASTER_KEY")
-            .env_remove("TOLLGATE_MASTER_KEY_PREVIOUS")
-            .env_remove("TOLLGATE_STORE_URL")
-            .env("RUST_LOG", "warn");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tollgate");
+        let mut child = serve_command(dir, env).spawn().expect("spawn tollgate");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -215,12 +208,62 @@ impl Gateway {
         Gateway { child, client: Client { addr }, log }
     }
 
+    /// Starts `tollgate serve` as [`Gateway::start_with`] does, expecting it to refuse to
+    /// start: returns what it wrote to stderr once it exited with a failure. Panics if it
+    /// listens, or still runs after [`START_TIMEOUT`].
+    pub fn refused(dir: &Path, env: &[(&str, &str)]) -> String {
+        let mut child = serve_command(dir, env).spawn().expect("spawn tollgate");
+        let mut stderr = child.stderr.take().expect("stderr");
+        // Read on a thread: a full pipe would block the process.
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                panic!("the gateway neither exited nor failed within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = reader.join().expect("stderr reader");
+        assert!(!status.success(), "the gateway exited successfully instead of refusing to start:\n{log}");
+        assert!(!log.contains("tollgate listening on"), "the gateway listened before it exited:\n{log}");
+        log
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
+}
+
+/// `tollgate serve` on `dir`, listening on a free loopback port, stderr piped; the
+/// environment's master keys and store url are replaced by `env`'s.
+fn serve_command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .env_remove("TOLLGATE_MASTER_KEY_PREVIOUS")
+        .env_remove("TOLLGATE_STORE_URL")
+        .env_remove("TOLLGATE_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    command
 }
 
 impl Drop for Gateway {
