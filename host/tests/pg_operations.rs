@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Gateway, MASTER_KEY};
+use common::{eventually, Client, Gateway, MASTER_KEY};
 use serde_json::{json, Value};
 
 /// Not the key the store was sealed under.
@@ -34,17 +34,6 @@ const SERVED_WITHIN: Duration = Duration::from_secs(5);
 
 fn serve(dir: &Path, url: &str, master_key: &str) -> Gateway {
     Gateway::start_with(dir, &[("TOLLGATE_STORE_URL", url), ("TOLLGATE_MASTER_KEY", master_key)])
-}
-
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 fn chat(client: Client, token: &str, text: &str) -> common::Reply {

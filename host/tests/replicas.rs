@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Gateway, MASTER_KEY};
+use common::{eventually, Client, Gateway, MASTER_KEY};
 use serde_json::{json, Value};
 
 /// The reservation lease: short, so a killed replica's holds are charged soon.
@@ -56,17 +56,6 @@ fn chat(text: &str) -> Value {
 fn tenant(client: Client, id: &str) -> String {
     let created = client.admin_ok("POST", "/api/v1/tenants", json!({"tenant_id": id, "provider": "demo", "api_key": "sk-demo", "model": "demo-small"}));
     created["token"].as_str().expect("token").to_string()
-}
-
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 #[test]

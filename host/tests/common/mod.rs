@@ -124,6 +124,18 @@ fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Checks every 20 ms until `check` holds; how long that took, or `None` after `within`.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 // ---------------------------------------------------------------------------------------
 // The gateway process.
 
