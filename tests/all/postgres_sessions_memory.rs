@@ -254,7 +254,9 @@ async fn two_replicas_appending_to_one_session_keep_every_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_quota_is_exact_under_two_replicas_writing_at_once() {
     let Some(server) = Server::start() else { return };
-    const QUOTA: u64 = 4096;
+    // Below what the writers' twelve keys hold on average (about 2.4 KB), so the quota is
+    // reached however the writers interleave (at 4 KB a busy machine's ordering could miss it).
+    const QUOTA: u64 = 2048;
     let replicas = Arc::new([Stores::shared(&server, QUOTA, 10).await, Stores::shared(&server, QUOTA, 10).await]);
     // Sampled while the writers run: the usage never passes the quota.
     let running = Arc::new(AtomicBool::new(true));
