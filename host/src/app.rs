@@ -143,6 +143,7 @@ impl App {
         // Subscribed before the caches load, so no write in between is missed.
         let feed = postgres::changes::ChangeFeed::start(url, pool.clone()).await.map_err(shared)?;
         let (tenant_changes, token_changes) = (feed.subscribe(), feed.subscribe());
+        vault.follow(feed.subscribe());
         let budgets = postgres::budgets::PgBudgets::start(pool.clone(), postgres::budgets::ReplicaSettings { lease: config.store.lease, ..Default::default() });
         let leases = budgets.spawn_maintenance();
         let tenants = Arc::new(Tenants::shared(postgres::tenants::PgTenants::new(pool.clone())).await?);

@@ -84,8 +84,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize) -> String {
+    /// The Prometheus text exposition. `vault_cache` is the shared store's credential cache
+    /// (hits, misses); the embedded store has none.
+    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>) -> String {
         let mut out = String::new();
         out.push_str("# TYPE tollgate_requests_total counter\n");
         if let Ok(map) = self.requests.lock() {
@@ -126,6 +127,13 @@ impl Metrics {
             load(&policy.call_nanos) as f64 / 1e9,
             load(&policy.in_flight),
         );
+        if let Some((hits, misses)) = vault_cache {
+            let _ = write!(
+                out,
+                "# TYPE tollgate_vault_cache_hits_total counter\ntollgate_vault_cache_hits_total {hits}\n\
+                 # TYPE tollgate_vault_cache_misses_total counter\ntollgate_vault_cache_misses_total {misses}\n"
+            );
+        }
         out
     }
 }

@@ -358,6 +358,25 @@ impl Vault {
         Ok(Self { keeper: Keeper::Shared(PgVault::open(pool, keys).await?) })
     }
 
+    /// On the shared store, starts serving `open` and `list` from this replica's cache,
+    /// kept current by `changes` (a subscription to the change feed taken now): another
+    /// replica's put, delete, shred or rotation takes effect here within a second, this
+    /// one's at once. Until then, and on the embedded store, every read goes to the store.
+    pub fn follow(&self, changes: tokio::sync::broadcast::Receiver<crate::postgres::changes::Change>) {
+        if let Keeper::Shared(p) = &self.keeper {
+            p.follow(changes);
+        }
+    }
+
+    /// On the shared store, how many opens and listings this replica served from its cache
+    /// and how many it read from the database (`None` on the embedded store).
+    pub fn cache_counts(&self) -> Option<(u64, u64)> {
+        match &self.keeper {
+            Keeper::Embedded(_) => None,
+            Keeper::Shared(p) => Some(p.cache_counts()),
+        }
+    }
+
     /// The tenant's data key, created on first use.
     async fn data_key(&self, tenant_id: &str) -> Result<Key, SealError> {
         match &self.keeper {

@@ -127,7 +127,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
         (Method::GET, "/metrics") => Ok(text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len()),
+            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts()),
         )),
         (Method::POST, "/v1/chat/completions") => {
             let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {

@@ -312,3 +312,177 @@ async fn the_database_never_holds_a_plaintext_secret_or_a_key() {
     }
     assert_eq!(opened(&vault, "t0#1", "main").await, "openai sk-canary-plain-1");
 }
+
+/// The change feed's rows since `after`, as `kind key`; returns them and the new position.
+async fn feed_rows(pool: &tollgate::postgres::Pool, after: i64) -> (Vec<String>, i64) {
+    let client = pool.get().await.expect("client");
+    let rows = client.query("SELECT id, kind, key FROM changes WHERE id > $1 ORDER BY id", &[&after]).await.expect("changes");
+    let last = rows.last().map(|r| r.get(0)).unwrap_or(after);
+    (rows.iter().map(|r| format!("{} {}", r.get::<_, String>(1), r.get::<_, String>(2))).collect(), last)
+}
+
+/// Every write to credentials and data keys is on the change feed, whoever makes it: the
+/// gateway's puts, deletes, shreds, purges and rotations, and an operator's SQL by hand.
+#[tokio::test]
+async fn every_vault_write_is_on_the_change_feed() {
+    let Some(server) = Server::start() else { return };
+    let pool = migrated(&server).await;
+    let (k1, k2) = (key("11"), key("22"));
+    let vault = Vault::shared(pool.clone(), keys(&k2, Some(&k1))).await.expect("vault");
+    let (_, mut at) = feed_rows(&pool, 0).await;
+    let mut step = async |what: &str| {
+        let (rows, last) = feed_rows(&pool, at).await;
+        at = last;
+        format!("{what}: {}", rows.join(", "))
+    };
+    let secret = || Secret::new("sk-canary-feed".into());
+    let mut log = Vec::new();
+    vault.put("t#1", "main", "openai", &secret()).await.expect("put");
+    log.push(step("first put").await);
+    vault.put("t#1", "main", "openai", &secret()).await.expect("replace");
+    log.push(step("replace").await);
+    vault.open("t#1", "main").await.expect("open");
+    vault.list("t#1").await.expect("list");
+    log.push(step("open and list").await);
+    vault.delete("t#1", "main").await.expect("delete");
+    log.push(step("delete").await);
+    vault.shred("t#1").await.expect("shred");
+    log.push(step("shred").await);
+    vault.put("u#1", "main", "openai", &secret()).await.expect("put u");
+    vault.put("u#1", "backup", "openai", &secret()).await.expect("put u backup");
+    step("puts").await;
+    vault.forget_tenant("u#1").await.expect("forget");
+    log.push(step("forget").await);
+    vault.put("v#1", "main", "openai", &secret()).await.expect("put v");
+    step("put").await;
+    vault.rotate(k2.clone()).await.expect("rotate");
+    log.push(step("rotate").await);
+    pool.get().await.expect("client").execute("DELETE FROM data_keys WHERE tenant_id = 'v#1'", &[]).await.expect("shred by hand");
+    log.push(step("shred by hand").await);
+    assert_eq!(
+        log,
+        [
+            "first put: data_key t#1, credential t#1",
+            "replace: credential t#1",
+            "open and list: ",
+            "delete: credential t#1",
+            "shred: data_key t#1",
+            "forget: data_key u#1, credential u#1, credential u#1",
+            "rotate: vault ",
+            "shred by hand: data_key v#1",
+        ]
+    );
+}
+
+/// Two replicas following the feed: the second opens a credential it has read before
+/// without the database (it serves while the vault's tables are unreachable), and drops
+/// it within a second of the first replacing, deleting or shredding it, or rotating the
+/// master key away from one it holds; so does an operator's shred by hand. A replica's own
+/// writes take effect on it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_credentials_from_its_cache_and_drops_them_when_another_writes() {
+    use std::time::{Duration, Instant};
+    use tollgate::postgres::changes::{Change, ChangeFeed};
+    let Some(server) = Server::start() else { return };
+    let pool = migrated(&server).await;
+    let (k1, k2) = (key("11"), key("22"));
+    let replica = async |keys: MasterKeys| {
+        let pool = tollgate::postgres::connect(&server.url()).expect("pool");
+        let vault = Vault::shared(pool.clone(), keys).await.expect("replica");
+        let feed = ChangeFeed::start(&server.url(), pool).await.expect("feed");
+        vault.follow(feed.subscribe());
+        (vault, feed)
+    };
+    // b first: the store is sealed under k1, which a holds as its previous key (a
+    // rollout to k2 under way).
+    let (b, feed_b) = replica(keys(&k1, None)).await;
+    let (a, _feed_a) = replica(keys(&k2, Some(&k1))).await;
+    // Within a second of `change`, `b` answers `expected`.
+    let within_a_second = async |what: &str, expected: &str| {
+        let started = Instant::now();
+        loop {
+            let now = opened(&b, "t#1", "main").await;
+            if now == expected {
+                return format!("{what}: {now}");
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "{what}: b still answers {now:?} after a second, not {expected:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut b_hears = feed_b.subscribe();
+    a.put("t#1", "main", "openai", &Secret::new("sk-canary-first".into())).await.expect("put");
+    // Once b has heard of the put (which evicts t#1 there), what b reads next stays.
+    while b_hears.recv().await.expect("feed") != (Change::Row { kind: "credential".into(), key: "t#1".into() }) {}
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(opened(&b, "t#1", "main").await, "openai sk-canary-first");
+    assert_eq!(listed(&b, "t#1").await, "main=openai");
+
+    // Served from memory: with the vault's tables out of reach, b still opens and lists
+    // what it read; a, which never opened it, cannot.
+    let client = pool.get().await.expect("client");
+    client.batch_execute("ALTER TABLE credentials RENAME TO credentials_away; ALTER TABLE data_keys RENAME TO data_keys_away").await.expect("hide");
+    assert_eq!(opened(&b, "t#1", "main").await, "openai sk-canary-first");
+    assert_eq!(listed(&b, "t#1").await, "main=openai");
+    assert!(opened(&a, "t#1", "main").await.starts_with("error: "), "a reads the database");
+    client.batch_execute("ALTER TABLE credentials_away RENAME TO credentials; ALTER TABLE data_keys_away RENAME TO data_keys").await.expect("restore");
+
+    let mut log = Vec::new();
+    a.put("t#1", "main", "openai", &Secret::new("sk-canary-second".into())).await.expect("replace");
+    log.push(within_a_second("replaced", "openai sk-canary-second").await);
+    a.put("t#1", "backup", "anthropic", &Secret::new("sk-canary-backup".into())).await.expect("put backup");
+    let started = Instant::now();
+    while listed(&b, "t#1").await != "backup=anthropic,main=openai" {
+        assert!(started.elapsed() < Duration::from_secs(1), "b's listing is stale after a second");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.delete("t#1", "main").await.expect("delete");
+    log.push(within_a_second("deleted", "not found: main").await);
+    a.put("t#1", "main", "openai", &Secret::new("sk-canary-third".into())).await.expect("put again");
+    log.push(within_a_second("put again", "openai sk-canary-third").await);
+    a.shred("t#1").await.expect("shred");
+    log.push(within_a_second("shredded", "tampered").await);
+    a.forget_tenant("t#1").await.expect("forget");
+    a.put("t#1", "main", "openai", &Secret::new("sk-canary-fourth".into())).await.expect("new data key");
+    log.push(within_a_second("new data key", "openai sk-canary-fourth").await);
+    // b holds only the old master key: once a re-wraps every data key under the new one,
+    // b must not keep opening with a data key it could no longer unwrap.
+    a.rotate(k2.clone()).await.expect("rotate");
+    log.push(within_a_second("rotated away", "tampered").await);
+    // An operator's shred by hand reaches a replica that can open (a) as well.
+    assert_eq!(opened(&a, "t#1", "main").await, "openai sk-canary-fourth");
+    client.execute("DELETE FROM data_keys WHERE tenant_id = 't#1'", &[]).await.expect("shred by hand");
+    let started = Instant::now();
+    while opened(&a, "t#1", "main").await != "tampered" {
+        assert!(started.elapsed() < Duration::from_secs(1), "a still opens a credential shredded by hand after a second");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A replica's own writes take effect on it at once, without the feed: c's feed is
+    // silent, so only its own writes evict what it cached.
+    let c = Vault::shared(tollgate::postgres::connect(&server.url()).expect("pool"), keys(&k2, None)).await.expect("replica c");
+    let (_silent, nothing) = tokio::sync::broadcast::channel(1);
+    c.follow(nothing);
+    c.forget_tenant("t#1").await.expect("forget");
+    c.put("t#1", "main", "openai", &Secret::new("sk-canary-fifth".into())).await.expect("put");
+    let mut own = vec![opened(&c, "t#1", "main").await, listed(&c, "t#1").await];
+    c.put("t#1", "main", "openai", &Secret::new("sk-canary-sixth".into())).await.expect("replace");
+    own.push(opened(&c, "t#1", "main").await);
+    c.put("t#1", "backup", "openai", &Secret::new("sk-canary-backup".into())).await.expect("put backup");
+    own.push(listed(&c, "t#1").await);
+    c.delete("t#1", "main").await.expect("delete");
+    own.push(opened(&c, "t#1", "main").await);
+    own.push(opened(&c, "t#1", "backup").await);
+    c.shred("t#1").await.expect("shred");
+    own.push(opened(&c, "t#1", "backup").await);
+    assert_eq!(own, ["openai sk-canary-fifth", "main=openai", "openai sk-canary-sixth", "backup=openai,main=openai", "not found: main", "openai sk-canary-backup", "tampered"]);
+    assert_eq!(
+        log,
+        [
+            "replaced: openai sk-canary-second",
+            "deleted: not found: main",
+            "put again: openai sk-canary-third",
+            "shredded: tampered",
+            "new data key: openai sk-canary-fourth",
+            "rotated away: tampered",
+        ]
+    );
+}

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "sessions_memory_log", include_str!("migrations/0005_sessions_memory_log.sql")),
     (6, "tenant_tombstones", include_str!("migrations/0006_tenant_tombstones.sql")),
     (7, "policy_blob_lock", include_str!("migrations/0007_policy_blob_lock.sql")),
+    (8, "credential_changes", include_str!("migrations/0008_credential_changes.sql")),
 ];
 
 /// The advisory lock migrations run under (an arbitrary constant: "tollgate" in ASCII).

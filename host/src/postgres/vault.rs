@@ -11,14 +11,21 @@
 //!   replica's lock goes with its connection.
 //! - A replica starts only with a key from the environment, and only if it opens the
 //!   store's check value and a stored data key.
+//! - Opening and listing are served from this replica's [`VaultCache`] once it follows the
+//!   change feed; every write here evicts its tenant before it returns, and reaches the
+//!   other replicas through the feed (the triggers of `migrations/0008_credential_changes.sql`).
 //!
 //! The database sees ciphertext only: wrapping, sealing and opening happen in the replica.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
+use super::changes::Change;
+use super::vault_cache::VaultCache;
 use super::DbError;
 use crate::sealing::{opens_master_check, seal_master_check, unwrap_data_key, wrap_data_key, CredentialMeta, CredentialRecord, Key, MasterKeys, SealError, Sealed};
 use crate::store::StoreError;
@@ -51,10 +58,12 @@ fn millis_of(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// Credentials and data keys in PostgreSQL, with this replica's master keys in memory.
+/// Credentials and data keys in PostgreSQL, with this replica's master keys and cache in
+/// memory.
 pub(crate) struct PgVault {
     pool: Pool,
     keys: MasterKeys,
+    cache: Arc<VaultCache>,
 }
 
 impl PgVault {
@@ -66,9 +75,29 @@ impl PgVault {
         if keys.file.is_some() {
             return Err(SealError::MasterKeyRequired);
         }
-        let vault = Self { pool, keys };
+        let vault = Self { pool, keys, cache: Arc::new(VaultCache::standard()) };
         vault.check_keys().await?;
         Ok(vault)
+    }
+
+    /// Starts caching what `open` and `list` read, kept current by `changes` (this
+    /// replica's subscription to the change feed). Until then every read goes to the
+    /// database.
+    pub(crate) fn follow(&self, changes: tokio::sync::broadcast::Receiver<Change>) {
+        self.cache.follow(changes);
+    }
+
+    /// Opens and listings served from the cache, and those read from the database.
+    pub(crate) fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
+    /// Runs a write of `tenant_id`'s vault rows, then evicts the tenant from this replica's
+    /// cache whatever the outcome (a write that failed may still have committed).
+    async fn evicting<T>(&self, tenant_id: &str, write: impl Future<Output = Result<T, SealError>>) -> Result<T, SealError> {
+        let outcome = write.await;
+        self.cache.evict(tenant_id);
+        outcome
     }
 
     fn wrong_key(&self) -> SealError {
@@ -148,21 +177,28 @@ impl PgVault {
 
     /// Stores a sealed credential, replacing one of the same name.
     pub(crate) async fn put(&self, tenant_id: &str, record: &CredentialRecord) -> Result<(), SealError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        client
-            .execute(
-                "INSERT INTO credentials (tenant_id, name, provider, sealed, key_version, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id, name) DO UPDATE SET provider = EXCLUDED.provider, sealed = EXCLUDED.sealed, key_version = EXCLUDED.key_version, created_at = EXCLUDED.created_at",
-                &[&tenant_id, &record.name, &record.provider, &record.sealed.to_bytes(), &version_to_db(record.sealed.version), &time_of(record.created_millis)],
-            )
-            .await
-            .map_err(db("storing a credential"))?;
-        Ok(())
+        self.evicting(tenant_id, async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "INSERT INTO credentials (tenant_id, name, provider, sealed, key_version, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET provider = EXCLUDED.provider, sealed = EXCLUDED.sealed, key_version = EXCLUDED.key_version, created_at = EXCLUDED.created_at",
+                    &[&tenant_id, &record.name, &record.provider, &record.sealed.to_bytes(), &version_to_db(record.sealed.version), &time_of(record.created_millis)],
+                )
+                .await
+                .map_err(db("storing a credential"))?;
+            Ok(())
+        })
+        .await
     }
 
-    /// One credential's record and its tenant's data key (`None` once shredded), in one
-    /// round trip.
+    /// One credential's record and its tenant's data key (`None` once shredded): from the
+    /// cache, else in one round trip (and cached when the data key is there).
     pub(crate) async fn credential(&self, tenant_id: &str, name: &str) -> Result<(CredentialRecord, Option<Key>), SealError> {
+        if let Some((record, dek)) = self.cache.credential(tenant_id, name) {
+            return Ok((record, Some(dek)));
+        }
+        let start = self.cache.read_start();
         let client = self.pool.get().await.map_err(pool_error)?;
         let statement = client
             .prepare_cached(
@@ -185,43 +221,63 @@ impl PgVault {
             }
             None => None,
         };
+        if let (Some(start), Some(dek)) = (start, &dek) {
+            self.cache.keep_credential(start, tenant_id, &record, dek);
+        }
         Ok((record, dek))
     }
 
     /// A tenant's credentials, by name (bytewise, as the embedded store orders them,
     /// whatever the database's collation).
     pub(crate) async fn list(&self, tenant_id: &str) -> Result<Vec<CredentialMeta>, SealError> {
+        if let Some(listing) = self.cache.listing(tenant_id) {
+            return Ok(listing);
+        }
+        let start = self.cache.read_start();
         let client = self.pool.get().await.map_err(pool_error)?;
         let statement = client
             .prepare_cached("SELECT name, provider, created_at FROM credentials WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"")
             .await
             .map_err(db("preparing a credential listing"))?;
         let rows = client.query(&statement, &[&tenant_id]).await.map_err(db("listing credentials"))?;
-        Ok(rows.iter().map(|row| CredentialMeta { name: row.get("name"), provider: row.get("provider"), created_millis: millis_of(row.get("created_at")) }).collect())
+        let listing: Vec<CredentialMeta> = rows.iter().map(|row| CredentialMeta { name: row.get("name"), provider: row.get("provider"), created_millis: millis_of(row.get("created_at")) }).collect();
+        if let Some(start) = start {
+            self.cache.keep_listing(start, tenant_id, &listing);
+        }
+        Ok(listing)
     }
 
     /// Deletes one credential; `false` if there was none.
     pub(crate) async fn delete(&self, tenant_id: &str, name: &str) -> Result<bool, SealError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let removed = client.execute("DELETE FROM credentials WHERE tenant_id = $1 AND name = $2", &[&tenant_id, &name]).await.map_err(db("deleting a credential"))?;
-        Ok(removed > 0)
+        self.evicting(tenant_id, async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let removed = client.execute("DELETE FROM credentials WHERE tenant_id = $1 AND name = $2", &[&tenant_id, &name]).await.map_err(db("deleting a credential"))?;
+            Ok(removed > 0)
+        })
+        .await
     }
 
     /// Deletes the tenant's data key. A rotation running meanwhile updates rows, so it
     /// cannot write the key back.
     pub(crate) async fn shred(&self, tenant_id: &str) -> Result<(), SealError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        client.execute("DELETE FROM data_keys WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("shredding a data key"))?;
-        Ok(())
+        self.evicting(tenant_id, async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            client.execute("DELETE FROM data_keys WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("shredding a data key"))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a deleted tenant's data key and credential rows, in one transaction.
     pub(crate) async fn forget_tenant(&self, tenant_id: &str) -> Result<(), SealError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db("starting a tenant's vault purge"))?;
-        tx.execute("DELETE FROM data_keys WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("shredding a data key"))?;
-        tx.execute("DELETE FROM credentials WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("deleting credentials"))?;
-        tx.commit().await.map_err(db("committing a tenant's vault purge"))
+        self.evicting(tenant_id, async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(db("starting a tenant's vault purge"))?;
+            tx.execute("DELETE FROM data_keys WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("shredding a data key"))?;
+            tx.execute("DELETE FROM credentials WHERE tenant_id = $1", &[&tenant_id]).await.map_err(db("deleting credentials"))?;
+            tx.commit().await.map_err(db("committing a tenant's vault purge"))
+        })
+        .await
     }
 
     /// Re-wraps every data key under `new_master`, which must be this replica's primary
@@ -259,7 +315,11 @@ impl PgVault {
         tx.execute("UPDATE vault_meta SET master_version = $1, master_check = $2", &[&version_to_db(version), &seal_master_check(new_master, version).to_bytes()])
             .await
             .map_err(db("recording the master-key version"))?;
-        tx.commit().await.map_err(db("committing a rotation"))?;
+        let committed = tx.commit().await.map_err(db("committing a rotation"));
+        // The unwrapped keys are the same, but every row changed: dropped here as the feed
+        // drops them on the other replicas.
+        self.cache.clear();
+        committed?;
         Ok(usize::try_from(rewrapped).unwrap_or(usize::MAX))
     }
 }
