@@ -3,6 +3,13 @@
 use clap::Parser;
 use tollgate::cli::{Cli, Command};
 
+/// jemalloc rather than glibc malloc: the request path allocates many small, short-lived
+/// buffers across worker threads, and glibc's arenas spent ~12% of a loaded gateway's CPU
+/// in malloc, free and consolidation (tests/bench/HOTPATH.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `RUST_LOG` picks the level; `TOLLGATE_LOG_FORMAT=json` gives one JSON object per line.

@@ -10,13 +10,14 @@ mod cpu_share;
 mod decision;
 mod host;
 pub mod limits;
+mod ticker;
 mod upload;
 pub mod uploads;
 mod view;
 
 use std::fmt;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -231,17 +232,10 @@ pub struct PolicyRuntime {
     blob_lock: tokio::sync::Mutex<()>,
     breaker: breaker::Breaker,
     cpu_share: cpu_share::CpuShare,
-    stop_ticker: Arc<AtomicBool>,
-    /// Epoch ticks since start (the ticker's own count, readable without the engine).
-    ticks: Arc<AtomicU64>,
+    /// Advances the epoch while a call is in flight.
+    ticker: ticker::EpochTicker,
     /// Counters for `/metrics`.
     pub stats: PolicyStats,
-}
-
-impl Drop for PolicyRuntime {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 /// One call in flight: its store, and the accounting owed however the call ends. A
@@ -275,6 +269,7 @@ impl Call<'_> {
         runtime.cpu_share.charge(self.tenant, state.run_time());
         flush_log(state);
         runtime.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        runtime.ticker.call_ended();
         runtime.stats.call_nanos.fetch_add(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Some(suspension) = runtime.breaker.record(self.tenant, self.hash, timed_out, runtime.limits.suspend_after_timeouts) {
             tracing::warn!(policy = %self.hash, tenant = self.tenant, seconds = suspension.as_secs(), "policy suspended for this tenant after repeated CPU deadline hits");
@@ -353,20 +348,6 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
     Engine::new(&config).map_err(|e| PolicyError::Setup(format!("{e:#}")))
 }
 
-fn spawn_epoch_ticker(engine: Engine, ticks: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
-    std::thread::Builder::new()
-        .name("tollgate-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(limits::EPOCH_TICK);
-                ticks.fetch_add(1, Ordering::Relaxed);
-                engine.increment_epoch();
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| PolicyError::Setup(format!("epoch ticker: {e}")))
-}
-
 impl PolicyRuntime {
     /// Builds the engine, the linker and the epoch ticker, with blobs and artifacts both
     /// in `store` (one process).
@@ -383,9 +364,7 @@ impl PolicyRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
         bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticks = Arc::new(AtomicU64::new(0));
-        spawn_epoch_ticker(engine.clone(), ticks.clone(), stop_ticker.clone())?;
+        let ticker = ticker::EpochTicker::start(engine.clone()).map_err(|e| PolicyError::Setup(format!("epoch ticker: {e}")))?;
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
@@ -400,8 +379,7 @@ impl PolicyRuntime {
             linker: Arc::new(linker),
             limits: Arc::new(limits),
             store,
-            stop_ticker,
-            ticks,
+            ticker,
             stats: PolicyStats::default(),
         })
     }
@@ -684,7 +662,7 @@ impl PolicyRuntime {
         // while the call is yielded, it must not bill the guest for the time the OS ran
         // other threads (on a loaded machine that failed a policy well within its
         // deadline). Capped by the wall time, in case an import moved threads.
-        let ticks = self.ticks.clone();
+        let ticks = self.ticker.ticks().clone();
         store.call_hook(move |mut context, hook| {
             let state = context.data_mut();
             match hook {
@@ -705,6 +683,7 @@ impl PolicyRuntime {
         });
         // Counted in flight from here; the `Call` brings the gauge down however it ends.
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.ticker.call_started();
         Call { runtime: self, tenant: &context.tenant_id, hash, store, started: Instant::now(), settled: false }
     }
 

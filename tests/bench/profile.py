@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Profiles the release tollgate under load: starts the mock upstream and Tollgate with one
+tenant through harness.py (the bench's own setup: token, stock policy, sealed key),
+perf-records the tollgate process for a few seconds at 16 connections, then measures one
+connection. Prints `c16 rps p50_ms p99_ms` and `c1 rps p50_ms p99_ms`.
+
+    python3 tests/bench/profile.py --out target/prof        # perf.data there
+    perf script -i target/prof/perf.data | inferno-collapse-perf | inferno-flamegraph > flame.svg
+
+Uses target/release/{tollgate,mock-upstream} (build them first, as run.sh does)."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join(h.ROOT, "target", "prof"))
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--no-perf", action="store_true", help="measure only")
+    args = parser.parse_args()
+    work = os.path.join(args.out, "work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    oha = h.Oha(shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    try:
+        _, mock_port = h.start_mock(work)
+        tg = h.Tollgate("tg", work, os.path.join(work, "data"), mock_port)
+        variants, _, _ = h.policy_variants(1)
+        token = h.setup_tenants(tg, 1, variants)[0][0]
+        oha.run(tg.port, "/v1/chat/completions", token, 8, 2)  # warm-up
+        perf = None
+        if not args.no_perf:
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p", str(tg.service.proc.pid),
+                                     "-o", os.path.join(args.out, "perf.data"), "--", "sleep", str(args.seconds)])
+        r = oha.run(tg.port, "/v1/chat/completions", token, args.connections, args.seconds)
+        if perf:
+            perf.wait()
+        print(f"c{args.connections}", r["rps"], r["p50_ms"], r["p99_ms"])
+        r = oha.run(tg.port, "/v1/chat/completions", token, 1, 4)
+        print("c1", r["rps"], r["p50_ms"], r["p99_ms"])
+    finally:
+        h.stop_all()
+
+
+if __name__ == "__main__":
+    main()
