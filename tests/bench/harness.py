@@ -460,7 +460,8 @@ class Tollgate:
         if self.store_url:
             # Every replica on a shared store holds the same master key, from the environment.
             env["TOLLGATE_MASTER_KEY"] = SHARED_MASTER_KEY
-        cmd = [os.path.join(RELEASE, "tollgate"), "serve", "--config", self.config, "--data-dir", self.data_dir,
+        # TOLLGATE_BIN runs another build (a before/after comparison, tests/bench/HOTPATH.md).
+        cmd = [os.environ.get("TOLLGATE_BIN", os.path.join(RELEASE, "tollgate")), "serve", "--config", self.config, "--data-dir", self.data_dir,
                "--listen", f"127.0.0.1:{self.port}"]
         label = self.name if not self.restarts else f"{self.name}-restart{self.restarts}"
         self.service = Service(label, cmd, self.work, env=env)

@@ -7,7 +7,8 @@ connection. Prints `c16 rps p50_ms p99_ms` and `c1 rps p50_ms p99_ms`.
     python3 tests/bench/profile.py --out target/prof        # perf.data there
     perf script -i target/prof/perf.data | inferno-collapse-perf | inferno-flamegraph > flame.svg
 
-Uses target/release/{tollgate,mock-upstream} (build them first, as run.sh does)."""
+Uses target/release/{tollgate,mock-upstream} (build them first, as run.sh does);
+TOLLGATE_BIN=/path/to/tollgate profiles another build (before/after runs)."""
 
 import argparse
 import os
