@@ -38,7 +38,7 @@ const POOL_SIZE: usize = 16;
 
 /// A database failure, with the operation that met it.
 #[derive(Debug, thiserror::Error)]
-#[error("database: {context}: {source}")]
+#[error("database: {context}: {}", cause(source.as_ref()))]
 pub struct DbError {
     /// What was being done.
     pub context: &'static str,
@@ -51,6 +51,15 @@ impl DbError {
     /// Wraps `source` with what was being done.
     pub fn new(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self { context, source: source.into() }
+    }
+}
+
+/// The cause as an operator needs it: tokio-postgres prints a server error as just "db
+/// error", so the server's SQLSTATE and message are spelled out.
+fn cause(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    match source.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::as_db_error) {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => source.to_string(),
     }
 }
 

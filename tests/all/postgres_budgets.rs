@@ -342,3 +342,26 @@ async fn a_concurrency_cap_holds_across_replicas() {
     assert!(refused.load(Ordering::SeqCst) > 0, "the cap refused some");
     assert_eq!(replicas[0].open_reservations("capped#1").await.expect("open"), 0);
 }
+
+/// Renewing leases never waits on a reservation row another transaction holds (a
+/// settlement deleting it, a sweep charging it): waiting, in whatever order the rows came,
+/// deadlocked with settlement batches under load and PostgreSQL aborted the renewal.
+#[tokio::test]
+async fn renewing_leases_skips_rows_a_settlement_holds_instead_of_waiting() {
+    let Some(server) = Server::start() else { return };
+    let pool = migrated(&server).await;
+    let live = replica(&pool, "live", Duration::from_secs(60));
+    let held = live.reserve(hold("t#4", None, &[], "held", 1_000, NOW)).await.expect("reserve");
+    let free = live.reserve(hold("t#4", None, &[], "free", 1_000, NOW)).await.expect("reserve");
+    // Another transaction holds one row, as a settlement in progress does.
+    let mut other = pool.get().await.expect("client");
+    let other = other.transaction().await.expect("begin");
+    other.execute("SELECT 1 FROM reservations WHERE request_id = 'held' FOR UPDATE", &[]).await.expect("lock");
+    let renewed = tokio::time::timeout(Duration::from_secs(3), live.renew_leases()).await.expect("renewal waited for the held row");
+    assert_eq!(renewed.expect("renew"), 1, "renews the free reservation at once");
+    other.rollback().await.expect("rollback");
+    assert_eq!(live.renew_leases().await.expect("renew"), 2, "and both once the row is free");
+    for reservation in [held, free] {
+        assert_eq!(live.settle(&reservation, &record(&reservation, 10)).await, Ok(true));
+    }
+}

@@ -250,3 +250,36 @@ async fn a_creation_a_dead_replica_abandoned_is_rolled_back_without_a_restart() 
     assert_eq!(count(&server, "SELECT count(*) FROM tokens WHERE tenant_id = $1", half.storage_id()).await, 0, "its token remains");
     assert!(b.tenants.create(tenant("orphan")).await.is_ok(), "the id is free again");
 }
+
+/// Feed rows take their ids at insert but commit in any order: a change whose writer
+/// commits after a later writer's must still reach every replica (a reader that moved past
+/// the later id used to skip it for good, and a replica then refused a live tenant's
+/// tokens with 401 until it restarted).
+#[tokio::test]
+async fn a_change_committed_after_a_later_one_still_reaches_the_replicas() {
+    use tollgate::postgres::changes::Change;
+    let Some(server) = Server::start() else { return };
+    let pool = tollgate::postgres::connect(&server.url()).expect("pool");
+    tollgate::postgres::migrate(&pool).await.expect("migrate");
+    let feed = ChangeFeed::start(&server.url(), pool.clone()).await.expect("feed");
+    let mut changes = feed.subscribe();
+    // The slow writer takes its place in the feed first and stays open.
+    let mut slow = pool.get().await.expect("client");
+    let slow = slow.transaction().await.expect("begin");
+    slow.execute("SELECT tg_changed('tenant', 'slow')", &[]).await.expect("slow change");
+    let fast = pool.get().await.expect("client");
+    fast.execute("SELECT tg_changed('tenant', 'fast')", &[]).await.expect("fast change");
+    // Long enough for the listener and a poll to read past the fast one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow.commit().await.expect("commit");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen.len() < 2 {
+        let Ok(Ok(change)) = tokio::time::timeout_at(deadline.into(), changes.recv()).await else { break };
+        if let Change::Row { key, .. } = change {
+            seen.push(key);
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["fast", "slow"], "the replica's feed delivered {seen:?}");
+}

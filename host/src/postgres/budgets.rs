@@ -186,10 +186,15 @@ impl PgBudgets {
         let client = self.pool.get().await.map_err(pool_error)?;
         let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
         // Not `tg_renew_leases`, which renews every reservation of the replica; it stays
-        // for replicas of the previous version during a rolling upgrade.
+        // for replicas of the previous version during a rolling upgrade. A row another
+        // transaction holds is being settled or charged: skipping it, instead of waiting in
+        // whatever order the rows come, cannot deadlock with a settlement batch (if that
+        // settlement rolls back, the next renewal, a third of a lease later, takes it).
         let renewed = client
             .execute(
-                "UPDATE reservations SET expires_at = now() + $2::bigint * interval '1 millisecond' WHERE replica_id = $1 AND request_id = ANY($3::text[])",
+                "UPDATE reservations SET expires_at = now() + $2::bigint * interval '1 millisecond' \
+                 WHERE (tenant_id, request_id) IN (SELECT tenant_id, request_id FROM reservations \
+                   WHERE replica_id = $1 AND request_id = ANY($3::text[]) FOR UPDATE SKIP LOCKED)",
                 &[&self.settings.replica_id, &lease_ms, &request_ids],
             )
             .await

@@ -3,11 +3,16 @@
 //! Writers call `tg_changed(kind, key)` in the transaction that makes the change; it adds a
 //! row to `changes` and sends `NOTIFY tollgate_changes`, which PostgreSQL delivers at
 //! commit. Each replica keeps one connection outside the pool that LISTENs, and on every
-//! notification, and every second whatever happens, reads the rows after the last one it
-//! applied and hands them to its subscribers. So a change is seen within milliseconds
-//! while the listener is up, and within a second when it is not (the poll is the
-//! backstop); a replica that finds rows missing (pruned while it was away) tells its
-//! subscribers to reload everything.
+//! notification, and every second whatever happens, reads the rows after its position and
+//! hands them to its subscribers. So a change is seen within milliseconds while the
+//! listener is up, and within a second when it is not (the poll is the backstop).
+//!
+//! The position is (writing transaction id, row id), and a read takes only rows of
+//! transactions older than every one still running: row ids are handed out at insert but
+//! commit in any order, so reading by id alone skips a change whose writer commits after a
+//! later one's (migration 0009). Rows held back by a running writer are read again a few
+//! milliseconds later. A replica whose reads failed for longer than rows are kept tells
+//! its subscribers to reload everything.
 
 use std::time::Duration;
 
@@ -72,9 +77,11 @@ impl ChangeFeed {
     /// the listening connection; `pool` serves the reads.
     pub async fn start(url: &str, pool: Pool) -> Result<Self, DbError> {
         let client = pool.get().await.map_err(|e| DbError::new("connecting", e))?;
-        let row = client.query_one("SELECT COALESCE(max(id), 0) FROM changes", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?;
+        // Every transaction older than the oldest running one is done and visible to the
+        // caller's load; rows of that one and newer are read from the feed.
+        let row = client.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?;
         drop(client);
-        let last: i64 = row.get(0);
+        let last = Position { tx: row.get(0), id: 0 };
         let (sender, _) = broadcast::channel(4096);
         let (ready, listening) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(follow(url.to_string(), pool, sender.clone(), last, ready));
@@ -90,18 +97,31 @@ impl ChangeFeed {
     }
 }
 
+/// Where a replica is in the feed: the last row it delivered, in (tx, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    tx: i64,
+    id: i64,
+}
+
+/// The first re-read of rows a running writer holds back, doubled up to the poll.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(5);
+
 /// Listens and polls until aborted; reconnects the listener when it drops.
-async fn follow(url: String, pool: Pool, sender: broadcast::Sender<Change>, mut last: i64, ready: tokio::sync::oneshot::Sender<()>) {
+async fn follow(url: String, pool: Pool, sender: broadcast::Sender<Change>, mut last: Position, ready: tokio::sync::oneshot::Sender<()>) {
     let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
     // The listener ends by itself once `wake` (dropped with this task) closes.
     tokio::spawn(listen(url, wake_tx, ready));
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(Duration::from_secs(60));
+    let mut retry: Option<Duration> = None;
+    let mut read_ok_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = poll.tick() => {}
             _ = wake.recv() => {}
+            _ = tokio::time::sleep(retry.unwrap_or(POLL_EVERY)), if retry.is_some() => {}
             _ = prune.tick() => {
                 if let Ok(client) = pool.get().await {
                     let _ = client.execute(format!("DELETE FROM changes WHERE at < now() - interval '{KEEP_FOR}'").as_str(), &[]).await;
@@ -110,38 +130,61 @@ async fn follow(url: String, pool: Pool, sender: broadcast::Sender<Change>, mut 
             }
         }
         match read_after(&pool, last).await {
-            Ok((changes, new_last, gap)) => {
-                if gap {
+            Ok(read) => {
+                // Rows may have been pruned while this replica could not read.
+                if read_ok_at.elapsed() > KEEP_UNREAD_FOR {
                     let _ = sender.send(Change::ReloadAll);
                 }
-                for change in changes {
+                read_ok_at = tokio::time::Instant::now();
+                for change in read.changes {
                     let _ = sender.send(change);
                 }
-                last = new_last;
+                last = read.position;
+                retry = read.held_back.then(|| retry.map_or(HELD_BACK_RETRY, |r| (r * 2).min(POLL_EVERY)));
             }
             Err(e) => tracing::warn!(error = %e, "reading the change feed failed; retrying within a second"),
         }
     }
 }
 
-/// Rows after `last`, the new position, and whether rows after `last` may be missing
-/// (the oldest row kept is newer than the next one we expected: pruned while we were
-/// away; a sequence gap from a rolled-back insert reads the same and costs one reload).
-async fn read_after(pool: &Pool, last: i64) -> Result<(Vec<Change>, i64, bool), DbError> {
+/// How long a replica may go without reading before rows it never read may be pruned.
+const KEEP_UNREAD_FOR: Duration = Duration::from_secs(50 * 60);
+
+/// Rows one read takes at most.
+const READ_AT_MOST: i64 = 10_000;
+
+/// One read of the feed.
+struct Read {
+    changes: Vec<Change>,
+    position: Position,
+    /// Rows left behind (a writer still running, or a full read): read again shortly.
+    held_back: bool,
+}
+
+/// The rows after `last` whose writers are older than every transaction still running
+/// (none can commit behind them), and the new position.
+async fn read_after(pool: &Pool, last: Position) -> Result<Read, DbError> {
     let client = pool.get().await.map_err(|e| DbError::new("connecting", e))?;
     let rows = client
-        .query("SELECT id, kind, key FROM changes WHERE id > $1 ORDER BY id LIMIT 10000", &[&last])
+        .query(
+            "SELECT id, kind, key, tx::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM changes \
+             WHERE (tx, id) > ($1::bigint::text::xid8, $2) ORDER BY tx, id LIMIT $3",
+            &[&last.tx, &last.id, &READ_AT_MOST],
+        )
         .await
         .map_err(|e| DbError::new("reading the change feed", e))?;
-    let gap = match rows.first() {
-        Some(first) if last > 0 && first.get::<_, i64>(0) > last + 1 => {
-            let oldest: Option<i64> = client.query_one("SELECT min(id) FROM changes", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?.get(0);
-            oldest.is_some_and(|oldest| oldest > last)
+    // A full read leaves more behind it: read again at once.
+    let (mut changes, mut position, mut held_back) = (Vec::with_capacity(rows.len()), last, rows.len() as i64 == READ_AT_MOST);
+    for row in &rows {
+        let (tx, running_from): (i64, i64) = (row.get(3), row.get(4));
+        if tx >= running_from {
+            held_back = true;
+            break;
         }
-        _ => false,
-    };
-    let new_last = rows.last().map(|r| r.get(0)).unwrap_or(last);
-    Ok((rows.iter().map(|r| Change::Row { kind: r.get(1), key: r.get(2) }).collect(), new_last, gap))
+        position = Position { tx, id: row.get(0) };
+        changes.push(Change::Row { kind: row.get(1), key: row.get(2) });
+    }
+    Ok(Read { changes, position, held_back })
 }
 
 /// Holds a LISTEN connection; each notification wakes the poller. Reconnects after a pause

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "tenant_tombstones", include_str!("migrations/0006_tenant_tombstones.sql")),
     (7, "policy_blob_lock", include_str!("migrations/0007_policy_blob_lock.sql")),
     (8, "credential_changes", include_str!("migrations/0008_credential_changes.sql")),
+    (9, "change_feed_order", include_str!("migrations/0009_change_feed_order.sql")),
 ];
 
 /// The advisory lock migrations run under (an arbitrary constant: "tollgate" in ASCII).
