@@ -33,8 +33,16 @@ const BUILTIN: &[(&str, &str, f64, f64, f64, f64, u32)] = &[
     ("gemini", "gemini-2.5-flash", 0.30, 2.50, 0.075, 0.30, 1_048_576),
     ("gemini", "gemini-2.5-flash-lite", 0.10, 0.40, 0.025, 0.10, 1_048_576),
     ("gemini", "gemini-2.0-flash", 0.10, 0.40, 0.025, 0.10, 1_048_576),
+    // Embedding models (`POST /v1/embeddings`): billed per input token, no output.
+    ("openai", "text-embedding-3-small", 0.02, 0.00, 0.02, 0.02, 8_191),
+    ("openai", "text-embedding-3-large", 0.13, 0.00, 0.13, 0.13, 8_191),
+    ("openai", "text-embedding-ada-002", 0.10, 0.00, 0.10, 0.10, 8_191),
+    ("gemini", "gemini-embedding-001", 0.15, 0.00, 0.15, 0.15, 2_048),
+    // Listed free of charge by Google.
+    ("gemini", "text-embedding-004", 0.00, 0.00, 0.00, 0.00, 2_048),
     ("demo", "demo-small", 1.00, 2.00, 1.00, 1.00, 32_000),
     ("demo", "demo-large", 10.00, 20.00, 10.00, 10.00, 200_000),
+    ("demo", "demo-embed", 0.02, 0.00, 0.02, 0.02, 8_191),
 ];
 
 /// One operator catalog entry, as written in the config file (or a tenant's override).

@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod bounded_json;
 pub mod demo;
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::secret::Secret;
 
+pub use embeddings::{Embeddings, EmbeddingsCall};
 pub use sse::{SseEvent, SseParser};
 
 /// Which wire format a provider speaks.
@@ -125,6 +127,17 @@ pub trait Provider: Send + Sync {
     /// caller redacts the key and then cuts it ([`crate::redact::Redactor::message`]).
     fn error_message(&self, status: u16, body: &[u8]) -> String {
         upstream_error_message(status, body)
+    }
+
+    /// Builds an embeddings request under the operator's `base_url`. Unsupported unless
+    /// the provider has an embeddings endpoint.
+    fn build_embeddings(&self, _base_url: &str, _call: &EmbeddingsCall<'_>, _key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        Err(embeddings::unsupported())
+    }
+
+    /// Reads a 2xx embeddings body: one vector per input, in order.
+    fn translate_embeddings(&self, _body: &[u8], _call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
+        Err(embeddings::unsupported())
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod embeddings;
 pub mod reserve;
 pub mod stream;
 pub mod tenant_api;
@@ -129,7 +130,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             "text/plain; version=0.0.4",
             app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts()),
         )),
-        (Method::POST, "/v1/chat/completions") => {
+        (Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
             let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
@@ -143,6 +144,9 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             let permit = app.limiter.acquire(crate::ratelimit::scopes_of(&tenant, &token))?;
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
             let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history };
+            if path == "/v1/embeddings" {
+                return embeddings::handle(&app, caller, permit, body).await;
+            }
             chat::handle(&app, caller, permit, body).await
         }
         (Method::GET, "/v1/models") => {
@@ -165,7 +169,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 .collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
         }
-        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
         (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
@@ -175,6 +179,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
 fn endpoint(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat",
+        "/v1/embeddings" => "embeddings",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",

@@ -18,6 +18,7 @@ mod canary;
 mod shutdown;
 mod noisy;
 mod budgets;
+mod embeddings;
 mod identity;
 mod postgres_budgets;
 mod postgres_tenants;

@@ -32,6 +32,12 @@ try:
     client.chat.completions.create(model="default", messages="not a list")
 except openai.BadRequestError as e:
     print("bad:", e.status_code, e.body["code"])
+# The SDK asks for base64 unless told otherwise, and decodes it.
+e = client.embeddings.create(model="demo-embed", input=["hello", "hello", "other"])
+v = e.data[0].embedding
+print("embed:", len(e.data), len(v), v == e.data[1].embedding, v != e.data[2].embedding, round(sum(x * x for x in v), 3), e.usage.prompt_tokens)
+f = client.embeddings.create(model="demo-embed", input="hello", encoding_format="float", dimensions=4)
+print("embed-float:", len(f.data[0].embedding), f.usage.total_tokens, f.model)
 "#;
 
 fn venv() -> PathBuf {
@@ -74,5 +80,7 @@ async fn official_python_client_works_plain_streaming_and_errors() {
         "stream: Hello from the Tollgate demo provider. You said: Hi 9",
         "auth: 401 invalid_api_key",
         "bad: 400 missing_messages",
+        "embed: 3 8 True True 1.0 4",
+        "embed-float: 4 2 demo-embed",
     ]);
 }

@@ -1,7 +1,8 @@
 //! A loopback mock of the three upstream wire formats Tollgate speaks: OpenAI
 //! (`POST /v1/chat/completions`), Anthropic (`POST /v1/messages`) and Gemini
 //! (`POST /v1beta/models/{model}:generateContent` and
-//! `:streamGenerateContent?alt=sse`), each whole or streamed, with usage.
+//! `:streamGenerateContent?alt=sse`), each whole or streamed, with usage; and embeddings
+//! (`POST /v1/embeddings`, `:batchEmbedContents`), see [`embeddings`].
 //!
 //! Answers are deterministic: `mock reply to: <last user text>`, or, when the request
 //! offers tools (and the last message is not already a tool result, and tool choice is not
@@ -297,12 +298,39 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     respond(&state, &recorded, hit).await
 }
 
+/// Embeddings, OpenAI (`POST /v1/embeddings`) or Gemini (`:batchEmbedContents`): input
+/// `i` gets `dimensions` (default 2) values `i + 1 + j / 4`, exact in `f32`. OpenAI's
+/// answer reports usage (input bytes / 4, rounded up, at least 1); Gemini's reports none.
+fn embeddings(path: &str, body: &Value) -> Response<Body> {
+    let vector = |i: usize, dims: u64| -> Vec<f64> { (0..dims).map(|j| (i + 1) as f64 + j as f64 / 4.0).collect() };
+    if path.ends_with(":batchEmbedContents") {
+        let requests = body.get("requests").and_then(Value::as_array).cloned().unwrap_or_default();
+        let embeddings: Vec<Value> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| json!({"values": vector(i, r.get("outputDimensionality").and_then(Value::as_u64).unwrap_or(2))}))
+            .collect();
+        return json_response(StatusCode::OK, &json!({"embeddings": embeddings}));
+    }
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
+        _ => Vec::new(),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(2);
+    let data: Vec<Value> = (0..inputs.len()).map(|i| json!({"object": "embedding", "index": i, "embedding": vector(i, dims)})).collect();
+    let tokens = (inputs.iter().map(String::len).sum::<usize>() as u64).div_ceil(4).max(1);
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data, "model": str_at(body, "/model"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+}
+
 /// Works out the API, model and mode of a request, applies the knobs, and answers.
 async fn respond(state: &State, req: &RecordedRequest, hit: usize) -> Result<Response<Body>, io::Error> {
     let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let (api, model, stream) = if req.method != "POST" {
         return Ok(json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": {"message": "mock: POST only"}})));
+    } else if path == "/v1/embeddings" || path.ends_with(":batchEmbedContents") {
+        return Ok(embeddings(path, &body));
     } else if path == "/v1/chat/completions" {
         (Api::OpenAi, str_at(&body, "/model").to_owned(), body.get("stream") == Some(&Value::Bool(true)))
     } else if path == "/v1/messages" {

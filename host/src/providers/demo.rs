@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{chunk, embeddings, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The demo adapter.
@@ -53,6 +53,68 @@ impl Provider for Demo {
 
     fn stream(&self, model: &str, request_id: &str) -> Box<dyn StreamTranslator> {
         Box::new(DemoStream { model: model.into(), request_id: request_id.into(), usage: Usage::default(), text_bytes: 0, done: false })
+    }
+
+    fn build_embeddings(&self, base_url: &str, call: &EmbeddingsCall<'_>, _key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        let body = serde_json::to_vec(call.body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        Ok(UpstreamRequest { url: base_url.into(), headers: Vec::new(), body: body.into() })
+    }
+
+    /// Answered in process from the call alone: see [`vector`].
+    fn translate_embeddings(&self, _body: &[u8], call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
+        let dimensions = call.dimensions.unwrap_or(DEMO_DIMENSIONS).clamp(1, MAX_DEMO_DIMENSIONS) as usize;
+        let vectors = call.inputs.iter().map(|text| vector(text, dimensions)).collect();
+        let usage = Usage { prompt_tokens: embeddings::estimate_tokens(call.inputs), ..Usage::default() };
+        Ok(Embeddings { vectors, usage: Some(usage) })
+    }
+}
+
+/// The demo's vector length when the client asks for none: small, so tests read it.
+pub const DEMO_DIMENSIONS: u64 = 8;
+/// The longest demo vector: a client's `dimensions` cannot make the gateway allocate more.
+pub const MAX_DEMO_DIMENSIONS: u64 = 4096;
+
+/// A deterministic unit vector for `text`: FNV-1a of the text seeds a xorshift generator.
+/// Equal texts get equal vectors, so similarity search demos behave.
+pub fn vector(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        state = (state ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    state |= 1;
+    let mut values: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        values.iter_mut().for_each(|v| *v /= norm);
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_vectors_are_deterministic_unit_vectors() -> Result<(), ProviderError> {
+        let body = Map::new();
+        let inputs = vec!["hello".to_string(), "hello".to_string(), "other".to_string()];
+        let call = EmbeddingsCall { body: &body, model: "demo-embed", inputs: &inputs, dimensions: None };
+        let got = Demo.translate_embeddings(b"", &call)?;
+        assert_eq!(got.vectors.len(), 3);
+        assert_eq!(got.vectors[0].len(), DEMO_DIMENSIONS as usize);
+        assert_eq!(got.vectors[0], got.vectors[1]);
+        assert_ne!(got.vectors[0], got.vectors[2]);
+        let norm: f32 = got.vectors[0].iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+        assert_eq!(got.usage.map(|u| u.prompt_tokens), Some(4));
+        Ok(())
     }
 }
 

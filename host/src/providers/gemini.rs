@@ -6,13 +6,46 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{bounded_json, chunk, header_value, join_url, openai_text, usage_json, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, chunk, embeddings, header_value, join_url, openai_text, usage_json, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The Gemini adapter.
 pub struct Gemini;
 
 impl Provider for Gemini {
+    /// `models/{model}:batchEmbedContents`, one request per input, each naming the model
+    /// (`models/{model}`) and the client's `dimensions` as `outputDimensionality`.
+    fn build_embeddings(&self, base_url: &str, call: &EmbeddingsCall<'_>, key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        check_model(call.model)?;
+        let key = key.ok_or(ProviderError::MissingKey)?;
+        let requests: Vec<Value> = call
+            .inputs
+            .iter()
+            .map(|text| {
+                let mut request = json!({"model": format!("models/{}", call.model), "content": {"parts": [{"text": text}]}});
+                if let (Some(dimensions), Value::Object(map)) = (call.dimensions, &mut request) {
+                    map.insert("outputDimensionality".into(), json!(dimensions));
+                }
+                request
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({"requests": requests})).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        let headers = vec![
+            (http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json")),
+            (http::HeaderName::from_static("x-goog-api-key"), header_value(key.expose())?),
+        ];
+        Ok(UpstreamRequest { url: join_url(base_url, &format!("v1beta/models/{}:batchEmbedContents", call.model)), headers, body: body.into() })
+    }
+
+    /// `embeddings[].values`, in request order. Gemini reports no usage.
+    fn translate_embeddings(&self, body: &[u8], call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
+        let value = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
+        let items = value.get("embeddings").and_then(Value::as_array).ok_or_else(|| ProviderError::BadResponse("no embeddings in batchEmbedContents response".into()))?;
+        let vectors = items.iter().map(|item| embeddings::decode_vector(item.get("values").unwrap_or(&Value::Null))).collect::<Result<Vec<_>, _>>()?;
+        embeddings::check_count(&vectors, call.inputs.len())?;
+        Ok(Embeddings { vectors, usage: None })
+    }
+
     fn build(&self, base_url: &str, call: &ChatCall<'_>, key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
         check_model(call.model)?;
         let key = key.ok_or(ProviderError::MissingKey)?;
@@ -410,6 +443,25 @@ impl StreamTranslator for GeminiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embeddings_batch_request_and_answer() -> Result<(), ProviderError> {
+        let body = Map::new();
+        let inputs = vec!["hi".to_string(), "there".to_string()];
+        let call = EmbeddingsCall { body: &body, model: "gemini-embedding-001", inputs: &inputs, dimensions: Some(8) };
+        let req = Gemini.build_embeddings("http://127.0.0.1:9/", &call, Some(&Secret::new("AIza".into())))?;
+        assert_eq!(req.url, "http://127.0.0.1:9/v1beta/models/gemini-embedding-001:batchEmbedContents");
+        let sent: Value = serde_json::from_slice(&req.body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        assert_eq!(sent, json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 8},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "there"}]}, "outputDimensionality": 8}]}));
+        let got = Gemini.translate_embeddings(br#"{"embeddings":[{"values":[0.5]},{"values":[-0.25]}]}"#, &call)?;
+        assert_eq!(got.vectors, vec![vec![0.5], vec![-0.25]]);
+        assert_eq!(got.usage, None);
+        assert!(Gemini.translate_embeddings(br#"{"embeddings":[{"values":[0.5]}]}"#, &call).is_err());
+        assert_eq!(Gemini.build_embeddings("http://x", &call, None).err(), Some(ProviderError::MissingKey));
+        Ok(())
+    }
 
     fn body(json: Value) -> Map<String, Value> {
         match json {

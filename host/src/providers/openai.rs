@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{bounded_json, header_value, join_url, ChatCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, embeddings, header_value, join_url, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The OpenAI-compatible adapter.
@@ -53,6 +53,35 @@ impl Provider for OpenAi {
 
     fn stream(&self, _model: &str, _request_id: &str) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream::default())
+    }
+
+    /// `POST {base}/embeddings`: the client's body with the target's model.
+    fn build_embeddings(&self, base_url: &str, call: &EmbeddingsCall<'_>, key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        let mut body: Map<String, Value> = call.body.clone();
+        body.insert("model".into(), Value::String(call.model.into()));
+        let mut headers = vec![(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))];
+        if let Some(key) = key {
+            headers.push((http::header::AUTHORIZATION, header_value(&format!("Bearer {}", key.expose()))?));
+        }
+        let body = serde_json::to_vec(&body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        Ok(UpstreamRequest { url: join_url(base_url, "embeddings"), headers, body: body.into() })
+    }
+
+    /// `data[].embedding` (floats or base64) ordered by `index`, and `usage`.
+    fn translate_embeddings(&self, body: &[u8], call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
+        let value = bounded_json::parse(body, bounded_json::MAX_ANSWER_PARSE_BYTES)?;
+        let data = value.get("data").and_then(Value::as_array).ok_or_else(|| ProviderError::BadResponse("no data in embeddings response".into()))?;
+        let mut slots: Vec<Option<Vec<f32>>> = vec![None; call.inputs.len()];
+        for (position, item) in data.iter().enumerate() {
+            let index = item.get("index").and_then(Value::as_u64).map_or(position, |i| i as usize);
+            let vector = embeddings::decode_vector(item.get("embedding").unwrap_or(&Value::Null))?;
+            let slot = slots.get_mut(index).ok_or_else(|| ProviderError::BadResponse("an embedding index is out of range".into()))?;
+            *slot = Some(vector);
+        }
+        let vectors: Vec<Vec<f32>> = slots.into_iter().collect::<Option<_>>().ok_or_else(|| ProviderError::BadResponse("upstream answered fewer embeddings than inputs".into()))?;
+        embeddings::check_count(&vectors, call.inputs.len())?;
+        let usage = value.get("usage").and_then(parse_usage).map(|u| Usage { completion_tokens: 0, ..u });
+        Ok(Embeddings { vectors, usage })
     }
 }
 
@@ -121,6 +150,26 @@ mod tests {
         assert_eq!(sent["tools"][0]["type"], "function");
         assert_eq!(sent["stream_options"]["include_usage"], true);
         assert!(req.headers.iter().any(|(k, v)| k == http::header::AUTHORIZATION && v == "Bearer sk-t"));
+        Ok(())
+    }
+
+    #[test]
+    fn embeddings_pass_through_with_the_target_model() -> Result<(), ProviderError> {
+        let body: Map<String, Value> = serde_json::from_str(r#"{"model":"alias","input":["a","b"],"dimensions":3,"encoding_format":"base64","user":"u"}"#).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        let inputs = vec!["a".to_string(), "b".to_string()];
+        let call = EmbeddingsCall { body: &body, model: "text-embedding-3-small", inputs: &inputs, dimensions: Some(3) };
+        let req = OpenAi.build_embeddings("http://127.0.0.1:9/v1", &call, Some(&Secret::new("sk-t".into())))?;
+        assert_eq!(req.url, "http://127.0.0.1:9/v1/embeddings");
+        let sent: Value = serde_json::from_slice(&req.body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+        assert_eq!(sent, serde_json::json!({"model":"text-embedding-3-small","input":["a","b"],"dimensions":3,"encoding_format":"base64","user":"u"}));
+        let answer = serde_json::json!({"object":"list","data":[
+            {"object":"embedding","index":1,"embedding":embeddings::encode_base64(&[0.5, 1.0])},
+            {"object":"embedding","index":0,"embedding":[0.25, -1.0]}],
+            "model":"text-embedding-3-small","usage":{"prompt_tokens":2,"total_tokens":2}});
+        let got = OpenAi.translate_embeddings(answer.to_string().as_bytes(), &call)?;
+        assert_eq!(got.vectors, vec![vec![0.25, -1.0], vec![0.5, 1.0]]);
+        assert_eq!(got.usage.map(|u| u.prompt_tokens), Some(2));
+        assert!(OpenAi.translate_embeddings(br#"{"data":[{"index":0,"embedding":[1]}]}"#, &call).is_err());
         Ok(())
     }
 

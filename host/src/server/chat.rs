@@ -166,7 +166,7 @@ impl Settlement {
 /// The concurrency caps a request counts under while it holds its reservation: on the
 /// shared store they are counted over every replica (the in-process limiter counts this
 /// replica's requests from authentication on).
-fn concurrency_caps(tenant: &Tenant, token: &crate::tokens::TokenRecord) -> Vec<(String, u32)> {
+pub(crate) fn concurrency_caps(tenant: &Tenant, token: &crate::tokens::TokenRecord) -> Vec<(String, u32)> {
     let tenant_cap = tenant.rate_limits.max_concurrent.map(|max| ("tenant".to_string(), max));
     let token_cap = token.rate_limits.max_concurrent.map(|max| (format!("token:{}", token.digest), max));
     tenant_cap.into_iter().chain(token_cap).collect()
@@ -349,7 +349,7 @@ impl ResponseHeaders {
 
 /// A target's key: its named credential (which must be for that provider), else the
 /// per-request key where allowed, else none.
-async fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
+pub(crate) async fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarget) -> Result<Option<Secret>, String> {
     if !target.credential.is_empty() {
         let (provider, secret) = app.vault.open(tenant.storage_id(), &target.credential).await.map_err(|e| match e {
             crate::sealing::SealError::NotFound(name) => format!("the tenant has no credential named '{name}'"),
@@ -444,7 +444,7 @@ async fn dispatch(
 
 /// Attempts one target with retries. Returns the 2xx response, or the error to report if
 /// this was the last target.
-async fn try_target(
+pub(crate) async fn try_target(
     app: &App,
     provider: &ProviderConfig,
     provider_name: &str,

@@ -1,0 +1,342 @@
+//! `POST /v1/embeddings` (OpenAI's wire format): the chat request path of DESIGN §2 for
+//! vectors instead of text.
+//!
+//! parse -> admit -> policy route (the inputs as one user message) -> reserve (every input
+//! token at the dearest target's input price) -> try targets (retry, fallback; a target
+//! with no embeddings endpoint fails and the next is tried) -> settle at actual usage.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::chat::{self, Caller, Settlement};
+use super::reserve::{self, Unpriced, WorstCase};
+use super::{json_response, Body};
+use crate::app::App;
+use crate::catalog::{worst_case_microdollars, Catalog};
+use crate::error::GatewayError;
+use crate::metering::{Hold, LedgerRecord};
+use crate::policy::{ChatRequest, Decision, Message, PlanTarget, PolicyHash, RoutePlan};
+use crate::providers::embeddings::estimate_tokens;
+use crate::providers::{Embeddings, EmbeddingsCall, ProviderKind};
+use crate::redact::Redactor;
+use crate::upstream::{read_body, MAX_UPSTREAM_BODY_BYTES};
+
+/// Most inputs in one request: OpenAI's own limit, so a client that works there works here.
+pub const MAX_INPUTS: usize = 2048;
+/// Longest single input, in bytes: OpenAI's 8192-token input cap at up to 4 bytes a token.
+/// A bigger input would fail upstream after the reservation; refused before it instead.
+pub const MAX_INPUT_BYTES: usize = 8192 * 4;
+/// Largest `dimensions` accepted: above every public embedding model's (3072), and it
+/// bounds the demo provider's allocation.
+pub const MAX_DIMENSIONS: u64 = 4096;
+
+/// A validated embeddings request.
+#[derive(Debug)]
+pub struct EmbeddingsBody {
+    /// The body as sent (pass-through upstreams get it with the target's model).
+    pub body: Map<String, Value>,
+    /// The client's `model`.
+    pub model: String,
+    /// The texts, in order.
+    pub inputs: Vec<String>,
+    /// `dimensions`, if asked.
+    pub dimensions: Option<u64>,
+    /// `encoding_format: base64`.
+    pub base64: bool,
+    /// `user`.
+    pub end_user: Option<String>,
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(code, message)
+}
+
+/// Validates an embeddings body. Errors are 400s naming the field.
+pub fn parse(bytes: &[u8]) -> Result<EmbeddingsBody, GatewayError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| bad("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(body) = value else {
+        return Err(bad("invalid_request", "request body must be a JSON object"));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if m.len() <= super::wire::MAX_MODEL_BYTES => m.clone(),
+        Some(Value::String(_)) => return Err(bad("invalid_model", format!("'model' is longer than {} bytes", super::wire::MAX_MODEL_BYTES))),
+        None => String::new(),
+        Some(_) => return Err(bad("invalid_type", "'model' must be a string")),
+    };
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            if items.iter().any(|i| i.is_number() || i.is_array()) {
+                return Err(bad("token_ids_unsupported", "'input' as token ids is not supported: send the text as a string or an array of strings"));
+            }
+            items.iter().map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad("invalid_type", "'input' must be a string or an array of strings"))).collect::<Result<_, _>>()?
+        }
+        None | Some(Value::Null) => return Err(bad("missing_input", "'input' is required: a string or an array of strings")),
+        Some(_) => return Err(bad("invalid_type", "'input' must be a string or an array of strings")),
+    };
+    if inputs.is_empty() {
+        return Err(bad("empty_input", "'input' must hold at least one string"));
+    }
+    if inputs.len() > MAX_INPUTS {
+        return Err(bad("too_many_inputs", format!("'input' holds {} strings; at most {MAX_INPUTS} are allowed", inputs.len())));
+    }
+    if inputs.iter().any(String::is_empty) {
+        return Err(bad("empty_input", "'input' must not contain an empty string"));
+    }
+    if let Some(i) = inputs.iter().position(|s| s.len() > MAX_INPUT_BYTES) {
+        return Err(bad("input_too_large", format!("input {i} is longer than {MAX_INPUT_BYTES} bytes")));
+    }
+    let dimensions = match body.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|d| (1..=MAX_DIMENSIONS).contains(d)).ok_or_else(|| bad("invalid_dimensions", format!("'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}")))?),
+    };
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => return Err(bad("invalid_encoding_format", "'encoding_format' must be \"float\" or \"base64\"")),
+    };
+    let end_user = match body.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.len() <= 256 => Some(u.clone()),
+        Some(_) => return Err(bad("invalid_type", "'user' must be a string of at most 256 bytes")),
+    };
+    Ok(EmbeddingsBody { body, model, inputs, dimensions, base64, end_user })
+}
+
+/// What the policy sees: the client's model and the inputs as one user message, so its
+/// size estimates work unchanged.
+fn summary(parsed: &EmbeddingsBody, estimate: u64) -> ChatRequest {
+    ChatRequest {
+        model: parsed.model.clone(),
+        messages: vec![Message { role: "user".into(), text: parsed.inputs.join("\n"), image_count: 0, tool_call_count: 0 }],
+        max_tokens: None,
+        temperature: None,
+        stream: false,
+        tool_count: 0,
+        end_user: parsed.end_user.clone(),
+        metadata: Vec::new(),
+        prompt_token_estimate: estimate.min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+/// The most a plan can cost: every input token at the dearest target's dearest input rate.
+fn worst_case(catalog: &Catalog, plan: &RoutePlan, tokens: u64) -> WorstCase {
+    let mut worst = WorstCase { microdollars: 0, unpriced: None };
+    for target in &plan.targets {
+        match catalog.price(&target.provider, &target.model) {
+            Some(price) => worst.microdollars = worst.microdollars.max(worst_case_microdollars(&price, tokens, 0)),
+            None => {
+                worst.unpriced.get_or_insert_with(|| Unpriced { provider: target.provider.clone(), model: target.model.clone() });
+            }
+        }
+    }
+    worst
+}
+
+/// Handles one embeddings request. `permit` holds its concurrency slots.
+pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+    let parsed = parse(&bytes)?;
+    let tenant = caller.tenant.clone();
+    let estimate = estimate_tokens(&parsed.inputs);
+    let limits = permit.scopes().to_vec();
+    let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    app.limiter.admit(&scopes, estimate)?;
+    let (hash, config) = match &tenant.policy {
+        Some(assignment) => (
+            PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,
+            assignment.config.clone(),
+        ),
+        None => (app.default_policy, "{}".to_string()),
+    };
+    let context = crate::policy::Context { tenant_id: tenant.id.clone(), request_id: caller.request_id.clone(), session_id: None, unix_millis: caller.unix_millis, config };
+    let catalog = app.services.catalog_for(&tenant);
+    let view = Arc::new(app.services.tenant_scope(&tenant, caller.unix_millis));
+    let outcome = app.policies.route(hash, view, &summary(&parsed, estimate), &context).await?;
+    let plan = match outcome.decision {
+        Decision::Reject(rejection) => return Err(GatewayError::PolicyRejected(rejection)),
+        Decision::Route(plan) => plan,
+    };
+    let reserve = reserve::amount(plan.reserve_microdollars, worst_case(&catalog, &plan, estimate), reserve::is_budgeted(&tenant))?;
+    let mut sub_budgets = Vec::new();
+    if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, &parsed.end_user) {
+        sub_budgets.push((format!("user:{user}"), limit));
+    }
+    for tag in &plan.tags {
+        if let Some(limit) = tenant.tag_budgets_microdollars.get(tag) {
+            sub_budgets.push((format!("tag:{tag}"), *limit));
+        }
+    }
+    if !app.tenants.is_current(&tenant) {
+        return Err(GatewayError::Unauthorized("invalid token"));
+    }
+    let reservation = app
+        .metering
+        .reserve_for(Hold {
+            tenant_id: tenant.storage_id(),
+            budget: tenant.budget,
+            sub_budgets: &sub_budgets,
+            request_id: &caller.request_id,
+            microdollars: reserve,
+            now_millis: caller.unix_millis,
+            end_user: parsed.end_user.clone(),
+            tags: plan.tags.clone(),
+            caps: chat::concurrency_caps(&tenant, &caller.token),
+        })
+        .await?;
+    let settlement = Settlement {
+        app: app.clone(),
+        reservation,
+        record: LedgerRecord {
+            tenant_id: tenant.id.clone(),
+            unix_millis: caller.unix_millis,
+            request_id: caller.request_id.clone(),
+            provider: String::new(),
+            model: String::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            cost_microdollars: 0,
+            latency_ms: 0,
+            outcome: String::new(),
+            end_user: parsed.end_user.clone(),
+            tags: plan.tags.clone(),
+            policy_hash: hash.to_string(),
+        },
+        // What an upstream that reports no usage (Gemini) is billed for.
+        prompt_estimate: estimate,
+        started: caller.started,
+        notify: plan.notify_complete.then(|| (hash, context.clone())),
+        catalog,
+        limits,
+        _permit: permit,
+        session: None,
+        reply: String::new(),
+        trying: None,
+        finished: false,
+    };
+    let headers = [("x-tollgate-policy", hash.short()), ("x-tollgate-reservation-microdollars", reserve.to_string()), ("x-tollgate-policy-trace", plan.trace.clone())];
+    let (mut response, target) = dispatch(app, &caller, &tenant, &plan, &parsed, settlement).await?;
+    let out = response.headers_mut();
+    for (name, value) in headers.into_iter().chain([("x-tollgate-target", format!("{}/{}", target.provider, target.model))]) {
+        if let (false, Ok(v)) = (value.is_empty(), HeaderValue::from_str(&value)) {
+            out.insert(name, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Tries the plan's targets in order; a target that cannot embed fails like one that is
+/// down, and the next is tried.
+async fn dispatch(app: &Arc<App>, caller: &Caller, tenant: &crate::tenants::Tenant, plan: &RoutePlan, parsed: &EmbeddingsBody, mut settlement: Settlement) -> Result<(Response<Body>, PlanTarget), GatewayError> {
+    let mut last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "no_target", message: "no target could be tried".into() };
+    for target in &plan.targets {
+        let Some(provider) = app.config.providers.get(&target.provider) else {
+            last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "unknown_provider", message: format!("the policy chose provider '{}', which this gateway does not configure", target.provider) };
+            continue;
+        };
+        let adapter = provider.kind.adapter();
+        let call = EmbeddingsCall { body: &parsed.body, model: &target.model, inputs: &parsed.inputs, dimensions: parsed.dimensions };
+        if provider.kind == ProviderKind::Demo {
+            return match adapter.translate_embeddings(&[], &call) {
+                Ok(answer) => Ok((respond(parsed, target, answer, settlement).await, target.clone())),
+                Err(e) => {
+                    settlement.finish(None, 0, "internal_error", Some(target)).await;
+                    Err(GatewayError::Internal(e.to_string()))
+                }
+            };
+        }
+        let cooldown_key = format!("{}/{}", target.provider, target.model);
+        if app.upstream.cooling_down(&cooldown_key) && plan.targets.len() > 1 {
+            last_error = GatewayError::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, code: "target_cooling_down", message: format!("{cooldown_key} is cooling down after repeated failures") };
+            continue;
+        }
+        let key = match chat::key_for(app, caller, tenant, target).await {
+            Ok(key) => key,
+            Err(message) => {
+                last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "credential_unavailable", message };
+                continue;
+            }
+        };
+        let redactor = Redactor::new(key.as_ref());
+        let request_for = || adapter.build_embeddings(&provider.base_url, &call, key.as_ref());
+        settlement.trying = Some(target.clone());
+        let response = match chat::try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for).await {
+            Ok(response) => response,
+            Err(error) => {
+                last_error = error;
+                continue;
+            }
+        };
+        let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
+            Ok(bytes) => bytes,
+            Err(message) => {
+                settlement.finish(None, 0, "upstream_error", Some(target)).await;
+                return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
+            }
+        };
+        return match adapter.translate_embeddings(&bytes, &call) {
+            Ok(answer) => Ok((respond(parsed, target, answer, settlement).await, target.clone())),
+            Err(e) => {
+                settlement.finish(None, 0, "upstream_error", Some(target)).await;
+                Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) })
+            }
+        };
+    }
+    settlement.finish(None, 0, "upstream_error", None).await;
+    Err(last_error)
+}
+
+/// Settles at the usage billed and answers in OpenAI's shape, each vector as floats or
+/// base64 little-endian `f32`s as the client asked.
+async fn respond(parsed: &EmbeddingsBody, target: &PlanTarget, answer: Embeddings, settlement: Settlement) -> Response<Body> {
+    // No usage reported: billed by the input estimate (`prompt_estimate`).
+    let usage = settlement.finish(answer.usage, 0, "success", Some(target)).await;
+    let data: Vec<Value> = answer
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if parsed.base64 { Value::String(crate::providers::embeddings::encode_base64(vector)) } else { json!(vector) };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data, "model": target.model, "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(bytes: &[u8]) -> String {
+        match parse(bytes) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.parts().2,
+        }
+    }
+
+    #[test]
+    fn parse_refuses_bad_inputs_with_named_codes() -> Result<(), GatewayError> {
+        let ok = parse(br#"{"model":"m","input":["a","b"],"dimensions":3,"encoding_format":"base64","user":"u"}"#)?;
+        assert_eq!((ok.inputs.len(), ok.dimensions, ok.base64, ok.end_user.as_deref()), (2, Some(3), true, Some("u")));
+        assert_eq!(parse(br#"{"model":"m","input":"x"}"#)?.inputs, vec!["x".to_string()]);
+        assert_eq!(code(br#"{"model":"m"}"#), "missing_input");
+        assert_eq!(code(br#"{"model":"m","input":[]}"#), "empty_input");
+        assert_eq!(code(br#"{"model":"m","input":""}"#), "empty_input");
+        assert_eq!(code(br#"{"model":"m","input":[1,2]}"#), "token_ids_unsupported");
+        assert_eq!(code(br#"{"model":"m","input":"x","dimensions":0}"#), "invalid_dimensions");
+        assert_eq!(code(br#"{"model":"m","input":"x","encoding_format":"int8"}"#), "invalid_encoding_format");
+        let many = serde_json::to_vec(&json!({"model": "m", "input": vec!["a"; MAX_INPUTS + 1]})).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        assert_eq!(code(&many), "too_many_inputs");
+        let big = serde_json::to_vec(&json!({"model": "m", "input": "a".repeat(MAX_INPUT_BYTES + 1)})).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        assert_eq!(code(&big), "input_too_large");
+        Ok(())
+    }
+}
