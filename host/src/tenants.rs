@@ -153,8 +153,28 @@ pub enum TenantError {
 /// The registry.
 pub struct Tenants {
     records: Records,
-    cache: RwLock<HashMap<String, Arc<Tenant>>>,
+    cache: RwLock<Cache>,
     update_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// The cached tenants, and the ids written while a full reload reads the store: the
+/// reload's snapshot may predate those writes, so they keep what the cache has.
+#[derive(Default)]
+struct Cache {
+    tenants: HashMap<String, Arc<Tenant>>,
+    written_during_reload: Option<std::collections::HashSet<String>>,
+}
+
+impl Cache {
+    fn put(&mut self, id: &str, tenant: Option<Arc<Tenant>>) {
+        if let Some(written) = &mut self.written_during_reload {
+            written.insert(id.to_string());
+        }
+        match tenant {
+            Some(tenant) => self.tenants.insert(id.to_string(), tenant),
+            None => self.tenants.remove(id),
+        };
+    }
 }
 
 /// Where the records are: the embedded store, or the shared one (every replica caches
@@ -183,9 +203,9 @@ impl Tenants {
     }
 
     fn with(records: Records, tenants: Vec<Tenant>) -> Self {
-        let cache = tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+        let tenants = tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
         let update_locks = (0..UPDATE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { records, cache: RwLock::new(cache), update_locks }
+        Self { records, cache: RwLock::new(Cache { tenants, written_during_reload: None }), update_locks }
     }
 
     /// Applies other replicas' changes to this one's records as the feed reports them
@@ -200,6 +220,10 @@ impl Tenants {
                 let reload_all = match changes.recv().await {
                     Ok(Change::Row { kind, key }) if kind == "tenant" => {
                         let Some(tenants) = tenants.upgrade() else { return };
+                        // Under the id's lock, as this replica's own writes are: a read taken
+                        // before one of them commits must not land in the cache after it
+                        // (a tenant just made live here read back as still being created).
+                        let _guard = tenants.lock_for(&key).lock().await;
                         match table.get(&key).await {
                             Ok(found) => {
                                 tenants.cached(&key, found);
@@ -214,13 +238,27 @@ impl Tenants {
                 };
                 if reload_all {
                     let Some(tenants) = tenants.upgrade() else { return };
-                    match table.load_all().await {
-                        Ok(all) => {
-                            if let Ok(mut cache) = tenants.cache.write() {
-                                *cache = all.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+                    if let Ok(mut cache) = tenants.cache.write() {
+                        cache.written_during_reload = Some(Default::default());
+                    }
+                    let loaded = table.load_all().await;
+                    if let Ok(mut cache) = tenants.cache.write() {
+                        let written = cache.written_during_reload.take().unwrap_or_default();
+                        match loaded {
+                            Ok(all) => {
+                                let mut fresh: HashMap<String, Arc<Tenant>> = all.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+                                // Written here or by the feed after the snapshot was taken:
+                                // the cache is newer than the snapshot for these.
+                                for id in written {
+                                    match cache.tenants.get(&id) {
+                                        Some(tenant) => fresh.insert(id, tenant.clone()),
+                                        None => fresh.remove(&id),
+                                    };
+                                }
+                                cache.tenants = fresh;
                             }
+                            Err(e) => tracing::warn!(error = %e, "reloading every tenant failed"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "reloading every tenant failed"),
                     }
                 }
             }
@@ -230,17 +268,9 @@ impl Tenants {
     /// Puts what the store holds for `id` in the cache (or takes it out).
     fn cached(&self, id: &str, record: Option<Tenant>) -> Option<Arc<Tenant>> {
         let mut cache = self.cache.write().ok()?;
-        match record {
-            Some(tenant) => {
-                let tenant = Arc::new(tenant);
-                cache.insert(id.to_string(), tenant.clone());
-                Some(tenant)
-            }
-            None => {
-                cache.remove(id);
-                None
-            }
-        }
+        let tenant = record.map(Arc::new);
+        cache.put(id, tenant.clone());
+        tenant
     }
 
     /// One live tenant.
@@ -250,7 +280,7 @@ impl Tenants {
 
     /// One tenant in any state (being created or deleted too).
     fn get_any(&self, id: &str) -> Option<Arc<Tenant>> {
-        self.cache.read().ok().and_then(|c| c.get(id).cloned())
+        self.cache.read().ok().and_then(|c| c.tenants.get(id).cloned())
     }
 
     /// Whether `tenant` is still the live incarnation of its id: work for a deleted (or
@@ -261,12 +291,12 @@ impl Tenants {
 
     /// Tenants not live: interrupted creations and deletions, for the start to finish.
     pub fn unfinished(&self) -> Vec<Arc<Tenant>> {
-        self.cache.read().map(|c| c.values().filter(|t| t.lifecycle != Lifecycle::Live).cloned().collect()).unwrap_or_default()
+        self.cache.read().map(|c| c.tenants.values().filter(|t| t.lifecycle != Lifecycle::Live).cloned().collect()).unwrap_or_default()
     }
 
     /// Every tenant, in any state: what holds a policy blob counts them all.
     pub fn all(&self) -> Vec<Arc<Tenant>> {
-        self.cache.read().map(|c| c.values().cloned().collect()).unwrap_or_default()
+        self.cache.read().map(|c| c.tenants.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Every tenant, in any state, as the store holds it now: on the shared store read
@@ -282,7 +312,7 @@ impl Tenants {
 
     /// How many live tenants exist.
     pub fn len(&self) -> usize {
-        self.cache.read().map(|c| c.values().filter(|t| t.lifecycle == Lifecycle::Live).count()).unwrap_or(0)
+        self.cache.read().map(|c| c.tenants.values().filter(|t| t.lifecycle == Lifecycle::Live).count()).unwrap_or(0)
     }
 
     /// Whether there are none.
@@ -293,9 +323,9 @@ impl Tenants {
     /// Live tenants in id order after `after`, at most `limit`.
     pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Tenant>> {
         let Ok(cache) = self.cache.read() else { return Vec::new() };
-        let mut ids: Vec<&String> = cache.iter().filter(|(id, t)| t.lifecycle == Lifecycle::Live && after.is_none_or(|a| id.as_str() > a)).map(|(id, _)| id).collect();
+        let mut ids: Vec<&String> = cache.tenants.iter().filter(|(id, t)| t.lifecycle == Lifecycle::Live && after.is_none_or(|a| id.as_str() > a)).map(|(id, _)| id).collect();
         ids.sort();
-        ids.into_iter().take(limit).filter_map(|id| cache.get(id).cloned()).collect()
+        ids.into_iter().take(limit).filter_map(|id| cache.tenants.get(id).cloned()).collect()
     }
 
     fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
@@ -309,7 +339,7 @@ impl Tenants {
         store.flush().await?;
         let tenant = Arc::new(tenant);
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(tenant.id.clone(), tenant.clone());
+            cache.put(&tenant.id.clone(), Some(tenant.clone()));
         }
         Ok(tenant)
     }

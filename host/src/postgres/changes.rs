@@ -82,7 +82,9 @@ impl ChangeFeed {
         let row = client.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await.map_err(|e| DbError::new("reading the change feed", e))?;
         drop(client);
         let last = Position { tx: row.get(0), id: 0 };
-        let (sender, _) = broadcast::channel(4096);
+        // Room for a burst (a bulk set-up writes several rows a tenant); a subscriber that
+        // still falls behind reloads everything.
+        let (sender, _) = broadcast::channel(32_768);
         let (ready, listening) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(follow(url.to_string(), pool, sender.clone(), last, ready));
         if tokio::time::timeout(LISTEN_READY_WITHIN, listening).await.is_err() {
