@@ -285,13 +285,13 @@ async fn count_tokens_is_the_chat_estimate_and_free() {
 async fn the_demo_provider_answers_whole_and_streamed() {
     let gw = Gateway::start().await;
     let token = gw.demo_tenant("dm", 1.0).await;
-    let reply = messages(&gw, &token, json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]})).await;
+    let reply = messages(&gw, &token, json!({"model": "default", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]})).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let body = reply.json();
     assert_eq!(body["content"], json!([{"type": "text", "text": "Hello from the Tollgate demo provider. You said: Hello"}]));
     assert_eq!((body["stop_reason"].as_str(), body["usage"]["input_tokens"].as_u64(), body["usage"]["output_tokens"].as_u64()), (Some("end_turn"), Some(2), Some(9)), "{body}");
 
-    let reply = messages(&gw, &token, json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "Hi"}]})).await;
+    let reply = messages(&gw, &token, json!({"model": "default", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "Hi"}]})).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let events = events(&reply);
     assert_eq!(deltas(&events, "text_delta", "text"), "Hello from the Tollgate demo provider. You said: Hi");
