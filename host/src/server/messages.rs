@@ -35,7 +35,7 @@ pub async fn handle(app: &std::sync::Arc<App>, caller: chat::Caller, permit: cra
         return Ok(encode_stream(response, decoded.model, estimate));
     }
     let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.map_err(|e| match e {})?.to_bytes();
+    let bytes = body.collect().await.map_err(|never: Infallible| -> GatewayError { match never {} })?.to_bytes();
     let completion: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::Internal(format!("the chat path answered with invalid JSON: {e}")))?;
     let mut out = json_response(parts.status, &encode_message(&completion, &decoded.model));
     for (name, value) in parts.headers.iter().filter(|(n, _)| n.as_str().starts_with("x-tollgate-")) {
@@ -204,10 +204,7 @@ fn decode_user(content: Option<&Value>, i: usize, out: &mut Vec<Value>) -> Resul
         return Ok(());
     }
     let only_text = parts.iter().all(|p| p.get("type").and_then(Value::as_str) == Some("text"));
-    let content = match parts.as_slice() {
-        [one] if only_text => one.get("text").cloned().unwrap_or(Value::Null),
-        _ => Value::Array(parts),
-    };
+    let content = if only_text && parts.len() == 1 { parts[0]["text"].clone() } else { Value::Array(parts) };
     out.push(json!({"role": "user", "content": content}));
     Ok(())
 }
@@ -226,7 +223,8 @@ fn decode_assistant(content: Option<&Value>, i: usize) -> Result<Value, GatewayE
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant", "content": if texts.is_empty() { Value::Null } else { Value::String(texts.join("")) }});
+    let text = if texts.is_empty() { Value::Null } else { Value::String(texts.join("")) };
+    let mut message = json!({"role": "assistant", "content": text});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -421,7 +419,7 @@ impl Encoder {
     }
 
     /// Opens a block unless the open one is `wanted`; returns its index.
-    fn open(&mut self, wanted: Option<u64>, block: Value, out: &mut Vec<Bytes>) -> usize {
+    fn open_block(&mut self, wanted: Option<u64>, block: Value, out: &mut Vec<Bytes>) -> usize {
         if let Some((index, open)) = self.open {
             if open == wanted {
                 return index;
@@ -463,13 +461,13 @@ impl Encoder {
         }
         let Some(choice) = chunk.pointer("/choices/0") else { return out };
         if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-            let index = self.open(None, json!({"type": "text", "text": ""}), &mut out);
+            let index = self.open_block(None, json!({"type": "text", "text": ""}), &mut out);
             out.push(event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
         }
         for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
             let call_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let block = json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or(Value::Null), "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null), "input": {}});
-            let index = self.open(Some(call_index), block, &mut out);
+            let index = self.open_block(Some(call_index), block, &mut out);
             if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty()) {
                 out.push(event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}})));
             }
@@ -518,6 +516,21 @@ mod tests {
             "tool_choice": "required", "parallel_tool_calls": false,
         }));
         Ok(())
+    }
+
+    #[test]
+    fn encodes_stop_reasons_usage_and_errors() {
+        let completion = |finish: &str| json!({"id": "chatcmpl-abc", "model": "m", "choices": [{"message": {"content": "hi"}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}});
+        let reasons: Vec<Value> = ["stop", "length", "tool_calls", "content_filter"].iter().map(|f| encode_message(&completion(f), "m")["stop_reason"].clone()).collect();
+        assert_eq!(reasons, [json!("end_turn"), json!("max_tokens"), json!("tool_use"), json!("refusal")]);
+        let message = encode_message(&completion("stop"), "m");
+        assert_eq!(message["id"], "msg_abc");
+        assert_eq!(message["usage"], json!({"input_tokens": 6, "output_tokens": 2, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}));
+        let limited = GatewayError::RateLimited(crate::ratelimit::RateLimited { what: "requests", retry_after_secs: 1 });
+        assert_eq!(error_body(&limited)["error"]["type"], "rate_limit_error");
+        assert_eq!(error_body(&GatewayError::Unauthorized("invalid token")), json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid token"}}));
+        assert_eq!(error_body(&GatewayError::Internal("disk".into()))["error"]["type"], "api_error");
     }
 
     #[test]
