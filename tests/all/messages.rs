@@ -29,6 +29,10 @@ async fn messages(gw: &Gateway, token: &str, body: Value) -> Reply {
     gw.call("POST", "/v1/messages", None, &headers, body.to_string().into_bytes()).await
 }
 
+async fn count(gw: &Gateway, token: &str, body: Value) -> Reply {
+    gw.call("POST", "/v1/messages/count_tokens", None, &[("x-api-key", token)], body.to_string().into_bytes()).await
+}
+
 /// The events of an Anthropic SSE body: `(event name, data)`, checking the name matches
 /// the data's `type`.
 fn events(reply: &Reply) -> Vec<(String, Value)> {
@@ -244,13 +248,13 @@ async fn errors_are_in_anthropic_shape() {
     let reply = messages(&gw, &token, json!({"model": "mock-e", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(error(&reply), (400, json!("error"), json!("invalid_request_error")), "{}", reply.text());
     assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| m.contains("max_tokens")), "{}", reply.text());
-    let reply = gw.call("POST", "/v1/messages", None, &[("x-api-key", &token)], b"{not json".to_vec()).await;
+    let reply = gw.call("POST", "/v1/messages", None, &[("x-api-key", token.as_str())], b"{not json".to_vec()).await;
     assert_eq!(error(&reply), (400, json!("error"), json!("invalid_request_error")), "{}", reply.text());
     let reply = messages(&gw, &token, json!({"model": "mock-e", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]})).await;
     assert_eq!(error(&reply), (400, json!("error"), json!("invalid_request_error")), "{}", reply.text());
     let reply = messages(&gw, &token, json!({"model": "mock-500", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(error(&reply), (502, json!("error"), json!("api_error")), "{}", reply.text());
-    let reply = gw.call("GET", "/v1/messages", None, &[("x-api-key", &token)], Vec::new()).await;
+    let reply = gw.call("GET", "/v1/messages", None, &[("x-api-key", token.as_str())], Vec::new()).await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.json()["type"], "error");
     // Only the upstream failure reached the upstream: once and its one retry.
@@ -265,13 +269,12 @@ async fn count_tokens_is_the_chat_estimate_and_free() {
     let mock = MockUpstream::start().await.expect("mock");
     let gw = Gateway::start_with(mocked::config(&mock)).await;
     let token = mocked::tenant(&gw, "oa", "openai", "sk-oa").await;
-    let count = |body: Value| gw.call("POST", "/v1/messages/count_tokens", None, &[("x-api-key", &token)], body.to_string().into_bytes());
 
     // 12 bytes at 4 a token, plus 3 for the message's framing.
-    let reply = count(json!({"model": "mock-c", "messages": [{"role": "user", "content": "Hello world!"}]})).await;
+    let reply = count(&gw, &token, json!({"model": "mock-c", "messages": [{"role": "user", "content": "Hello world!"}]})).await;
     assert_eq!((reply.status, reply.json()), (200, json!({"input_tokens": 6})), "{}", reply.text());
     // A system prompt is one more message.
-    let reply = count(json!({"model": "mock-c", "system": "abcdefgh", "messages": [{"role": "user", "content": "Hello world!"}]})).await;
+    let reply = count(&gw, &token, json!({"model": "mock-c", "system": "abcdefgh", "messages": [{"role": "user", "content": "Hello world!"}]})).await;
     assert_eq!(reply.json(), json!({"input_tokens": 11}));
     let chat = gw.chat(&token, json!({"model": "mock-c", "messages": [{"role": "system", "content": "abcdefgh"}, {"role": "user", "content": "Hello world!"}]})).await;
     assert_eq!(chat.status, 200);
