@@ -522,7 +522,7 @@ mod tests {
     fn encodes_stop_reasons_usage_and_errors() {
         let completion = |finish: &str| json!({"id": "chatcmpl-abc", "model": "m", "choices": [{"message": {"content": "hi"}, "finish_reason": finish}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}});
-        let reasons: Vec<Value> = ["stop", "length", "tool_calls", "content_filter"].iter().map(|f| encode_message(&completion(f), "m")["stop_reason"].clone()).collect();
+        let reasons: Vec<Value> = ["stop", "length", "tool_calls", "content_filter"].iter().map(|f| encode_message(&completion(*f), "m")["stop_reason"].clone()).collect();
         assert_eq!(reasons, [json!("end_turn"), json!("max_tokens"), json!("tool_use"), json!("refusal")]);
         let message = encode_message(&completion("stop"), "m");
         assert_eq!(message["id"], "msg_abc");
