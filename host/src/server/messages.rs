@@ -126,7 +126,7 @@ fn decode_map(body: Map<String, Value>) -> Result<Decoded, GatewayError> {
     if let Some(stop) = body.get("stop_sequences").filter(|v| !v.is_null()) {
         out.insert("stop".into(), stop.clone());
     }
-    if let Some(user) = body.pointer("/metadata/user_id").filter(|v| !v.is_null()) {
+    if let Some(user) = body.get("metadata").and_then(|m| m.get("user_id")).filter(|v| !v.is_null()) {
         out.insert("user".into(), user.clone());
     }
     if let Some(tools) = body.get("tools").filter(|v| !v.is_null()) {
