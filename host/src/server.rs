@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod chat;
 pub mod embeddings;
+pub mod messages;
 pub mod reserve;
 pub mod stream;
 pub mod tenant_api;
@@ -49,13 +50,15 @@ pub fn text_response(status: StatusCode, content_type: &'static str, text: Strin
     response
 }
 
-/// The error response for `error` (the one place errors become HTTP).
-pub fn error_response(error: &GatewayError) -> Response<Body> {
+/// The error response for `error` (the one place errors become HTTP), in OpenAI's shape,
+/// or in Anthropic's for the Messages routes (`anthropic`).
+pub fn error_response(error: &GatewayError, anthropic: bool) -> Response<Body> {
     let (status, _, _) = error.parts();
     if status.is_server_error() {
         tracing::warn!(error = %error, "request failed");
     }
-    let mut response = json_response(status, &error.body());
+    let body = if anthropic { messages::error_body(error) } else { error.body() };
+    let mut response = json_response(status, &body);
     let retry_after = match error {
         GatewayError::RateLimited(limited) => Some(limited.retry_after_secs),
         GatewayError::Policy(crate::PolicyError::CpuShareExhausted { retry_after_secs } | crate::PolicyError::Suspended { retry_after_secs, .. }) => Some(*retry_after_secs),
@@ -78,6 +81,12 @@ fn bearer(request: &Request<Incoming>) -> Option<&str> {
     Some(token.trim())
 }
 
+/// The `x-api-key` token of a request (how Anthropic's SDKs send theirs), if any. Only a
+/// tenant token is accepted there: the operator token travels as a bearer token alone.
+fn api_key(request: &Request<Incoming>) -> Option<&str> {
+    Some(request.headers().get("x-api-key")?.to_str().ok()?.trim())
+}
+
 /// Who a request is from.
 pub enum Principal {
     /// The operator.
@@ -89,10 +98,16 @@ pub enum Principal {
 /// Authenticates a request: the admin token or a tenant token; anything else is 401.
 /// A request that names a tenant in `X-Tenant-ID` must name the token's own.
 pub async fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Principal, GatewayError> {
-    let token = bearer(request).ok_or(GatewayError::Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'"))?;
-    if app.admin.matches(token) {
-        return Ok(Principal::Admin);
-    }
+    let token = match (bearer(request), api_key(request)) {
+        (Some(token), _) => {
+            if app.admin.matches(token) {
+                return Ok(Principal::Admin);
+            }
+            token
+        }
+        (None, Some(token)) => token,
+        (None, None) => return Err(GatewayError::Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")),
+    };
     let record = app.tokens.lookup(token).await?.ok_or(GatewayError::Unauthorized("invalid token"))?;
     // The token's tenant as it is now: a token of a deleted incarnation opens nothing.
     let tenant = app.tenants.get(&record.tenant_id).filter(|t| record.belongs_to(t)).ok_or(GatewayError::Unauthorized("invalid token"))?;
@@ -130,7 +145,14 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             "text/plain; version=0.0.4",
             app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts()),
         )),
-        (Method::POST, "/v1/chat/completions" | "/v1/embeddings") => {
+        (Method::POST, "/v1/messages/count_tokens") => {
+            let Principal::Tenant(..) = authenticate(&app, &request).await? else {
+                return Err(GatewayError::Forbidden("use a tenant token".into()));
+            };
+            let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
+            messages::count_tokens(&body)
+        }
+        (Method::POST, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages") => {
             let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
@@ -144,10 +166,11 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             let permit = app.limiter.acquire(crate::ratelimit::scopes_of(&tenant, &token))?;
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
             let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history };
-            if path == "/v1/embeddings" {
-                return embeddings::handle(&app, caller, permit, body).await;
+            match path.as_str() {
+                "/v1/embeddings" => embeddings::handle(&app, caller, permit, body).await,
+                "/v1/messages" => messages::handle(&app, caller, permit, body).await,
+                _ => chat::handle(&app, caller, permit, body).await,
             }
-            chat::handle(&app, caller, permit, body).await
         }
         (Method::GET, "/v1/models") => {
             let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
@@ -169,7 +192,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 .collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
         (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
@@ -180,6 +203,7 @@ fn endpoint(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat",
         "/v1/embeddings" => "embeddings",
+        "/v1/messages" | "/v1/messages/count_tokens" => "messages",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",
@@ -200,7 +224,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
             if matches!(error, GatewayError::RateLimited(_) | GatewayError::Policy(crate::PolicyError::Suspended { .. } | crate::PolicyError::CpuShareExhausted { .. })) {
                 tokio::time::sleep(crate::ratelimit::REFUSAL_DELAY).await;
             }
-            span.in_scope(|| error_response(&error))
+            span.in_scope(|| error_response(&error, endpoint == "messages"))
         }
     };
     drop(in_flight);

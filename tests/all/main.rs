@@ -19,6 +19,8 @@ mod shutdown;
 mod noisy;
 mod budgets;
 mod embeddings;
+mod messages;
+mod anthropic_sdk;
 mod identity;
 mod postgres_budgets;
 mod postgres_tenants;
