@@ -5,7 +5,6 @@
 //! creates a virtual environment under `target/py-anthropic` with a pinned client (once;
 //! later runs reuse it).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tollgate_tests::mock::MockUpstream;
@@ -50,29 +49,9 @@ except anthropic.BadRequestError as e:
     print("bad:", e.status_code, e.body["error"]["type"])
 "#;
 
-fn venv() -> PathBuf {
-    tollgate_tests::guests::workspace_root().join("target").join("py-anthropic")
-}
-
-async fn ensure_client() -> PathBuf {
-    let python = venv().join("bin").join("python");
-    if python.exists() {
-        return python;
-    }
-    let created = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(venv()).status().await.expect("python3 -m venv");
-    assert!(created.success(), "creating the virtual environment failed");
-    let pip = venv().join("bin").join("pip");
-    let installed = tokio::time::timeout(Duration::from_secs(300), tokio::process::Command::new(pip).args(["install", "--quiet", ANTHROPIC_CLIENT]).status())
-        .await
-        .expect("pip install within 5 minutes")
-        .expect("pip");
-    assert!(installed.success(), "pip install {ANTHROPIC_CLIENT} failed");
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_client_creates_streams_counts_calls_tools_and_raises() {
-    let python = ensure_client().await;
+    let python = crate::support::python_with("py-anthropic", ANTHROPIC_CLIENT).await;
     let mock = MockUpstream::start().await.expect("mock");
     let gw = Gateway::start_with(mocked::config(&mock)).await;
     let token = gw.demo_tenant("sdk", 10.0).await;

@@ -2,7 +2,6 @@
 //! the exception classes its error statuses raise. The test creates a virtual environment
 //! under `target/py-openai` with a pinned client (once; later runs reuse it).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::Gateway;
@@ -40,29 +39,9 @@ f = client.embeddings.create(model="demo-embed", input="hello", encoding_format=
 print("embed-float:", len(f.data[0].embedding), f.usage.total_tokens, f.model)
 "#;
 
-fn venv() -> PathBuf {
-    tollgate_tests::guests::workspace_root().join("target").join("py-openai")
-}
-
-async fn ensure_client() -> PathBuf {
-    let python = venv().join("bin").join("python");
-    if python.exists() {
-        return python;
-    }
-    let created = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(venv()).status().await.expect("python3 -m venv");
-    assert!(created.success(), "creating the virtual environment failed");
-    let pip = venv().join("bin").join("pip");
-    let installed = tokio::time::timeout(Duration::from_secs(300), tokio::process::Command::new(pip).args(["install", "--quiet", OPENAI_CLIENT]).status())
-        .await
-        .expect("pip install within 5 minutes")
-        .expect("pip");
-    assert!(installed.success(), "pip install {OPENAI_CLIENT} failed");
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_client_works_plain_streaming_and_errors() {
-    let python = ensure_client().await;
+    let python = crate::support::python_with("py-openai", OPENAI_CLIENT).await;
     let gw = Gateway::start().await;
     let token = gw.demo_tenant("sdk", 10.0).await;
     let output = tokio::time::timeout(

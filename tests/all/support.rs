@@ -204,3 +204,22 @@ impl Reply {
         self.json()["error"]["code"].as_str().unwrap_or("").to_string()
     }
 }
+
+/// The Python of a virtual environment `target/NAME` holding `package` (pinned, e.g.
+/// `openai==3.57.0`), created and installed on first use; later runs reuse it.
+pub async fn python_with(name: &str, package: &str) -> std::path::PathBuf {
+    let venv = tollgate_tests::guests::workspace_root().join("target").join(name);
+    let python = venv.join("bin").join("python");
+    if python.exists() {
+        return python;
+    }
+    let created = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().await.expect("python3 -m venv");
+    assert!(created.success(), "creating the virtual environment failed");
+    let pip = venv.join("bin").join("pip");
+    let installed = tokio::time::timeout(std::time::Duration::from_secs(300), tokio::process::Command::new(pip).args(["install", "--quiet", package]).status())
+        .await
+        .expect("pip install within 5 minutes")
+        .expect("pip");
+    assert!(installed.success(), "pip install {package} failed");
+    python
+}
