@@ -315,7 +315,9 @@ fn tool_choice(body: &Map<String, Value>) -> Result<Option<Value>, ProviderError
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
         Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
-        Some(Value::String(s)) if s == "none" => return Ok(None),
+        // Tools are still sent (the conversation may hold earlier calls): Anthropic's own
+        // `none` keeps the model from calling one, as the client asked.
+        Some(Value::String(s)) if s == "none" => return Ok(Some(json!({"type": "none"}))),
         Some(choice) => match choice.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => Some(json!({"type": "tool", "name": name})),
             None => return Err(ProviderError::Unsupported("tool_choice".into())),
@@ -552,7 +554,7 @@ mod tests {
         let cases = [
             (json!("auto"), Some(json!({"type": "auto"}))),
             (json!("required"), Some(json!({"type": "any"}))),
-            (json!("none"), None),
+            (json!("none"), Some(json!({"type": "none"}))),
         ];
         for (choice, expected) in cases {
             let body = body(json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools, "tool_choice": choice, "stop": ["a", "b"]}));
