@@ -5,7 +5,6 @@
 //! creates a virtual environment under `target/py-anthropic` with a pinned client (once;
 //! later runs reuse it).
 
-use std::time::Duration;
 
 use tollgate_tests::mock::MockUpstream;
 
@@ -56,16 +55,7 @@ async fn official_python_client_creates_streams_counts_calls_tools_and_raises() 
     let gw = Gateway::start_with(mocked::config(&mock)).await;
     let token = gw.demo_tenant("sdk", 10.0).await;
     let tools_token = mocked::tenant(&gw, "tools", "openai", "sk-tools").await;
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python).arg("-c").arg(SCRIPT).arg(format!("http://{}", gw.addr)).arg(&token).arg(&tools_token).output(),
-    )
-    .await
-    .expect("script within 60 s")
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = crate::support::run_python(&python, SCRIPT, &[&format!("http://{}", gw.addr), &token, &tools_token]).await;
     assert_eq!(lines, vec![
         "create: message assistant Hello from the Tollgate demo provider. You said: Hello SDK end_turn 3 10",
         "stream: Hello from the Tollgate demo provider. You said: Hi end_turn 9 True",

@@ -2,7 +2,6 @@
 //! the exception classes its error statuses raise. The test creates a virtual environment
 //! under `target/py-openai` with a pinned client (once; later runs reuse it).
 
-use std::time::Duration;
 
 use crate::support::Gateway;
 
@@ -44,16 +43,7 @@ async fn official_python_client_works_plain_streaming_and_errors() {
     let python = crate::support::python_with("py-openai", OPENAI_CLIENT).await;
     let gw = Gateway::start().await;
     let token = gw.demo_tenant("sdk", 10.0).await;
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python).arg("-c").arg(SCRIPT).arg(format!("http://{}/v1", gw.addr)).arg(&token).output(),
-    )
-    .await
-    .expect("script within 60 s")
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = crate::support::run_python(&python, SCRIPT, &[&format!("http://{}/v1", gw.addr), &token]).await;
     assert_eq!(lines, vec![
         "plain: Hello from the Tollgate demo provider. You said: Hello SDK 3 10",
         "stream: Hello from the Tollgate demo provider. You said: Hi 9",

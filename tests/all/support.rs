@@ -223,3 +223,15 @@ pub async fn python_with(name: &str, package: &str) -> std::path::PathBuf {
     assert!(installed.success(), "pip install {package} failed");
     python
 }
+
+/// Runs `script` with `python -c` and `args` (bounded to 60 s); asserts it exited 0 and
+/// returns its stdout lines.
+pub async fn run_python(python: &std::path::Path, script: &str, args: &[&str]) -> Vec<String> {
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), tokio::process::Command::new(python).arg("-c").arg(script).args(args).output())
+        .await
+        .expect("script within 60 s")
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.lines().map(str::to_owned).collect()
+}
