@@ -339,7 +339,7 @@ impl Tenants {
         store.flush().await?;
         let tenant = Arc::new(tenant);
         if let Ok(mut cache) = self.cache.write() {
-            cache.put(&tenant.id.clone(), Some(tenant.clone()));
+            cache.put(&tenant.id, Some(tenant.clone()));
         }
         Ok(tenant)
     }

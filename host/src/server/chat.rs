@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::catalog::cost_microdollars;
 use crate::config::ProviderConfig;
 use crate::error::GatewayError;
-use crate::metering::{Hold, LedgerRecord, Reservation};
+use crate::metering::{LedgerRecord, Reservation};
 use crate::policy::{Completion, Context, Decision, Outcome, PlanTarget, PolicyHash, RoutePlan};
 use crate::providers::{ChatCall, ProviderKind, Usage};
 use crate::redact::Redactor;
@@ -262,32 +262,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
         Decision::Route(plan) => plan,
     };
     let reserve = reserve::amount(plan.reserve_microdollars, reserve::worst_case(&catalog, &plan, &parsed), reserve::is_budgeted(&tenant))?;
-    let mut sub_budgets = Vec::new();
-    if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, &parsed.summary.end_user) {
-        sub_budgets.push((format!("user:{user}"), limit));
-    }
-    for tag in &plan.tags {
-        if let Some(limit) = tenant.tag_budgets_microdollars.get(tag) {
-            sub_budgets.push((format!("tag:{tag}"), *limit));
-        }
-    }
-    // Work for a tenant deleted since authentication is refused: its records are being
-    // purged, and nothing may be held or written for it.
-    if !app.tenants.is_current(&tenant) {
-        return Err(GatewayError::Unauthorized("invalid token"));
-    }
-    let reservation = app.metering.reserve_for(Hold {
-        tenant_id: tenant.storage_id(),
-        budget: tenant.budget,
-        sub_budgets: &sub_budgets,
-        request_id: &caller.request_id,
-        microdollars: reserve,
-        now_millis: caller.unix_millis,
-        end_user: parsed.summary.end_user.clone(),
-        tags: plan.tags.clone(),
-        caps: concurrency_caps(&tenant, &caller.token),
-    })
-    .await?;
+    let reservation = reserve::hold(app, &caller, parsed.summary.end_user.as_ref(), &plan.tags, reserve).await?;
     let settlement = Settlement {
         app: app.clone(),
         reservation,

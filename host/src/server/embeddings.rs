@@ -17,7 +17,7 @@ use super::{json_response, Body};
 use crate::app::App;
 use crate::catalog::{worst_case_microdollars, Catalog};
 use crate::error::GatewayError;
-use crate::metering::{Hold, LedgerRecord};
+use crate::metering::LedgerRecord;
 use crate::policy::{ChatRequest, Decision, Message, PlanTarget, PolicyHash, RoutePlan};
 use crate::providers::embeddings::estimate_tokens;
 use crate::providers::{Embeddings, EmbeddingsCall, ProviderKind};
@@ -161,32 +161,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
         Decision::Route(plan) => plan,
     };
     let reserve = reserve::amount(plan.reserve_microdollars, worst_case(&catalog, &plan, estimate), reserve::is_budgeted(&tenant))?;
-    let mut sub_budgets = Vec::new();
-    if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, &parsed.end_user) {
-        sub_budgets.push((format!("user:{user}"), limit));
-    }
-    for tag in &plan.tags {
-        if let Some(limit) = tenant.tag_budgets_microdollars.get(tag) {
-            sub_budgets.push((format!("tag:{tag}"), *limit));
-        }
-    }
-    if !app.tenants.is_current(&tenant) {
-        return Err(GatewayError::Unauthorized("invalid token"));
-    }
-    let reservation = app
-        .metering
-        .reserve_for(Hold {
-            tenant_id: tenant.storage_id(),
-            budget: tenant.budget,
-            sub_budgets: &sub_budgets,
-            request_id: &caller.request_id,
-            microdollars: reserve,
-            now_millis: caller.unix_millis,
-            end_user: parsed.end_user.clone(),
-            tags: plan.tags.clone(),
-            caps: chat::concurrency_caps(&tenant, &caller.token),
-        })
-        .await?;
+    let reservation = reserve::hold(app, &caller, parsed.end_user.as_ref(), &plan.tags, reserve).await?;
     let settlement = Settlement {
         app: app.clone(),
         reservation,

@@ -139,3 +139,42 @@ mod tests {
         assert_eq!((both.get("max_tokens"), both.get("max_completion_tokens")), (Some(&Value::from(5)), Some(&Value::from(5))));
     }
 }
+
+/// Holds `microdollars` against the tenant's budget, its end user's and its tags' (the
+/// plan's), and its concurrency caps. Work for a tenant deleted since authentication is
+/// refused: its records are being purged, and nothing may be held or written for it.
+pub async fn hold(
+    app: &crate::app::App,
+    caller: &super::chat::Caller,
+    end_user: Option<&String>,
+    tags: &[String],
+    microdollars: u64,
+) -> Result<crate::metering::Reservation, GatewayError> {
+    let tenant = &caller.tenant;
+    let mut sub_budgets = Vec::new();
+    if let (Some(limit), Some(user)) = (tenant.user_budget_microdollars, end_user) {
+        sub_budgets.push((format!("user:{user}"), limit));
+    }
+    for tag in tags {
+        if let Some(limit) = tenant.tag_budgets_microdollars.get(tag) {
+            sub_budgets.push((format!("tag:{tag}"), *limit));
+        }
+    }
+    if !app.tenants.is_current(tenant) {
+        return Err(GatewayError::Unauthorized("invalid token"));
+    }
+    Ok(app
+        .metering
+        .reserve_for(crate::metering::Hold {
+            tenant_id: tenant.storage_id(),
+            budget: tenant.budget,
+            sub_budgets: &sub_budgets,
+            request_id: &caller.request_id,
+            microdollars,
+            now_millis: caller.unix_millis,
+            end_user: end_user.cloned(),
+            tags: tags.to_vec(),
+            caps: super::chat::concurrency_caps(tenant, &caller.token),
+        })
+        .await?)
+}
