@@ -5,8 +5,18 @@ use crate::bindings::tollgate::policy as wit;
 use crate::bindings::tollgate::policy::types as t;
 use crate::types::*;
 
-fn request_from(r: t::ChatRequest) -> Request {
+fn request_from(r: t::Request) -> Request {
     Request {
+        operation: match r.operation {
+            t::Operation::Chat => Operation::Chat,
+            t::Operation::Embeddings => Operation::Embeddings,
+        },
+        api: match r.api {
+            t::Api::OpenaiChatCompletions => Api::OpenaiChatCompletions,
+            t::Api::OpenaiResponses => Api::OpenaiResponses,
+            t::Api::AnthropicMessages => Api::AnthropicMessages,
+            t::Api::OpenaiEmbeddings => Api::OpenaiEmbeddings,
+        },
         model: r.model,
         messages: r
             .messages
@@ -86,7 +96,7 @@ fn completion_from(c: t::Completion) -> Completion {
 
 /// Called by the exported `route`.
 #[doc(hidden)]
-pub fn route<P: crate::Policy>(r: t::ChatRequest, c: t::Context) -> t::Decision {
+pub fn route<P: crate::Policy>(r: t::Request, c: t::Context) -> t::Decision {
     decision_into(P::route(&request_from(r), &context_from(c)))
 }
 

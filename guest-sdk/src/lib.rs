@@ -97,7 +97,7 @@ macro_rules! export_policy {
         #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::Guest for __TollgateExport {
             fn route(
-                request: $crate::bindings::tollgate::policy::types::ChatRequest,
+                request: $crate::bindings::tollgate::policy::types::Request,
                 context: $crate::bindings::tollgate::policy::types::Context,
             ) -> $crate::bindings::tollgate::policy::types::Decision {
                 $crate::glue::route::<$policy>(request, context)

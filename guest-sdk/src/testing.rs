@@ -175,6 +175,21 @@ impl Request {
         self.max_tokens = Some(max_tokens);
         self
     }
+
+    /// An embeddings request for `model` (through `POST /v1/embeddings`), with the inputs
+    /// as one user message as the gateway passes them.
+    pub fn embeddings(model: &str, inputs: &[&str]) -> Self {
+        let mut request = Request { operation: Operation::Embeddings, api: Api::OpenaiEmbeddings, ..Request::new(model) };
+        request = request.user(&inputs.join("\n"));
+        request
+    }
+
+    /// Sets the API the client spoke.
+    #[must_use]
+    pub fn api(mut self, api: Api) -> Self {
+        self.api = api;
+        self
+    }
 }
 
 /// The host functions as the native harness serves them.

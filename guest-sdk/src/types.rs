@@ -13,9 +13,39 @@ pub struct Message {
     pub tool_call_count: u32,
 }
 
-/// The chat request the client sent, as validated by the gateway.
+/// What the client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// A chat completion, whichever API the client spoke.
+    #[default]
+    Chat,
+    /// Embeddings: `messages` holds the inputs as one user message; `max_tokens`,
+    /// `temperature` and `stream` are unset.
+    Embeddings,
+}
+
+/// The wire format the client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    /// OpenAI `POST /v1/chat/completions`.
+    #[default]
+    OpenaiChatCompletions,
+    /// OpenAI `POST /v1/responses`.
+    OpenaiResponses,
+    /// Anthropic `POST /v1/messages`.
+    AnthropicMessages,
+    /// OpenAI `POST /v1/embeddings`.
+    OpenaiEmbeddings,
+}
+
+/// The request the client sent, as validated by the gateway and translated into one shape
+/// whatever API it came in.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Request {
+    /// Which operation it is.
+    pub operation: Operation,
+    /// Which API the client spoke.
+    pub api: Api,
     /// The `model` field exactly as sent (a model, `provider/model`, or a tenant alias).
     pub model: String,
     /// The conversation, oldest first.

@@ -13,6 +13,7 @@ pub mod limits;
 mod ticker;
 mod upload;
 pub mod uploads;
+mod v0_1;
 mod view;
 
 use std::fmt;
@@ -35,7 +36,8 @@ pub use view::{BoxFuture, LogLine, TenantView, Unavailable};
 use crate::store::{Store, StoreError};
 use host::CallState;
 
-/// Host bindings generated from `wit/policy.wit`.
+/// Host bindings generated from `wit/policy.wit` (the current contract; 0.1.0 components
+/// are served through `v0_1.rs`).
 pub mod bindings {
     // Exports are async so calls run on a fiber inside the tokio task: WASI's blocking
     // stream calls (a guest's `eprintln!`) then await instead of nesting a runtime.
@@ -58,9 +60,31 @@ pub use bindings::tollgate::policy::catalog::ModelInfo;
 pub use bindings::tollgate::policy::credentials::CredentialInfo;
 pub use bindings::tollgate::policy::memory::MemoryError;
 pub use bindings::tollgate::policy::metering::BudgetStatus;
-pub use bindings::tollgate::policy::types::{ChatRequest, Completion, Context, Message, Outcome};
+pub use bindings::tollgate::policy::types::{Api, Completion, Context, Message, Operation, Outcome, Request};
 
-type Pre = bindings::PolicyPre<CallState>;
+/// A compiled policy, ready to instantiate, in the contract version it was built for.
+enum Pre {
+    /// `tollgate:policy@0.2.0`.
+    Current(bindings::PolicyPre<CallState>),
+    /// `tollgate:policy@0.1.0`.
+    V0_1(v0_1::Pre),
+}
+
+impl Pre {
+    async fn route(&self, store: &mut wasmtime::Store<CallState>, request: &Request, context: &Context) -> wasmtime::Result<bindings::tollgate::policy::types::Decision> {
+        match self {
+            Pre::Current(pre) => pre.instantiate_async(&mut *store).await?.call_route(&mut *store, request, context).await,
+            Pre::V0_1(pre) => v0_1::route(pre, store, request, context).await,
+        }
+    }
+
+    async fn on_complete(&self, store: &mut wasmtime::Store<CallState>, completion: &Completion, context: &Context) -> wasmtime::Result<()> {
+        match self {
+            Pre::Current(pre) => pre.instantiate_async(&mut *store).await?.call_on_complete(&mut *store, completion, context).await,
+            Pre::V0_1(pre) => v0_1::on_complete(pre, store, completion, context).await,
+        }
+    }
+}
 
 /// The content address of a policy: blake3 of its wasm bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -364,6 +388,7 @@ impl PolicyRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
         bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
+        v0_1::add_to_linker(&mut linker).map_err(|e| PolicyError::Setup(format!("{e:#}")))?;
         let ticker = ticker::EpochTicker::start(engine.clone()).map_err(|e| PolicyError::Setup(format!("epoch ticker: {e}")))?;
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
@@ -559,7 +584,7 @@ impl PolicyRuntime {
         &self,
         hash: PolicyHash,
         view: Arc<dyn TenantView>,
-        request: &ChatRequest,
+        request: &Request,
         context: &Context,
     ) -> Result<RouteOutcome, PolicyError> {
         self.not_suspended(&context.tenant_id, hash)?;
@@ -568,10 +593,7 @@ impl PolicyRuntime {
         let _permit = self.slot().await?;
         let started = Instant::now();
         let mut call = self.begin(hash, view, context);
-        let result = match pre.instantiate_async(&mut call.store).await {
-            Ok(policy) => policy.call_route(&mut call.store, request, context).await,
-            Err(e) => Err(e),
-        };
+        let result = pre.route(&mut call.store, request, context).await;
         let raw = self.finish(call, result)?;
         let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -593,10 +615,7 @@ impl PolicyRuntime {
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
         let mut call = self.begin(hash, view, context);
-        let result = match pre.instantiate_async(&mut call.store).await {
-            Ok(policy) => policy.call_on_complete(&mut call.store, completion, context).await,
-            Err(e) => Err(e),
-        };
+        let result = pre.on_complete(&mut call.store, completion, context).await;
         self.finish(call, result)
     }
 
@@ -726,9 +745,14 @@ impl PolicyRuntime {
     }
 }
 
+/// Links `component` and checks its exports against the current contract, then against
+/// 0.1.0; a component that matches neither is refused with the current contract's reason.
 fn instantiate_pre(linker: &Linker<CallState>, component: &Component) -> Result<Pre, UploadError> {
     let instance_pre = linker.instantiate_pre(component).map_err(|e| UploadError::ForbiddenImport(format!("{e:#}")))?;
-    Pre::new(instance_pre).map_err(|e| UploadError::WrongWorld(format!("{e:#}")))
+    match bindings::PolicyPre::new(instance_pre.clone()) {
+        Ok(pre) => Ok(Pre::Current(pre)),
+        Err(current) => v0_1::Pre::new(instance_pre).map(Pre::V0_1).map_err(|_| UploadError::WrongWorld(format!("{current:#}"))),
+    }
 }
 
 /// Turns an artifact this host compiled and stored back into a component; `None` if it

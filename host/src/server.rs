@@ -165,7 +165,12 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             // Counted against the concurrency caps from here, not from when the body is in.
             let permit = app.limiter.acquire(crate::ratelimit::scopes_of(&tenant, &token))?;
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
-            let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history };
+            let api = match path.as_str() {
+                "/v1/embeddings" => crate::policy::Api::OpenaiEmbeddings,
+                "/v1/messages" => crate::policy::Api::AnthropicMessages,
+                _ => crate::policy::Api::OpenaiChatCompletions,
+            };
+            let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history, api };
             match path.as_str() {
                 "/v1/embeddings" => embeddings::handle(&app, caller, permit, body).await,
                 "/v1/messages" => messages::handle(&app, caller, permit, body).await,

@@ -9,6 +9,7 @@ mod http_limits;
 mod openai_sdk;
 mod policy_sandbox;
 mod policy_upload;
+mod policy_contract;
 mod stock_policies;
 mod tenancy;
 mod conformance;

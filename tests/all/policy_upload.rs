@@ -36,7 +36,7 @@ async fn component_of_another_world_is_refused() {
     let sandbox = Sandbox::new(PolicyLimits::default());
     let empty = wat::parse_str("(component)").expect("wat");
     let message = upload_error(&sandbox, empty).await;
-    assert!(message.starts_with("policy does not implement the tollgate:policy@0.1.0 world:"), "{message}");
+    assert!(message.starts_with("policy does not implement the tollgate:policy@0.2.0 world (nor 0.1.0):"), "{message}");
 }
 
 #[tokio::test]

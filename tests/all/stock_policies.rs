@@ -54,9 +54,20 @@ async fn aliases_policy_reads_the_catalog_and_credentials_through_host_imports()
 
 #[tokio::test]
 async fn budget_guard_downgrades_on_real_spend() {
+    budget_guard_downgrades(tollgate_tests::guests::wasm("tollgate-policy-budget-guard")).await;
+}
+
+/// The same, with the policy as built against `tollgate:policy@0.1.0`: the host calls it
+/// through the 0.1.0 contract and its metering import still reads the real budget.
+#[tokio::test]
+async fn budget_guard_built_for_0_1_0_downgrades_on_real_spend() {
+    budget_guard_downgrades(include_bytes!("../fixtures/budget-guard-policy-0.1.0.wasm").to_vec()).await;
+}
+
+async fn budget_guard_downgrades(wasm: Vec<u8>) {
     let sandbox = Sandbox::new(PolicyLimits::default());
     let config = r#"{"primary":{"provider":"demo","model":"demo-large"},"fallback":{"provider":"demo","model":"demo-small"},"downgrade_at":0.5}"#;
-    let hash = sandbox.runtime.upload(tollgate_tests::guests::wasm("tollgate-policy-budget-guard")).await.expect("upload");
+    let hash = sandbox.runtime.upload(wasm).await.expect("upload");
     let budget = Some(tollgate::metering::Budget { limit_microdollars: 1000, period: tollgate::metering::Period::Month });
     let now = tollgate::clock::unix_millis();
     let scope = std::sync::Arc::new(sandbox.services.scope("t", budget, now));

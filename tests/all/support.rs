@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tollgate::catalog::Catalog;
 use tollgate::metering::Metering;
-use tollgate::policy::{ChatRequest, Context, Message, PolicyLimits};
+use tollgate::policy::{Api, Context, Message, Operation, PolicyLimits, Request};
 use tollgate::sealing::{Key, Vault};
 use tollgate::tenant_scope::{ScopeServices, TenantScope};
 use tollgate::{PolicyRuntime, Store};
@@ -50,8 +50,10 @@ impl Sandbox {
     }
 }
 
-pub fn request(model: &str) -> ChatRequest {
-    ChatRequest {
+pub fn request(model: &str) -> Request {
+    Request {
+        operation: Operation::Chat,
+        api: Api::OpenaiChatCompletions,
         model: model.into(),
         messages: vec![Message { role: "user".into(), text: "hello".into(), image_count: 0, tool_call_count: 0 }],
         max_tokens: None,

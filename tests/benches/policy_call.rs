@@ -10,12 +10,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::catalog::Catalog;
 use tollgate::metering::Metering;
-use tollgate::policy::{ChatRequest, Context, Message, PolicyLimits};
+use tollgate::policy::{Api, Context, Message, Operation, PolicyLimits, Request};
 use tollgate::sealing::{Key, Vault};
 use tollgate::tenant_scope::ScopeServices;
 use tollgate::{PolicyRuntime, Secret, Store};
 
-fn request(model: &str) -> ChatRequest {
+fn request(model: &str) -> Request {
     let messages = (0..20)
         .map(|i| Message {
             role: if i % 2 == 0 { "user".into() } else { "assistant".into() },
@@ -24,7 +24,7 @@ fn request(model: &str) -> ChatRequest {
             tool_call_count: 0,
         })
         .collect();
-    ChatRequest { model: model.into(), messages, max_tokens: Some(512), temperature: Some(0.7), stream: false, tool_count: 0, end_user: Some("user-42".into()), metadata: vec![("team".into(), "search".into())], prompt_token_estimate: 900 }
+    Request { operation: Operation::Chat, api: Api::OpenaiChatCompletions, model: model.into(), messages, max_tokens: Some(512), temperature: Some(0.7), stream: false, tool_count: 0, end_user: Some("user-42".into()), metadata: vec![("team".into(), "search".into())], prompt_token_estimate: 900 }
 }
 
 fn default_config() -> String {

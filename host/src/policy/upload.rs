@@ -44,7 +44,7 @@ pub enum UploadError {
         setting: &'static str,
     },
     /// Exports do not match the `policy` world.
-    #[error("policy does not implement the tollgate:policy@0.1.0 world: {0}")]
+    #[error("policy does not implement the tollgate:policy@0.2.0 world (nor 0.1.0): {0}")]
     WrongWorld(String),
 }
 

@@ -44,6 +44,8 @@ pub struct Caller {
     pub session_id: Option<String>,
     /// `X-Session-History: true`.
     pub session_history: bool,
+    /// The API the client spoke, for the policy.
+    pub api: crate::policy::Api,
 }
 
 /// What settles a request: its reservation and the facts for its ledger record.
@@ -227,6 +229,7 @@ fn body_for(parsed: &ChatBody, target: &PlanTarget) -> Map<String, Value> {
 /// `permit` holds the request's concurrency slots, taken before its body was read.
 pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
     let mut parsed = wire::parse(&bytes)?;
+    parsed.summary.api = caller.api;
     let tenant = caller.tenant.clone();
     let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());
     if let Some(session) = &session_id {

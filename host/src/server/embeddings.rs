@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::catalog::{worst_case_microdollars, Catalog};
 use crate::error::GatewayError;
 use crate::metering::LedgerRecord;
-use crate::policy::{ChatRequest, Decision, Message, PlanTarget, PolicyHash, RoutePlan};
+use crate::policy::{Api, Decision, Operation, Request, Message, PlanTarget, PolicyHash, RoutePlan};
 use crate::providers::embeddings::estimate_tokens;
 use crate::providers::{Embeddings, EmbeddingsCall, ProviderKind};
 use crate::redact::Redactor;
@@ -109,8 +109,10 @@ pub fn parse(bytes: &[u8]) -> Result<EmbeddingsBody, GatewayError> {
 
 /// What the policy sees: the client's model and the inputs as one user message, so its
 /// size estimates work unchanged.
-fn summary(parsed: &EmbeddingsBody, estimate: u64) -> ChatRequest {
-    ChatRequest {
+fn summary(parsed: &EmbeddingsBody, estimate: u64) -> Request {
+    Request {
+        operation: Operation::Embeddings,
+        api: Api::OpenaiEmbeddings,
         model: parsed.model.clone(),
         messages: vec![Message { role: "user".into(), text: parsed.inputs.join("\n"), image_count: 0, tool_call_count: 0 }],
         max_tokens: None,

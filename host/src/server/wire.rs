@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::policy::{ChatRequest, Message};
+use crate::policy::{Api, Message, Operation, Request};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 4096;
@@ -35,7 +35,7 @@ pub struct ChatBody {
     /// The body as sent, minus fields the gateway owns (`stream_options` is re-derived).
     pub body: Map<String, Value>,
     /// What the policy sees.
-    pub summary: ChatRequest,
+    pub summary: Request,
     /// Whether the client asked for usage in the stream.
     pub include_usage: bool,
     /// The session id from the body (`session_id`), if any.
@@ -218,7 +218,10 @@ pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
     let session_id = body.remove("session_id").and_then(|v| v.as_str().map(str::to_owned));
     let session_history = body.remove("session_history").and_then(|v| v.as_bool()).unwrap_or(false);
     let tool_count = body.get("tools").and_then(Value::as_array).map(|a| a.len() as u32).unwrap_or(0);
-    let summary = ChatRequest {
+    let summary = Request {
+        operation: Operation::Chat,
+        // The chat path sets the API the client actually spoke (see `Caller::api`).
+        api: Api::OpenaiChatCompletions,
         model,
         messages: summary_messages,
         max_tokens,

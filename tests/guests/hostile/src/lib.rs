@@ -1,7 +1,7 @@
 //! A policy that misbehaves on request: the request's `model` names the attack. The sandbox
 //! tests build it once per run and assert what the gateway does about each attack.
 
-use tollgate_sdk::{credentials, export_policy, log, memory, metering, Context, Decision, Plan, Policy, Request, Target};
+use tollgate_sdk::{credentials, export_policy, log, memory, metering, Context, Decision, Operation, Plan, Policy, Request, Target};
 
 /// The hostile policy.
 pub struct Hostile;
@@ -124,6 +124,12 @@ impl Policy for Hostile {
             "read-budget" => plan(format!("spent {}", metering::budget().spent_microdollars)),
             // Reports how many credentials the host lists.
             "count-credentials" => plan(format!("{} credentials", credentials::list().len())),
+            // Reports which operation and API the host says the request is, served by a
+            // demo model that can serve it.
+            "report-operation" => {
+                let model = if request.operation == Operation::Embeddings { "demo-embed" } else { "demo-small" };
+                Plan::to(Target::new("demo", model, "")).trace(format!("{:?} via {:?}", request.operation, request.api)).into()
+            }
             _ => plan("well-behaved".into()),
         }
     }
