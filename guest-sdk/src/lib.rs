@@ -79,7 +79,8 @@ pub trait Policy {
     fn route(request: &Request, context: &Context) -> Decision;
 
     /// Called after a routed request finished, when its plan asked for it
-    /// ([`Plan::notify_complete`]).
+    /// ([`Plan::notify_complete`]): after the answer was sent, so a request that follows
+    /// at once may not see what it writes to memory yet.
     fn on_complete(_completion: &Completion, _context: &Context) {}
 }
 

@@ -61,6 +61,9 @@ pub struct App {
     /// On the shared store: this replica's change feed and reservation-lease upkeep
     /// (stopped when the app is dropped). `None` on the embedded store.
     pub replica: Option<SharedReplica>,
+    /// Work a request leaves running after its answer was sent (a policy's `on-complete`);
+    /// a graceful shutdown waits for it.
+    pub after_response: tokio_util::task::TaskTracker,
 }
 
 /// What a replica on the shared store keeps running for its life.
@@ -212,6 +215,7 @@ impl App {
             tenants,
             tokens,
             replica,
+            after_response: tokio_util::task::TaskTracker::new(),
             upstream: Upstream::new(config.upstream.clone()),
             admin: AdminToken::new(admin_token.expose()),
             metrics: Metrics::default(),

@@ -139,6 +139,13 @@ pub trait Provider: Send + Sync {
     fn translate_embeddings(&self, _body: &[u8], _call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
         Err(embeddings::unsupported())
     }
+
+    /// Answers `request` in process instead of over the network: the body an upstream
+    /// would have sent with status 200. Only the built-in `demo` provider does; every
+    /// other provider is reached over HTTP.
+    fn answer_in_process(&self, _request: &UpstreamRequest) -> Option<Result<bytes::Bytes, ProviderError>> {
+        None
+    }
 }
 
 /// Turns one streamed response into OpenAI `chat.completion.chunk` objects.

@@ -2,14 +2,21 @@
 //! enforced while the body streams in, body read timeout, authentication, routing, and graceful shutdown
 //! with a bounded drain.
 
-pub mod admin;
-pub mod chat;
-pub mod embeddings;
-pub mod messages;
+// The request path, one module per phase (see `chat.rs` for the order) or inbound API.
+mod caller;
+mod chat;
+mod dispatch;
+mod embeddings;
+mod messages;
 pub mod reserve;
-pub mod stream;
-pub mod tenant_api;
+mod route;
+mod settle;
+mod stream;
 pub mod wire;
+
+// Management.
+mod admin;
+pub mod tenant_api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -282,6 +289,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl std::fut
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    // Policies' `on-complete` calls for the answers just sent (each bounded by its CPU
+    // deadline).
+    app.after_response.close();
+    if tokio::time::timeout(config.drain_timeout, app.after_response.wait()).await.is_err() {
+        tracing::warn!("drain timeout reached with policy on-complete calls still running");
     }
     app.store.flush_blocking().map_err(std::io::Error::other)?;
     Ok(())

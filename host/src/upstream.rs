@@ -22,6 +22,10 @@ use rand::Rng;
 use crate::config::{ProviderConfig, UpstreamConfig};
 use crate::providers::UpstreamRequest;
 
+/// An upstream's response body: from the network, or produced in process (the `demo`
+/// provider, [`crate::providers::Provider::answer_in_process`]).
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
 /// Largest non-streaming upstream body read.
 pub const MAX_UPSTREAM_BODY_BYTES: usize = 32 << 20;
 
@@ -125,7 +129,13 @@ impl Upstream {
 
     /// One attempt: sends the request and waits for response headers within the timeout.
     /// On 2xx returns the response with its body unread (it may be a stream).
-    pub async fn attempt(&self, _provider: &ProviderConfig, request: UpstreamRequest) -> Result<http::Response<hyper::body::Incoming>, AttemptError> {
+    pub async fn attempt(&self, provider: &ProviderConfig, request: UpstreamRequest) -> Result<http::Response<UpstreamBody>, AttemptError> {
+        if let Some(answered) = provider.kind.adapter().answer_in_process(&request) {
+            return match answered {
+                Ok(bytes) => Ok(http::Response::new(Full::new(bytes).map_err(|never| match never {}).boxed_unsync())),
+                Err(e) => Err(AttemptError::Status { status: 400, retry_after: None, body: Bytes::from(serde_json::json!({"error": {"message": e.to_string()}}).to_string()) }),
+            };
+        }
         let mut builder = http::Request::post(&request.url);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
@@ -137,7 +147,7 @@ impl Upstream {
             Ok(Ok(response)) => response,
         };
         if response.status().is_success() {
-            return Ok(response);
+            return Ok(response.map(BodyExt::boxed_unsync));
         }
         let status = response.status().as_u16();
         let retry_after = response
@@ -157,7 +167,11 @@ fn connect_reason(error: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Reads a whole body, up to `limit` bytes, within `timeout`.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize, timeout: Duration) -> Result<Bytes, String> {
+pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, String>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err("timed out reading the upstream body".into()),
         Ok(Err(e)) => Err(format!("reading the upstream body: {e}")),

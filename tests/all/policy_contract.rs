@@ -65,11 +65,20 @@ async fn a_policy_built_for_0_1_0_routes_completes_and_uses_its_imports() {
     assert_eq!(first.header("x-tollgate-policy-trace"), "primary at 0% of budget");
     assert_eq!(first.json()["model"], "demo-large");
 
-    // `on-complete` recorded ann's spend in memory; her next request is over her cap, and
-    // the refusal is the 0.1.0 policy's own.
-    let second = post(&gw, &token, "/v1/chat/completions", chat("ann")).await;
-    assert_eq!(second.status, 429, "{}", second.text());
-    assert_eq!(second.error_code(), "user_budget_exceeded");
+    // `on-complete` records ann's spend in memory, after her answer was sent; once it has,
+    // her requests are over her cap, and the refusal is the 0.1.0 policy's own.
+    let mut refused = None;
+    for _ in 0..100 {
+        let next = post(&gw, &token, "/v1/chat/completions", chat("ann")).await;
+        if next.status != 200 {
+            refused = Some(next);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("ann was never refused: on-complete did not record her spend");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.error_code(), "user_budget_exceeded");
 
     // Another end user is still served, also through the Messages API.
     let other = post(&gw, &token, "/v1/messages", json!({"model": "any", "max_tokens": 20, "metadata": {"user_id": "bob"}, "messages": [{"role": "user", "content": "hi"}]})).await;

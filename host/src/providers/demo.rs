@@ -1,13 +1,18 @@
 //! The built-in `demo` provider: deterministic answers with usage and no network, so the
-//! quickstart works with no keys. It speaks through the same trait as real providers: its
-//! "upstream" is a pure function of the request.
+//! quickstart works with no keys. It is a provider like the others: its requests are
+//! OpenAI's, and its "upstream" ([`Provider::answer_in_process`]) is a pure function of
+//! the request, so the gateway dispatches, retries, translates and streams it on the same
+//! path as a real one.
 //!
 //! The answer echoes the last user message; usage counts 4 bytes of prompt text per token
 //! (at least 1) and one token per word of the answer.
 
 use serde_json::{json, Map, Value};
 
-use super::{chunk, embeddings, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use bytes::Bytes;
+
+use super::openai::OpenAi;
+use super::{chunk, embeddings, join_url, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
 use crate::secret::Secret;
 
 /// The demo adapter.
@@ -32,41 +37,103 @@ pub fn answer(body: &Map<String, Value>) -> (String, Usage) {
 }
 
 impl Provider for Demo {
+    /// `{base}/chat/completions` with the OpenAI body, as the OpenAI adapter would send.
     fn build(&self, base_url: &str, call: &ChatCall<'_>, _key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
-        let body = serde_json::to_vec(call.body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
-        Ok(UpstreamRequest { url: base_url.into(), headers: Vec::new(), body: body.into() })
+        let mut body = call.body.clone();
+        body.insert("model".into(), Value::String(call.model.into()));
+        body.insert("stream".into(), Value::Bool(call.stream));
+        let body = serde_json::to_vec(&body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
+        Ok(UpstreamRequest { url: join_url(base_url, CHAT_PATH), headers: Vec::new(), body: body.into() })
     }
 
+    /// The in-process answer ([`Demo::answer_in_process`]) is an OpenAI `chat.completion`
+    /// with a placeholder id; the id becomes the request's, as the gateway's own.
     fn translate(&self, body: &[u8], model: &str, request_id: &str) -> Result<(Value, Usage), ProviderError> {
-        let body: Map<String, Value> = serde_json::from_slice(body).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
-        let (text, usage) = answer(&body);
-        let response = json!({
-            "id": format!("chatcmpl-{request_id}"),
-            "object": "chat.completion",
-            "created": crate::clock::unix_millis() / 1000,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": super::usage_json(usage),
-        });
-        Ok((response, usage))
+        let (mut value, usage) = OpenAi.translate(body, model, request_id)?;
+        value["id"] = Value::String(format!("chatcmpl-{request_id}"));
+        Ok((value, usage))
     }
 
     fn stream(&self, model: &str, request_id: &str) -> Box<dyn StreamTranslator> {
         Box::new(DemoStream { model: model.into(), request_id: request_id.into(), usage: Usage::default(), text_bytes: 0, done: false })
     }
 
-    fn build_embeddings(&self, base_url: &str, call: &EmbeddingsCall<'_>, _key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
-        let body = serde_json::to_vec(call.body).map_err(|e| ProviderError::Unsupported(e.to_string()))?;
-        Ok(UpstreamRequest { url: base_url.into(), headers: Vec::new(), body: body.into() })
+    /// `{base}/embeddings` with the client's body, as the OpenAI adapter would send.
+    fn build_embeddings(&self, base_url: &str, call: &EmbeddingsCall<'_>, key: Option<&Secret>) -> Result<UpstreamRequest, ProviderError> {
+        let mut request = OpenAi.build_embeddings(base_url, call, key)?;
+        request.headers.clear();
+        Ok(request)
     }
 
-    /// Answered in process from the call alone: see [`vector`].
-    fn translate_embeddings(&self, _body: &[u8], call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
-        let dimensions = call.dimensions.unwrap_or(DEMO_DIMENSIONS).clamp(1, MAX_DEMO_DIMENSIONS) as usize;
-        let vectors = call.inputs.iter().map(|text| vector(text, dimensions)).collect();
-        let usage = Usage { prompt_tokens: embeddings::estimate_tokens(call.inputs), ..Usage::default() };
-        Ok(Embeddings { vectors, usage: Some(usage) })
+    /// The in-process answer is OpenAI's embeddings shape.
+    fn translate_embeddings(&self, body: &[u8], call: &EmbeddingsCall<'_>) -> Result<Embeddings, ProviderError> {
+        OpenAi.translate_embeddings(body, call)
     }
+
+    /// The demo's "upstream": a pure function of the request, answered without a network.
+    fn answer_in_process(&self, request: &UpstreamRequest) -> Option<Result<Bytes, ProviderError>> {
+        let body: Map<String, Value> = match serde_json::from_slice(&request.body) {
+            Ok(body) => body,
+            Err(e) => return Some(Err(ProviderError::Unsupported(e.to_string()))),
+        };
+        Some(Ok(if request.url.ends_with(EMBEDDINGS_PATH) {
+            embeddings_answer(&body)
+        } else if body.get("stream").and_then(Value::as_bool) == Some(true) {
+            stream_answer(&body)
+        } else {
+            completion_answer(&body)
+        }))
+    }
+}
+
+const CHAT_PATH: &str = "chat/completions";
+const EMBEDDINGS_PATH: &str = "embeddings";
+
+/// A `chat.completion` echoing the last user message.
+fn completion_answer(body: &Map<String, Value>) -> Bytes {
+    let (text, usage) = answer(body);
+    let model = body.get("model").cloned().unwrap_or(Value::Null);
+    let response = json!({
+        "id": "chatcmpl-demo",
+        "object": "chat.completion",
+        "created": crate::clock::unix_millis() / 1000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": super::usage_json(usage),
+    });
+    Bytes::from(response.to_string())
+}
+
+/// The SSE body of a streamed answer: one `word` event per word, then `usage`.
+fn stream_answer(body: &Map<String, Value>) -> Bytes {
+    let mut out = String::new();
+    for event in stream_events(body) {
+        out.push_str("event: ");
+        out.push_str(event.event.as_deref().unwrap_or_default());
+        out.push('\n');
+        // A word may hold a newline (the user's text is echoed): one `data:` line each.
+        for line in event.data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    Bytes::from(out)
+}
+
+/// OpenAI's embeddings shape for the body's `input` (a string or strings), at its
+/// `dimensions` (see [`vector`]).
+fn embeddings_answer(body: &Map<String, Value>) -> Bytes {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let dimensions = body.get("dimensions").and_then(Value::as_u64).unwrap_or(DEMO_DIMENSIONS).clamp(1, MAX_DEMO_DIMENSIONS) as usize;
+    let data: Vec<Value> = inputs.iter().enumerate().map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": vector(text, dimensions)})).collect();
+    let tokens = embeddings::estimate_tokens(&inputs);
+    Bytes::from(json!({"object": "list", "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}).to_string())
 }
 
 /// The demo's vector length when the client asks for none: small, so tests read it.
@@ -103,10 +170,12 @@ mod tests {
 
     #[test]
     fn demo_vectors_are_deterministic_unit_vectors() -> Result<(), ProviderError> {
-        let body = Map::new();
+        let body: Map<String, Value> = serde_json::from_str(r#"{"model":"demo-embed","input":["hello","hello","other"]}"#).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
         let inputs = vec!["hello".to_string(), "hello".to_string(), "other".to_string()];
         let call = EmbeddingsCall { body: &body, model: "demo-embed", inputs: &inputs, dimensions: None };
-        let got = Demo.translate_embeddings(b"", &call)?;
+        let request = Demo.build_embeddings("demo:", &call, None)?;
+        let answered = Demo.answer_in_process(&request).ok_or(ProviderError::MissingKey)??;
+        let got = Demo.translate_embeddings(&answered, &call)?;
         assert_eq!(got.vectors.len(), 3);
         assert_eq!(got.vectors[0].len(), DEMO_DIMENSIONS as usize);
         assert_eq!(got.vectors[0], got.vectors[1]);

@@ -1,27 +1,31 @@
 //! `POST /v1/embeddings` (OpenAI's wire format): the chat request path of DESIGN §2 for
 //! vectors instead of text.
 //!
-//! parse -> admit -> policy route (the inputs as one user message) -> reserve (every input
-//! token at the dearest target's input price) -> try targets (retry, fallback; a target
-//! with no embeddings endpoint fails and the next is tried) -> settle at actual usage.
+//! decode -> admit -> route (the policy sees the inputs as one user message, operation
+//! `embeddings`) -> reserve (every input token at the dearest target's input price) ->
+//! dispatch (retry, fallback; a target with no embeddings endpoint fails and the next is
+//! tried) -> encode -> settle at actual usage.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::chat::{self, Caller, Settlement};
+use super::caller::Caller;
+use super::dispatch::{self, Answer};
 use super::reserve::{self, Unpriced, WorstCase};
+use super::route;
+use super::settle::{Opening, Settlement};
 use super::{json_response, Body};
 use crate::app::App;
 use crate::catalog::{worst_case_microdollars, Catalog};
+use crate::config::ProviderConfig;
 use crate::error::GatewayError;
-use crate::metering::LedgerRecord;
-use crate::policy::{Api, Decision, Operation, Request, Message, PlanTarget, PolicyHash, RoutePlan};
+use crate::policy::{Api, Message, Operation, PlanTarget, Request, RoutePlan};
 use crate::providers::embeddings::estimate_tokens;
-use crate::providers::{Embeddings, EmbeddingsCall, ProviderKind};
-use crate::redact::Redactor;
+use crate::providers::{Embeddings, EmbeddingsCall, Provider};
+use crate::secret::Secret;
 use crate::upstream::{read_body, MAX_UPSTREAM_BODY_BYTES};
 
 /// Most inputs in one request: OpenAI's own limit, so a client that works there works here.
@@ -141,131 +145,49 @@ fn worst_case(catalog: &Catalog, plan: &RoutePlan, tokens: u64) -> WorstCase {
 
 /// Handles one embeddings request. `permit` holds its concurrency slots.
 pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+    // Decode.
     let parsed = parse(&bytes)?;
-    let tenant = caller.tenant.clone();
     let estimate = estimate_tokens(&parsed.inputs);
-    let limits = permit.scopes().to_vec();
-    let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    // Admit.
+    let scopes: Vec<(&str, crate::ratelimit::RateLimits)> = permit.scopes().iter().map(|(k, l)| (k.as_str(), *l)).collect();
     app.limiter.admit(&scopes, estimate)?;
-    let (hash, config) = match &tenant.policy {
-        Some(assignment) => (
-            PolicyHash::parse(&assignment.hash).ok_or_else(|| GatewayError::Internal("stored policy hash is malformed".into()))?,
-            assignment.config.clone(),
-        ),
-        None => (app.default_policy, "{}".to_string()),
+    // Route.
+    let routed = route::route(app, &caller, &summary(&parsed, estimate), None).await?;
+    // Reserve.
+    let catalog = app.services.catalog_for(&caller.tenant);
+    let reserved = reserve::amount(routed.plan.reserve_microdollars, worst_case(&catalog, &routed.plan, estimate), reserve::is_budgeted(&caller.tenant))?;
+    let reservation = reserve::hold(app, &caller, parsed.end_user.as_ref(), &routed.plan.tags, reserved).await?;
+    // What an upstream that reports no usage (Gemini) is billed for: the input estimate.
+    let opening = Opening { end_user: parsed.end_user.clone(), prompt_estimate: estimate, permit, session: None };
+    let settlement = Settlement::open(app, &caller, &routed, reservation, catalog, opening);
+    // Dispatch: a target that cannot embed fails like one that is down, and the next is
+    // tried.
+    let build = |adapter: &dyn Provider, provider: &ProviderConfig, target: &PlanTarget, key: Option<&Secret>| {
+        adapter.build_embeddings(&provider.base_url, &call_for(&parsed, target), key)
     };
-    let context = crate::policy::Context { tenant_id: tenant.id.clone(), request_id: caller.request_id.clone(), session_id: None, unix_millis: caller.unix_millis, config };
-    let catalog = app.services.catalog_for(&tenant);
-    let view = Arc::new(app.services.tenant_scope(&tenant, caller.unix_millis));
-    let outcome = app.policies.route(hash, view, &summary(&parsed, estimate), &context).await?;
-    let plan = match outcome.decision {
-        Decision::Reject(rejection) => return Err(GatewayError::PolicyRejected(rejection)),
-        Decision::Route(plan) => plan,
-    };
-    let reserve = reserve::amount(plan.reserve_microdollars, worst_case(&catalog, &plan, estimate), reserve::is_budgeted(&tenant))?;
-    let reservation = reserve::hold(app, &caller, parsed.end_user.as_ref(), &plan.tags, reserve).await?;
-    let settlement = Settlement {
-        app: app.clone(),
-        reservation,
-        record: LedgerRecord {
-            tenant_id: tenant.id.clone(),
-            unix_millis: caller.unix_millis,
-            request_id: caller.request_id.clone(),
-            provider: String::new(),
-            model: String::new(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            cost_microdollars: 0,
-            latency_ms: 0,
-            outcome: String::new(),
-            end_user: parsed.end_user.clone(),
-            tags: plan.tags.clone(),
-            policy_hash: hash.to_string(),
-        },
-        // What an upstream that reports no usage (Gemini) is billed for.
-        prompt_estimate: estimate,
-        started: caller.started,
-        notify: plan.notify_complete.then(|| (hash, context.clone())),
-        catalog,
-        limits,
-        _permit: permit,
-        session: None,
-        reply: String::new(),
-        trying: None,
-        finished: false,
-    };
-    let headers = [("x-tollgate-policy", hash.short()), ("x-tollgate-reservation-microdollars", reserve.to_string()), ("x-tollgate-policy-trace", plan.trace.clone())];
-    let (mut response, target) = dispatch(app, &caller, &tenant, &plan, &parsed, settlement).await?;
-    let out = response.headers_mut();
-    for (name, value) in headers.into_iter().chain([("x-tollgate-target", format!("{}/{}", target.provider, target.model))]) {
-        if let (false, Ok(v)) = (value.is_empty(), HeaderValue::from_str(&value)) {
-            out.insert(name, v);
+    let (answer, settlement) = dispatch::first_answer(app, &caller, &routed.plan, settlement, build).await?;
+    // Encode and settle.
+    let Answer { target, adapter, response, redactor } = answer;
+    let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            settlement.finish(None, 0, "upstream_error", Some(target)).await;
+            return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
         }
-    }
+    };
+    let mut response = match adapter.translate_embeddings(&bytes, &call_for(&parsed, target)) {
+        Ok(answer) => respond(&parsed, target, answer, settlement).await,
+        Err(e) => {
+            settlement.finish(None, 0, "upstream_error", Some(target)).await;
+            return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) });
+        }
+    };
+    routed.annotate(&mut response, target, reserved);
     Ok(response)
 }
 
-/// Tries the plan's targets in order; a target that cannot embed fails like one that is
-/// down, and the next is tried.
-async fn dispatch(app: &Arc<App>, caller: &Caller, tenant: &crate::tenants::Tenant, plan: &RoutePlan, parsed: &EmbeddingsBody, mut settlement: Settlement) -> Result<(Response<Body>, PlanTarget), GatewayError> {
-    let mut last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "no_target", message: "no target could be tried".into() };
-    for target in &plan.targets {
-        let Some(provider) = app.config.providers.get(&target.provider) else {
-            last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "unknown_provider", message: format!("the policy chose provider '{}', which this gateway does not configure", target.provider) };
-            continue;
-        };
-        let adapter = provider.kind.adapter();
-        let call = EmbeddingsCall { body: &parsed.body, model: &target.model, inputs: &parsed.inputs, dimensions: parsed.dimensions };
-        if provider.kind == ProviderKind::Demo {
-            return match adapter.translate_embeddings(&[], &call) {
-                Ok(answer) => Ok((respond(parsed, target, answer, settlement).await, target.clone())),
-                Err(e) => {
-                    settlement.finish(None, 0, "internal_error", Some(target)).await;
-                    Err(GatewayError::Internal(e.to_string()))
-                }
-            };
-        }
-        let cooldown_key = format!("{}/{}", target.provider, target.model);
-        if app.upstream.cooling_down(&cooldown_key) && plan.targets.len() > 1 {
-            last_error = GatewayError::Upstream { status: StatusCode::SERVICE_UNAVAILABLE, code: "target_cooling_down", message: format!("{cooldown_key} is cooling down after repeated failures") };
-            continue;
-        }
-        let key = match chat::key_for(app, caller, tenant, target).await {
-            Ok(key) => key,
-            Err(message) => {
-                last_error = GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "credential_unavailable", message };
-                continue;
-            }
-        };
-        let redactor = Redactor::new(key.as_ref());
-        let request_for = || adapter.build_embeddings(&provider.base_url, &call, key.as_ref());
-        settlement.trying = Some(target.clone());
-        let response = match chat::try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for).await {
-            Ok(response) => response,
-            Err(error) => {
-                last_error = error;
-                continue;
-            }
-        };
-        let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
-            Ok(bytes) => bytes,
-            Err(message) => {
-                settlement.finish(None, 0, "upstream_error", Some(target)).await;
-                return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
-            }
-        };
-        return match adapter.translate_embeddings(&bytes, &call) {
-            Ok(answer) => Ok((respond(parsed, target, answer, settlement).await, target.clone())),
-            Err(e) => {
-                settlement.finish(None, 0, "upstream_error", Some(target)).await;
-                Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) })
-            }
-        };
-    }
-    settlement.finish(None, 0, "upstream_error", None).await;
-    Err(last_error)
+fn call_for<'a>(parsed: &'a EmbeddingsBody, target: &'a PlanTarget) -> EmbeddingsCall<'a> {
+    EmbeddingsCall { body: &parsed.body, model: &target.model, inputs: &parsed.inputs, dimensions: parsed.dimensions }
 }
 
 /// Settles at the usage billed and answers in OpenAI's shape, each vector as floats or

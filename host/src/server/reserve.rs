@@ -145,7 +145,7 @@ mod tests {
 /// refused: its records are being purged, and nothing may be held or written for it.
 pub async fn hold(
     app: &crate::app::App,
-    caller: &super::chat::Caller,
+    caller: &super::caller::Caller,
     end_user: Option<&String>,
     tags: &[String],
     microdollars: u64,
@@ -174,7 +174,7 @@ pub async fn hold(
             now_millis: caller.unix_millis,
             end_user: end_user.cloned(),
             tags: tags.to_vec(),
-            caps: super::chat::concurrency_caps(tenant, &caller.token),
+            caps: super::caller::concurrency_caps(tenant, &caller.token),
         })
         .await?)
 }

@@ -1,5 +1,6 @@
-//! Streaming responses: a task pumps the upstream's SSE through the provider's
-//! translator into OpenAI chunks for the client, settles what flowed, then sends the last frame. A stream cut by
+//! The encode phase for a streamed answer: a task pumps the upstream's SSE through the
+//! provider's translator into OpenAI chunks for the client, settles what flowed, then
+//! sends the last frame. A stream cut by
 //! either side is still billed for what flowed; once bytes reached the client the stream is
 //! never switched to another target.
 
@@ -13,24 +14,16 @@ use hyper::body::Frame;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::chat::Settlement;
+use super::settle::Settlement;
 use super::Body;
 use crate::policy::PlanTarget;
 use crate::providers::{usage_chunk, SseEvent, SseParser, StreamTranslator};
 use crate::redact::Redactor;
 
-/// Where the events come from.
-pub enum Source {
-    /// An upstream response body carrying SSE.
-    Upstream(hyper::body::Incoming),
-    /// Events produced in process (the demo provider).
-    Events(Vec<SseEvent>),
-}
-
 /// Everything the pump needs.
 pub struct StreamJob {
-    /// The events.
-    pub source: Source,
+    /// The upstream's SSE body.
+    pub source: crate::upstream::UpstreamBody,
     /// The provider's translator.
     pub translator: Box<dyn StreamTranslator>,
     /// Redacts the call's key from every chunk (an upstream may echo it mid-stream).
@@ -121,50 +114,37 @@ impl Pump {
 async fn pump(job: StreamJob, tx: mpsc::Sender<Bytes>) {
     let StreamJob { source, translator, redactor, include_usage, model, request_id, idle_timeout, mut settlement, target } = job;
     let mut pump = Pump { tx, translator, redactor, include_usage, usage_sent: false, text: String::new() };
-    let end = match source {
-        Source::Events(events) => {
-            let mut end = End::Finished;
-            for event in &events {
-                if let Err(e) = pump.event(event).await {
-                    end = e;
-                    break;
+    let mut body = source;
+    let mut parser = SseParser::new();
+    let end = loop {
+        match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) | Ok(Some(Err(_))) => break End::UpstreamCut,
+            Ok(None) => {
+                if let Ok(Some(event)) = parser.finish() {
+                    if let Err(e) = pump.event(&event).await {
+                        break e;
+                    }
                 }
+                break if pump.translator.finished() { End::Finished } else { End::UpstreamCut };
             }
-            end
-        }
-        Source::Upstream(mut body) => {
-            let mut parser = SseParser::new();
-            loop {
-                match tokio::time::timeout(idle_timeout, body.frame()).await {
-                    Err(_) | Ok(Some(Err(_))) => break End::UpstreamCut,
-                    Ok(None) => {
-                        if let Ok(Some(event)) = parser.finish() {
-                            if let Err(e) = pump.event(&event).await {
-                                break e;
-                            }
-                        }
-                        break if pump.translator.finished() { End::Finished } else { End::UpstreamCut };
+            Ok(Some(Ok(frame))) => {
+                let Some(data) = frame.data_ref() else { continue };
+                let events = match parser.feed(data) {
+                    Ok(events) => events,
+                    Err(_) => break End::UpstreamCut,
+                };
+                let mut stop = None;
+                for event in &events {
+                    if let Err(e) = pump.event(event).await {
+                        stop = Some(e);
+                        break;
                     }
-                    Ok(Some(Ok(frame))) => {
-                        let Some(data) = frame.data_ref() else { continue };
-                        let events = match parser.feed(data) {
-                            Ok(events) => events,
-                            Err(_) => break End::UpstreamCut,
-                        };
-                        let mut stop = None;
-                        for event in &events {
-                            if let Err(e) = pump.event(event).await {
-                                stop = Some(e);
-                                break;
-                            }
-                        }
-                        if let Some(end) = stop {
-                            break end;
-                        }
-                        if pump.translator.finished() {
-                            break End::Finished;
-                        }
-                    }
+                }
+                if let Some(end) = stop {
+                    break end;
+                }
+                if pump.translator.finished() {
+                    break End::Finished;
                 }
             }
         }
