@@ -229,6 +229,16 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
         assert_eq!(failed.status, 502);
         let cut = gw.chat(&token, &[], mocked::streamed(mocked::chat("mock-cut=1", "hi"), true)).await;
         assert!(cut.text().contains("upstream_stream_cut"), "{}", cut.text());
+        // The other inbound APIs, on the same keys.
+        for stream in [false, true] {
+            let messages = json!({"model": "mock", "max_tokens": 20, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let reply = gw.call("POST", "/v1/messages", Some(&token), &[], messages.to_string().into_bytes()).await;
+            assert_eq!(reply.status, 200, "{}: {}", kind.name, reply.text());
+        }
+        let embeddings = json!({"model": "mock", "input": ["hi", "there"]});
+        let reply = gw.call("POST", "/v1/embeddings", Some(&token), &[], embeddings.to_string().into_bytes()).await;
+        // Anthropic has no embeddings endpoint.
+        assert_eq!(reply.status, if kind.name == "anthropic" { 502 } else { 200 }, "{}: {}", kind.name, reply.text());
         tenants.push(ok);
 
         // ...and refused by an upstream that echoes the key back in its 401 body.
@@ -239,6 +249,10 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
             assert_eq!((reply.status, reply.error_code().as_str()), (502, "upstream_auth_failed"), "{}", reply.text());
             assert!(reply.text().contains("[redacted]"), "{}", reply.text());
         }
+        let messages = json!({"model": "mock", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+        let reply = gw.call("POST", "/v1/messages", Some(&token), &[], messages.to_string().into_bytes()).await;
+        assert_eq!(reply.status, 502, "{}", reply.text());
+        assert!(reply.text().contains("[redacted]"), "{}", reply.text());
         tenants.push(denied);
 
         // A per-request key, on a tenant that allows them.
@@ -290,7 +304,7 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
         assert!(requests.iter().all(|r| !contains(&r.body, secret.as_bytes()) && !r.path.contains(secret.as_str())), "the {label} key went upstream outside its header");
     }
     for stub in &stubs {
-        assert_eq!(stub.keys().iter().filter(|k| **k == stored).count(), 2);
+        assert_eq!(stub.keys().iter().filter(|k| **k == stored).count(), 3);
         assert_eq!(stub.keys().iter().filter(|k| **k == per_request).count(), 1);
     }
 
