@@ -75,6 +75,15 @@ struct RawConfig {
     models: Vec<ModelEntry>,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +138,25 @@ pub struct StoreConfig {
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig").field("url", &self.url.as_ref().map(|_| "[set]")).field("lease", &self.lease).finish()
+    }
+}
+
+/// The `service.name` traces are exported under when `[telemetry] service_name` is unset.
+pub const DEFAULT_SERVICE_NAME: &str = "tollgate";
+
+/// OpenTelemetry traces (see [`crate::telemetry`]). Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`; spans are
+    /// POSTed as JSON to `<otlp_endpoint>/v1/traces`. `None`: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: DEFAULT_SERVICE_NAME.into() }
     }
 }
 
@@ -195,6 +223,8 @@ pub struct Config {
     pub models: Vec<ModelEntry>,
     /// The store.
     pub store: StoreConfig,
+    /// Trace export.
+    pub telemetry: TelemetryConfig,
 }
 
 fn ms(value: Option<u64>, default: Duration) -> Duration {
@@ -234,6 +264,7 @@ impl Config {
             providers: default_providers(),
             models: Vec::new(),
             store: StoreConfig { url: None, lease: DEFAULT_LEASE },
+            telemetry: TelemetryConfig::default(),
         })
     }
 
@@ -259,6 +290,7 @@ impl Config {
             }
             providers.insert(name, ProviderConfig { kind: p.kind, base_url: base_url.trim_end_matches('/').into() });
         }
+        let telemetry = validate_telemetry(raw.telemetry)?;
         let upstream = UpstreamConfig {
             timeout: ms(raw.upstream.timeout_ms, DEFAULT_UPSTREAM_TIMEOUT),
             attempts_per_target: raw.upstream.attempts_per_target.unwrap_or(DEFAULT_ATTEMPTS_PER_TARGET).clamp(1, 10),
@@ -282,8 +314,25 @@ impl Config {
             providers,
             models: raw.models,
             store: StoreConfig { url: raw.store.url.filter(|u| !u.is_empty()), lease: ms(raw.store.lease_ms, DEFAULT_LEASE).max(Duration::from_millis(300)) },
+            telemetry,
         })
     }
+}
+
+/// An endpoint must be a plain http(s) URL with a host: no user info (credentials in a
+/// URL end up in logs), no query.
+fn validate_telemetry(raw: RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+    let service_name = raw.service_name.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SERVICE_NAME.into());
+    let Some(endpoint) = raw.otlp_endpoint.filter(|e| !e.is_empty()) else {
+        return Ok(TelemetryConfig { otlp_endpoint: None, service_name });
+    };
+    let invalid = || ConfigError::Invalid("telemetry.otlp_endpoint must be an http:// or https:// URL with a host and no user info or query, like http://127.0.0.1:4318".into());
+    let uri: http::Uri = endpoint.parse().map_err(|_| invalid())?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()) && uri.query().is_none();
+    if !plain || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid());
+    }
+    Ok(TelemetryConfig { otlp_endpoint: Some(endpoint.trim_end_matches('/').into()), service_name })
 }
 
 fn default_upstream() -> UpstreamConfig {
@@ -330,6 +379,20 @@ mod tests {
         assert_eq!(config.providers["gemini"].base_url, "https://generativelanguage.googleapis.com");
         assert!(config.providers.contains_key("local"));
         assert!(Config::parse("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://h\"\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_set() -> Result<(), ConfigError> {
+        assert_eq!(Config::embedded().telemetry, TelemetryConfig::default());
+        assert_eq!(Config::parse("[telemetry]\n")?.telemetry.otlp_endpoint, None);
+        let on = Config::parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nservice_name = \"gw-eu\"\n")?.telemetry;
+        assert_eq!((on.otlp_endpoint.as_deref(), on.service_name.as_str()), (Some("http://127.0.0.1:4318"), "gw-eu"));
+        for bad in ["127.0.0.1:4318", "ftp://h:1", "http://user:pw@h:4318", "http://h:4318/?k=v"] {
+            let error = Config::parse(&format!("[telemetry]\notlp_endpoint = \"{bad}\"\n")).expect_err(bad);
+            assert!(error.to_string().contains("telemetry.otlp_endpoint"), "{bad}: {error}");
+        }
+        assert!(Config::parse("[telemetry]\nendpoint = \"http://h\"\n").is_err());
         Ok(())
     }
 }

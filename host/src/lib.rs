@@ -31,6 +31,7 @@ pub mod store;
 pub mod tenant_lifecycle;
 pub mod tenant_scope;
 pub mod tenant_tombstones;
+pub mod telemetry;
 pub mod tenants;
 pub mod tokens;
 pub mod upstream;

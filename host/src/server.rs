@@ -123,6 +123,7 @@ pub async fn authenticate(app: &App, request: &Request<Incoming>) -> Result<Prin
             return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token's tenant".into()));
         }
     }
+    tracing::Span::current().record("tollgate.tenant_id", tenant.id.as_str());
     Ok(Principal::Tenant(tenant, record))
 }
 
@@ -226,8 +227,19 @@ fn endpoint(path: &str) -> &'static str {
 async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let request_id = new_request_id();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let endpoint = endpoint(request.uri().path());
+    // Field names follow OpenTelemetry's HTTP conventions (they become a trace's
+    // attributes when `[telemetry]` exports): never a header, a token or a body.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = endpoint,
+        otel.kind = "server",
+        tollgate.request_id = %request_id,
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        tollgate.tenant_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
     let in_flight = crate::metrics::InFlight::enter(&app.metrics.in_flight);
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
         Ok(response) => response,
@@ -241,6 +253,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     };
     drop(in_flight);
     app.metrics.request(endpoint, response.status().as_u16());
+    span.record("http.response.status_code", response.status().as_u16());
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "done"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

@@ -59,7 +59,8 @@ pub async fn first_answer<'p>(app: &App, caller: &Caller, plan: &'p RoutePlan, m
         let adapter = provider.kind.adapter();
         let request_for = || build(adapter, provider, target, key.as_ref());
         settlement.trying = Some(target.clone());
-        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for).await {
+        let span_for = |attempt| crate::telemetry::attempt_span(caller.api, provider, target, attempt);
+        match try_target(app, provider, &target.provider, &cooldown_key, key.as_ref(), &redactor, request_for, span_for).await {
             Ok(response) => return Ok((Answer { target, adapter, response, redactor }, settlement)),
             Err(error) => last_error = error,
         }
@@ -87,6 +88,7 @@ async fn key_for(app: &App, caller: &Caller, tenant: &Tenant, target: &PlanTarge
 
 /// Attempts one target with retries. Returns the 2xx response, or the error to report if
 /// this was the last target.
+#[allow(clippy::too_many_arguments)] // each is one fact of the attempt; a struct would only rename them
 async fn try_target(
     app: &App,
     provider: &ProviderConfig,
@@ -95,12 +97,16 @@ async fn try_target(
     key: Option<&Secret>,
     redactor: &Redactor,
     request_for: impl Fn() -> Result<UpstreamRequest, ProviderError>,
+    span_for: impl Fn(u32) -> tracing::Span,
 ) -> Result<http::Response<UpstreamBody>, GatewayError> {
     let attempts = app.upstream.config.attempts_per_target;
     let mut last: Option<AttemptError> = None;
     for attempt in 1..=attempts {
         let request = request_for().map_err(|e| GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "request_unsupported", message: e.to_string() })?;
-        match app.upstream.attempt(provider, request).await {
+        let span = span_for(attempt);
+        let answer = tracing::Instrument::instrument(app.upstream.attempt(provider, request), span.clone()).await;
+        crate::telemetry::record_attempt(&span, &answer);
+        match answer {
             Ok(response) => {
                 app.upstream.record(cooldown_key, true);
                 return Ok(response);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Response};
+use tracing::Instrument;
 
 use super::caller::Caller;
 use super::Body;
@@ -34,10 +35,17 @@ pub async fn route(app: &App, caller: &Caller, request: &Request, session_id: Op
     };
     let context = Context { tenant_id: tenant.id.clone(), request_id: caller.request_id.clone(), session_id, unix_millis: caller.unix_millis, config };
     let view = Arc::new(app.services.tenant_scope(tenant, caller.unix_millis));
-    let outcome = app.policies.route(hash, view, request, &context).await?;
+    let span = tracing::debug_span!("tollgate.policy.route", tollgate.policy.hash = %hash.short(), tollgate.policy.decision = tracing::field::Empty);
+    let outcome = app.policies.route(hash, view, request, &context).instrument(span.clone()).await?;
     match outcome.decision {
-        Decision::Reject(rejection) => Err(GatewayError::PolicyRejected(rejection)),
-        Decision::Route(plan) => Ok(Routed { hash, plan, context }),
+        Decision::Reject(rejection) => {
+            span.record("tollgate.policy.decision", "reject");
+            Err(GatewayError::PolicyRejected(rejection))
+        }
+        Decision::Route(plan) => {
+            span.record("tollgate.policy.decision", "route");
+            Ok(Routed { hash, plan, context })
+        }
     }
 }
 

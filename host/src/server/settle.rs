@@ -99,8 +99,9 @@ impl Settlement {
     pub async fn finish(mut self, usage: Option<Usage>, completion_bytes: u64, outcome: &str, target: Option<&PlanTarget>) -> Usage {
         self.finished = true;
         let usage = self.account(usage, completion_bytes, outcome, target);
+        let span = crate::telemetry::settle_span(outcome, &self.record, &usage);
         // On the shared store the two round trips are in flight together.
-        tokio::join!(self.store_turns(outcome), self.settle_money());
+        tracing::Instrument::instrument(async { tokio::join!(self.store_turns(outcome), self.settle_money()) }, span).await;
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
         self.notify_policy(outcome, usage);
         usage

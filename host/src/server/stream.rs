@@ -52,7 +52,8 @@ fn sse(value: &Value) -> Bytes {
 /// Starts the pump and returns the streaming response.
 pub fn respond(job: StreamJob) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    tokio::spawn(pump(job, tx));
+    // In the request's span: settlement's span, in the pump, is one of its children.
+    tokio::spawn(tracing::Instrument::instrument(pump(job, tx), tracing::Span::current()));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx)) });
     let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
     *response.status_mut() = StatusCode::OK;
