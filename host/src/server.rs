@@ -253,7 +253,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     };
     drop(in_flight);
     app.metrics.request(endpoint, response.status().as_u16());
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "done"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

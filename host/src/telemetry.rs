@@ -149,7 +149,7 @@ pub fn attempt_span(api: Api, provider: &ProviderConfig, target: &PlanTarget, at
         gen_ai.request.model = %target.model,
         server.address = %server_address(&provider.base_url),
         tollgate.provider = %target.provider,
-        tollgate.attempt = attempt,
+        tollgate.attempt = i64::from(attempt),
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
     )
@@ -159,10 +159,10 @@ pub fn attempt_span(api: Api, provider: &ProviderConfig, target: &PlanTarget, at
 pub fn record_attempt<T>(span: &tracing::Span, answer: &Result<http::Response<T>, AttemptError>) {
     match answer {
         Ok(response) => {
-            span.record("http.response.status_code", response.status().as_u16());
+            span.record("http.response.status_code", i64::from(response.status().as_u16()));
         }
         Err(AttemptError::Status { status, .. }) => {
-            span.record("http.response.status_code", *status);
+            span.record("http.response.status_code", i64::from(*status));
             span.record("error.type", tracing::field::display(status));
         }
         Err(AttemptError::Timeout) => {
@@ -182,10 +182,16 @@ pub fn settle_span(outcome: &str, record: &LedgerRecord, usage: &Usage) -> traci
         tollgate.outcome = outcome,
         tollgate.provider = %record.provider,
         gen_ai.response.model = %record.model,
-        gen_ai.usage.input_tokens = usage.prompt_tokens,
-        gen_ai.usage.output_tokens = usage.completion_tokens,
-        tollgate.cost_microdollars = record.cost_microdollars,
+        gen_ai.usage.input_tokens = int(usage.prompt_tokens),
+        gen_ai.usage.output_tokens = int(usage.completion_tokens),
+        tollgate.cost_microdollars = int(record.cost_microdollars),
     )
+}
+
+/// A count as a span field: `i64`, because the OpenTelemetry bridge exports unsigned
+/// integers as strings.
+pub fn int(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// `gen_ai.provider.name` for a provider kind (the conventions' well-known values).

@@ -143,7 +143,7 @@ mod tests {
 /// Holds `microdollars` against the tenant's budget, its end user's and its tags' (the
 /// plan's), and its concurrency caps. Work for a tenant deleted since authentication is
 /// refused: its records are being purged, and nothing may be held or written for it.
-#[tracing::instrument(name = "tollgate.reserve", level = "debug", skip_all, fields(tollgate.reserve.microdollars = microdollars))]
+#[tracing::instrument(name = "tollgate.reserve", level = "debug", skip_all, fields(tollgate.reserve.microdollars = crate::telemetry::int(microdollars)))]
 pub async fn hold(
     app: &crate::app::App,
     caller: &super::caller::Caller,
