@@ -239,6 +239,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
         url.path = %request.uri().path(),
         tollgate.tenant_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let in_flight = crate::metrics::InFlight::enter(&app.metrics.in_flight);
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
@@ -254,6 +255,9 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     drop(in_flight);
     app.metrics.request(endpoint, response.status().as_u16());
     span.record("http.response.status_code", i64::from(response.status().as_u16()));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "done"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

@@ -152,11 +152,15 @@ pub fn attempt_span(api: Api, provider: &ProviderConfig, target: &PlanTarget, at
         tollgate.attempt = i64::from(attempt),
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     )
 }
 
 /// Records how an attempt ended on its span: the status, or why there was none.
 pub fn record_attempt<T>(span: &tracing::Span, answer: &Result<http::Response<T>, AttemptError>) {
+    if answer.is_err() {
+        span.record("otel.status_code", "error");
+    }
     match answer {
         Ok(response) => {
             span.record("http.response.status_code", i64::from(response.status().as_u16()));

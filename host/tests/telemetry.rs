@@ -232,6 +232,11 @@ fn plain_and_streamed_chats_are_exported_as_traces_without_secrets() {
 
     let plain = chat(&gw, &token, "mock-plain", false);
     let streamed = chat(&gw, &token, "mock-chunks=4", true);
+    let embedded = gw.client.call("POST", "/v1/embeddings", Some(&token), json!({"model": "openai/mock-embed", "input": ["trace this request please"]})).expect("embeddings");
+    assert_eq!(embedded.status, 200, "{}", String::from_utf8_lossy(&embedded.body));
+    let embeddings_id = embedded.header("x-request-id").expect("x-request-id").to_string();
+    // The first attempt fails (500) and the retry succeeds: two attempt spans.
+    let (retried_id, _, _) = chat(&gw, &token, "mock-fail-first=1", false);
     terminate(&mut gw);
     // The batch is sent at shutdown; the receiver's threads may still be storing it.
     let spans_of = |id: &str| receiver.spans().into_iter().filter(|s| attribute(s, "tollgate.request_id") == Some(json!(id))).count();
@@ -270,6 +275,21 @@ fn plain_and_streamed_chats_are_exported_as_traces_without_secrets() {
         assert!(input_tokens > 0 && output_tokens > 0, "{what}: the mock reports usage");
         assert!(attr(settle, "tollgate.cost_microdollars").as_i64().is_some(), "{what}");
     }
+
+    let request = spans.iter().find(|s| attribute(s, "tollgate.request_id") == Some(json!(embeddings_id))).expect("the embeddings request span");
+    assert_eq!(request["name"], "embeddings");
+    let attempt = child(&spans, request, "upstream attempt", |s| attribute(s, "gen_ai.operation.name").is_some());
+    assert_eq!((attr(attempt, "gen_ai.operation.name"), attempt["name"].clone()), (json!("embeddings"), json!("embeddings mock-embed")));
+    let settle = child(&spans, request, "tollgate.settle", |s| s["name"] == "tollgate.settle");
+    assert!(attr(settle, "gen_ai.usage.input_tokens").as_i64().is_some_and(|t| t > 0));
+
+    let request = spans.iter().find(|s| attribute(s, "tollgate.request_id") == Some(json!(retried_id))).expect("the retried request span");
+    let first = child(&spans, request, "first attempt", |s| attribute(s, "tollgate.attempt") == Some(json!(1)));
+    assert_eq!((attr(first, "http.response.status_code"), attr(first, "error.type")), (json!(500), json!("500")));
+    assert_eq!(first["status"]["code"], json!(2), "a failed attempt's span status is error: {first}");
+    let second = child(&spans, request, "second attempt", |s| attribute(s, "tollgate.attempt") == Some(json!(2)));
+    assert_eq!(attr(second, "http.response.status_code"), json!(200));
+    assert!(attribute(second, "error.type").is_none());
 
     let raw = receiver.received.lock().unwrap().raw.clone();
     let text = String::from_utf8_lossy(&raw);
