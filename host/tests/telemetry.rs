@@ -108,10 +108,10 @@ fn serve_connection(stream: TcpStream, received: &Mutex<Received>) {
             if request_line.is_empty() {
                 request_line = line.clone();
             }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    content_length = value.trim().parse().expect("content-length");
-                }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                content_length = value.trim().parse().expect("content-length");
             }
             if line == "\r\n" {
                 break;
