@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         command => {
             init_logging(None);
             match command {
-                Command::Serve { .. } => Ok(()),
+                Command::Serve { .. } => Ok(()), // handled above
                 Command::PolicyUpload { file, url } => tollgate::cli::policy_upload(file, url).await,
                 Command::Backup { out, url } => tollgate::cli::backup(out, url).await,
                 Command::Restore { from, data_dir } => tollgate::cli::restore(from, data_dir),

@@ -232,8 +232,8 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
     // attributes when `[telemetry]` exports): never a header, a token or a body.
     let span = tracing::info_span!(
         "request",
-        otel.name = endpoint,
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         tollgate.request_id = %request_id,
         http.request.method = %request.method(),
         url.path = %request.uri().path(),
@@ -241,6 +241,7 @@ async fn serve_request(app: Arc<App>, request: Request<Incoming>) -> Result<Resp
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
+    crate::telemetry::name_request_span(&span, endpoint);
     let in_flight = crate::metrics::InFlight::enter(&app.metrics.in_flight);
     let mut response = match route(app.clone(), request, &request_id, started).instrument(span.clone()).await {
         Ok(response) => response,

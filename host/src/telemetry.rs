@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -75,6 +76,7 @@ impl Telemetry {
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         let resource = Resource::builder().with_service_name(config.service_name.clone()).build();
         let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        EXPORTING.store(true, Ordering::Relaxed);
         Ok(Some(Self { provider }))
     }
 
@@ -128,6 +130,19 @@ impl HttpClient for RuntimeClient {
         let inner = self.inner.clone();
         let task = self.runtime.spawn(async move { inner.send_bytes(request).await });
         Box::pin(async move { task.await.map_err(|e| -> HttpError { Box::new(e) })? })
+    }
+}
+
+/// Set once an exporter runs: only then do spans carry the exporter's own fields
+/// (`otel.name`, `otel.kind`), which would only clutter the logs otherwise.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Names the request span for the exporter after its endpoint (`chat`, `embeddings`, ...)
+/// and marks it a server span; nothing when no exporter runs.
+pub fn name_request_span(span: &tracing::Span, endpoint: &'static str) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record("otel.name", endpoint);
+        span.record("otel.kind", "server");
     }
 }
 
