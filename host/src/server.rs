@@ -7,6 +7,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod messages;
 pub mod reserve;
+pub mod responses;
 pub mod stream;
 pub mod tenant_api;
 pub mod wire;
@@ -152,7 +153,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
             messages::count_tokens(&body)
         }
-        (Method::POST, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages") => {
+        (Method::POST, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/responses") => {
             let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
@@ -169,6 +170,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             match path.as_str() {
                 "/v1/embeddings" => embeddings::handle(&app, caller, permit, body).await,
                 "/v1/messages" => messages::handle(&app, caller, permit, body).await,
+                "/v1/responses" => responses::handle(&app, caller, permit, body).await,
                 _ => chat::handle(&app, caller, permit, body).await,
             }
         }
@@ -192,7 +194,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 .collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/responses" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
         (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
@@ -204,6 +206,7 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat",
         "/v1/embeddings" => "embeddings",
         "/v1/messages" | "/v1/messages/count_tokens" => "messages",
+        "/v1/responses" => "responses",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",

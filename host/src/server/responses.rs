@@ -1,0 +1,850 @@
+//! `POST /v1/responses`: OpenAI's Responses API as a third inbound format over the chat
+//! path. A Responses body is decoded into the OpenAI chat-completions body
+//! [`chat::handle`] takes, and its answer (a completion or an SSE stream of chunks) is
+//! encoded back into a `response` object or the typed Responses stream events, so the
+//! official `openai` SDKs' `client.responses` work against every provider kind.
+//!
+//! Unless the request says `"store": false`, the conversation (its input and output) is
+//! stored per tenant ([`crate::stored_responses`]) under the response id, and a later
+//! request naming it in `previous_response_id` continues it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::{chat, json_response, Body};
+use crate::app::App;
+use crate::error::GatewayError;
+use crate::stored_responses::{StoredResponse, TenantResponses, MAX_RESPONSE_ID_BYTES};
+
+/// Events buffered between the re-encoder and the client.
+const CHANNEL_EVENTS: usize = 64;
+
+fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(code, message)
+}
+
+/// Request fields this format accepts. Anything else is refused by name rather than
+/// silently dropped: it would change what the client gets.
+const KNOWN_FIELDS: &[&str] = &[
+    "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "stream",
+    "store", "previous_response_id", "text", "reasoning", "truncation", "include", "service_tier", "safety_identifier", "prompt_cache_key", "stream_options",
+    "background",
+];
+
+/// `POST /v1/responses`: decodes, prepends a stored conversation, runs the chat path,
+/// encodes its answer and stores the conversation.
+pub async fn handle(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
+    let decoded = decode(&bytes)?;
+    let stored = app.responses.tenant(caller.tenant.storage_id());
+    let history = match &decoded.previous_response_id {
+        Some(id) => stored.conversation(id).await?.ok_or_else(|| GatewayError::NotFoundCode {
+            code: "previous_response_not_found",
+            message: format!("Previous response with id '{id}' not found."),
+        })?,
+        None => Vec::new(),
+    };
+    let meta = Meta { id: format!("resp_{}", caller.request_id), request_id: caller.request_id.clone(), created_at: caller.unix_millis / 1000, echo: decoded.echo.clone() };
+    let store = decoded.store.then(|| Store { responses: stored, previous: decoded.previous_response_id.clone(), input: decoded.input.clone() });
+    let openai = Bytes::from(Value::Object(decoded.chat_body(history)).to_string());
+    let response = run_chat(app, caller, permit, openai).await?;
+    if decoded.stream {
+        return Ok(encode_stream(response, meta, store));
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map_err(|never: Infallible| -> GatewayError { match never {} })?.to_bytes();
+    let completion: Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::Internal(format!("the chat path answered with invalid JSON: {e}")))?;
+    let message = completion.pointer("/choices/0/message").cloned().unwrap_or(Value::Null);
+    if let Some(store) = store {
+        store.save(&meta.id, assistant_message(&message)).await;
+    }
+    let mut out = json_response(parts.status, &encode_response(&completion, &meta));
+    for (name, value) in parts.headers.iter().filter(|(n, _)| n.as_str().starts_with("x-tollgate-")) {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(out)
+}
+
+/// The one call into the chat path (kept in one place: its signature is the seam every
+/// inbound format shares).
+async fn run_chat(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, body: Bytes) -> Result<Response<Body>, GatewayError> {
+    chat::handle(app, caller, permit, body).await
+}
+
+/// What a response echoes of its request (the SDK's `Response` model requires most).
+#[derive(Debug, Clone)]
+pub struct Echo {
+    model: String,
+    instructions: Value,
+    max_output_tokens: Value,
+    temperature: Value,
+    top_p: Value,
+    tools: Value,
+    tool_choice: Value,
+    parallel_tool_calls: bool,
+    metadata: Value,
+    user: Value,
+    previous_response_id: Value,
+    store: bool,
+    text: Value,
+    reasoning: Value,
+}
+
+/// A decoded Responses request.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The chat-completions body without its messages.
+    body: Map<String, Value>,
+    /// The system message from `instructions`, if any.
+    system: Option<Value>,
+    /// The input as chat messages (what is stored).
+    input: Vec<Value>,
+    stream: bool,
+    store: bool,
+    previous_response_id: Option<String>,
+    echo: Echo,
+}
+
+impl Decoded {
+    /// The chat body: instructions first, then the stored conversation, then the input.
+    fn chat_body(&self, history: Vec<Value>) -> Map<String, Value> {
+        let mut body = self.body.clone();
+        let messages: Vec<Value> = self.system.iter().cloned().chain(history).chain(self.input.iter().cloned()).collect();
+        body.insert("messages".into(), Value::Array(messages));
+        body
+    }
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("invalid_request", "request body must be a JSON object")),
+        Err(e) => Err(bad("invalid_json", format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+fn optional_bool(body: &Map<String, Value>, field: &str, default: bool) -> Result<bool, GatewayError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("invalid_type", format!("'{field}' must be a boolean"))),
+    }
+}
+
+/// `field` if present and not null.
+fn present<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    body.get(field).filter(|v| !v.is_null())
+}
+
+/// Decodes a Responses body into a chat-completions body and what the answer echoes.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, GatewayError> {
+    let body = parse_object(bytes)?;
+    if let Some(unknown) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return Err(bad("unsupported_parameter", format!("'{unknown}' is not supported on /v1/responses by this gateway")));
+    }
+    let model = match body.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err(bad("invalid_type", "'model' must be a string")),
+    };
+    if optional_bool(&body, "background", false)? {
+        return Err(bad("unsupported_parameter", "'background' responses are not supported by this gateway"));
+    }
+    if let Some(truncation) = present(&body, "truncation").filter(|t| t.as_str() != Some("disabled")) {
+        return Err(bad("unsupported_parameter", format!("'truncation' {truncation} is not supported; only 'disabled'")));
+    }
+    let stream = optional_bool(&body, "stream", false)?;
+    let store = optional_bool(&body, "store", true)?;
+    let previous_response_id = match present(&body, "previous_response_id") {
+        None => None,
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_RESPONSE_ID_BYTES => Some(id.clone()),
+        Some(_) => return Err(bad("invalid_type", format!("'previous_response_id' must be a response id of 1 to {MAX_RESPONSE_ID_BYTES} bytes"))),
+    };
+    if previous_response_id.is_some() && !store {
+        return Err(bad("invalid_request", "'previous_response_id' cannot be used with 'store': false (the continued conversation is stored)"));
+    }
+    let system = match present(&body, "instructions") {
+        None => None,
+        Some(Value::String(s)) => Some(json!({"role": "system", "content": s})),
+        Some(_) => return Err(bad("invalid_type", "'instructions' must be a string")),
+    };
+    let input = match body.get("input") {
+        Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
+        Some(Value::Array(items)) if !items.is_empty() => decode_items(items)?,
+        _ => return Err(bad("missing_input", "'input' must be a string or a non-empty array of input items")),
+    };
+
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(model.clone()));
+    if let Some(limit) = present(&body, "max_output_tokens") {
+        let limit = limit.as_u64().filter(|n| *n > 0).ok_or_else(|| bad("invalid_type", "'max_output_tokens' must be a positive integer"))?;
+        out.insert("max_tokens".into(), limit.into());
+    }
+    for field in ["temperature", "top_p", "service_tier", "prompt_cache_key"] {
+        if let Some(v) = present(&body, field) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    match present(&body, "user").or_else(|| present(&body, "safety_identifier")) {
+        None => {}
+        Some(Value::String(user)) => drop(out.insert("user".into(), Value::String(user.clone()))),
+        Some(_) => return Err(bad("invalid_type", "'user' must be a string")),
+    }
+    if let Some(metadata) = present(&body, "metadata") {
+        if !metadata.as_object().is_some_and(|m| m.values().all(Value::is_string)) {
+            return Err(bad("invalid_type", "'metadata' must be an object of string values"));
+        }
+    }
+    let tools = present(&body, "tools").cloned().unwrap_or_else(|| json!([]));
+    let chat_tools = decode_tools(&tools)?;
+    if !chat_tools.is_empty() {
+        out.insert("tools".into(), Value::Array(chat_tools));
+    }
+    let tool_choice = present(&body, "tool_choice").cloned().unwrap_or_else(|| json!("auto"));
+    if present(&body, "tool_choice").is_some() {
+        out.insert("tool_choice".into(), decode_tool_choice(&tool_choice)?);
+    }
+    let parallel_tool_calls = optional_bool(&body, "parallel_tool_calls", true)?;
+    if present(&body, "parallel_tool_calls").is_some() {
+        out.insert("parallel_tool_calls".into(), Value::Bool(parallel_tool_calls));
+    }
+    let text = present(&body, "text").cloned().unwrap_or_else(|| json!({"format": {"type": "text"}}));
+    if let Some(format) = decode_text_format(&text)? {
+        out.insert("response_format".into(), format);
+    }
+    let reasoning = present(&body, "reasoning").cloned().unwrap_or(Value::Null);
+    if let Some(effort) = reasoning.get("effort").filter(|e| !e.is_null()) {
+        out.insert("reasoning_effort".into(), effort.clone());
+    }
+    if stream {
+        out.insert("stream".into(), Value::Bool(true));
+        // The final usage `response.completed` reports comes from the usage chunk.
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let echo = Echo {
+        model,
+        instructions: present(&body, "instructions").cloned().unwrap_or(Value::Null),
+        max_output_tokens: present(&body, "max_output_tokens").cloned().unwrap_or(Value::Null),
+        temperature: present(&body, "temperature").cloned().unwrap_or(json!(1.0)),
+        top_p: present(&body, "top_p").cloned().unwrap_or(json!(1.0)),
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        metadata: present(&body, "metadata").cloned().unwrap_or_else(|| json!({})),
+        user: present(&body, "user").cloned().unwrap_or(Value::Null),
+        previous_response_id: previous_response_id.clone().map_or(Value::Null, Value::String),
+        store,
+        text,
+        reasoning,
+    };
+    Ok(Decoded { body: out, system, input, stream, store, previous_response_id, echo })
+}
+
+/// Input items as chat messages. Consecutive `function_call` items (and one right after
+/// an assistant message) are one assistant message with several `tool_calls`, as the chat
+/// format wants parallel calls.
+fn decode_items(items: &[Value]) -> Result<Vec<Value>, GatewayError> {
+    let mut messages: Vec<Value> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let kind = item.get("type").and_then(Value::as_str);
+        match kind {
+            None | Some("message") => messages.push(decode_message(item, i)?),
+            Some("function_call") => {
+                let field = |name: &str| item.get(name).and_then(Value::as_str).ok_or_else(|| bad("invalid_input", format!("input[{i}]: a function_call needs a string '{name}'")));
+                let call = json!({"id": field("call_id")?, "type": "function", "function": {"name": field("name")?, "arguments": field("arguments")?}});
+                match messages.last_mut().filter(|m| m["role"] == "assistant") {
+                    Some(last) => match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                        Some(calls) => calls.push(call),
+                        None => last["tool_calls"] = json!([call]),
+                    },
+                    None => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                }
+            }
+            Some("function_call_output") => {
+                let id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| bad("invalid_input", format!("input[{i}]: a function_call_output needs a string 'call_id'")))?;
+                let output = match item.get("output") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
+                    _ => return Err(bad("invalid_input", format!("input[{i}]: a function_call_output needs an 'output' string"))),
+                };
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+            }
+            // Reasoning a previous response returned has no place in a chat request.
+            Some("reasoning") => {}
+            Some(other) => return Err(bad("unsupported_input_item", format!("input[{i}]: items of type '{other}' are not supported; use message, function_call and function_call_output"))),
+        }
+    }
+    if messages.is_empty() {
+        return Err(bad("missing_input", "'input' holds no message"));
+    }
+    Ok(messages)
+}
+
+/// A message item as a chat message: its content parts as chat parts (text alone as a
+/// string), an assistant's as one text.
+fn decode_message(item: &Value, i: usize) -> Result<Value, GatewayError> {
+    let role = match item.get("role").and_then(Value::as_str) {
+        Some(role @ ("user" | "system" | "developer" | "assistant")) => role,
+        _ => return Err(bad("invalid_input", format!("input[{i}].role must be one of user, system, developer, assistant"))),
+    };
+    let parts = match item.get("content") {
+        Some(Value::String(s)) => return Ok(json!({"role": role, "content": s})),
+        Some(Value::Array(parts)) => parts,
+        _ => return Err(bad("invalid_input", format!("input[{i}].content must be a string or an array of content parts"))),
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        let text = |field: &str| part.get(field).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad("invalid_input", format!("input[{i}].content[{j}] needs a string '{field}'")));
+        match part.get("type").and_then(Value::as_str) {
+            Some("input_text" | "output_text" | "text") => out.push(json!({"type": "text", "text": text("text")?})),
+            Some("refusal") => out.push(json!({"type": "text", "text": text("refusal")?})),
+            Some("input_image") => {
+                let Some(url) = part.get("image_url").and_then(Value::as_str) else {
+                    return Err(bad("unsupported_input_item", format!("input[{i}].content[{j}]: only images given by 'image_url' (a URL or a data URL) are supported, not file ids")));
+                };
+                let mut image = json!({"url": url});
+                if let Some(detail) = part.get("detail").and_then(Value::as_str) {
+                    image["detail"] = json!(detail);
+                }
+                out.push(json!({"type": "image_url", "image_url": image}));
+            }
+            other => return Err(bad("unsupported_input_item", format!("input[{i}].content[{j}]: parts of type {} are not supported; use input_text and input_image", other.map_or("(none)".into(), |o| format!("'{o}'"))))),
+        }
+    }
+    let only_text = out.iter().all(|p| p["type"] == "text");
+    let content = if only_text && (role != "user" || out.len() == 1) {
+        // The chat format's system and assistant messages take one text.
+        Value::String(out.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""))
+    } else {
+        Value::Array(out)
+    };
+    Ok(json!({"role": role, "content": content}))
+}
+
+/// Function tools as chat tools; any other tool type is refused.
+fn decode_tools(tools: &Value) -> Result<Vec<Value>, GatewayError> {
+    let Value::Array(tools) = tools else {
+        return Err(bad("invalid_type", "'tools' must be an array"));
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        match tool.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            other => {
+                return Err(bad("unsupported_tool", format!("tools[{i}]: tools of type {} are not supported; only function tools", other.map_or("(none)".into(), |o| format!("'{o}'")))));
+            }
+        }
+        let name = tool.get("name").and_then(Value::as_str).ok_or_else(|| bad("invalid_tools", format!("tools[{i}].name must be a string")))?;
+        let mut function = json!({"name": name, "parameters": present_in(tool, "parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}))});
+        for field in ["description", "strict"] {
+            if let Some(v) = present_in(tool, field) {
+                function[field] = v.clone();
+            }
+        }
+        out.push(json!({"type": "function", "function": function}));
+    }
+    Ok(out)
+}
+
+fn present_in<'a>(value: &'a Value, field: &str) -> Option<&'a Value> {
+    value.get(field).filter(|v| !v.is_null())
+}
+
+/// The chat `tool_choice` for a Responses one.
+fn decode_tool_choice(choice: &Value) -> Result<Value, GatewayError> {
+    match choice {
+        Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => Ok(choice.clone()),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o.get("name").and_then(Value::as_str).ok_or_else(|| bad("invalid_tool_choice", "tool_choice of type 'function' needs a name"))?;
+            Ok(json!({"type": "function", "function": {"name": name}}))
+        }
+        _ => Err(bad("invalid_tool_choice", "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}")),
+    }
+}
+
+/// The chat `response_format` for `text.format` (none for plain text).
+fn decode_text_format(text: &Value) -> Result<Option<Value>, GatewayError> {
+    let Some(format) = present_in(text, "format") else { return Ok(None) };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let mut schema = json!({"name": format.get("name").cloned().unwrap_or(json!("response")), "schema": format.get("schema").cloned().unwrap_or(json!({}))});
+            for field in ["description", "strict"] {
+                if let Some(v) = present_in(format, field) {
+                    schema[field] = v.clone();
+                }
+            }
+            Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
+        }
+        _ => Err(bad("invalid_type", "text.format.type must be one of text, json_object, json_schema")),
+    }
+}
+
+/// Where and what to store once the answer is complete.
+struct Store {
+    responses: TenantResponses,
+    previous: Option<String>,
+    input: Vec<Value>,
+}
+
+impl Store {
+    /// Stores the input and the reply under `id`. A response that cannot be stored (over
+    /// the quota or the size cap) is still answered; a later `previous_response_id` naming
+    /// it gets 404.
+    async fn save(self, id: &str, reply: Value) {
+        let mut messages = self.input;
+        messages.push(reply);
+        let record = StoredResponse { previous: self.previous, messages, unix_millis: crate::clock::unix_millis() };
+        if let Err(e) = self.responses.put(id, &record).await {
+            tracing::warn!(response = %id, error = %e, "response not stored");
+        }
+    }
+}
+
+/// The assistant message of a chat completion as stored: its text and tool calls.
+fn assistant_message(message: &Value) -> Value {
+    let mut stored = json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null)});
+    if let Some(calls) = message.get("tool_calls").filter(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+        stored["tool_calls"] = calls.clone();
+    }
+    stored
+}
+
+/// Identity and echo of the response being built.
+struct Meta {
+    id: String,
+    request_id: String,
+    created_at: u64,
+    echo: Echo,
+}
+
+impl Meta {
+    fn message_id(&self) -> String {
+        format!("msg_{}", self.request_id)
+    }
+
+    fn call_id(&self, index: u64) -> String {
+        format!("fc_{}_{index}", self.request_id)
+    }
+
+    /// The `response` object; `output` and `usage` as known so far.
+    fn response(&self, model: &str, status: &str, output: Vec<Value>, usage: Value, incomplete: Option<&str>, error: Value) -> Value {
+        let e = &self.echo;
+        json!({
+            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
+            "background": false, "error": error,
+            "incomplete_details": incomplete.map(|reason| json!({"reason": reason})),
+            "instructions": e.instructions, "max_output_tokens": e.max_output_tokens, "model": model,
+            "output": output, "parallel_tool_calls": e.parallel_tool_calls, "previous_response_id": e.previous_response_id,
+            "reasoning": e.reasoning, "store": e.store, "temperature": e.temperature, "text": e.text,
+            "tool_choice": e.tool_choice, "tools": e.tools, "top_p": e.top_p, "truncation": "disabled",
+            "usage": usage, "user": e.user, "metadata": e.metadata,
+        })
+    }
+}
+
+/// The `response` status and incomplete reason for a chat `finish_reason`.
+fn status(finish: Option<&str>) -> (&'static str, Option<&'static str>) {
+    match finish {
+        Some("length") => ("incomplete", Some("max_output_tokens")),
+        Some("content_filter") => ("incomplete", Some("content_filter")),
+        _ => ("completed", None),
+    }
+}
+
+/// The Responses `usage` for a chat one.
+fn usage(openai: &Value) -> Value {
+    let count = |pointer: &str| openai.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let (input, output) = (count("/prompt_tokens"), count("/completion_tokens"));
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": count("/prompt_tokens_details/cached_tokens"), "cache_write_tokens": count("/prompt_tokens_details/cache_write_tokens")},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": count("/completion_tokens_details/reasoning_tokens")},
+        "total_tokens": input + output,
+    })
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+fn message_item(id: &str, status: &str, content: Vec<Value>) -> Value {
+    json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": content})
+}
+
+fn call_item(id: &str, call_id: &Value, name: &Value, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": status})
+}
+
+/// An OpenAI `chat.completion` as a `response` object.
+fn encode_response(completion: &Value, meta: &Meta) -> Value {
+    let message = completion.pointer("/choices/0/message").unwrap_or(&Value::Null);
+    let (status, incomplete) = status(completion.pointer("/choices/0/finish_reason").and_then(Value::as_str));
+    let item_status = if status == "completed" { "completed" } else { "incomplete" };
+    let mut output = Vec::new();
+    let mut content = Vec::new();
+    if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        content.push(text_part(text));
+    }
+    if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "refusal", "refusal": refusal}));
+    }
+    if !content.is_empty() {
+        output.push(message_item(&meta.message_id(), item_status, content));
+    }
+    for (i, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let arguments = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
+        output.push(call_item(&meta.call_id(i as u64), call.get("id").unwrap_or(&Value::Null), call.pointer("/function/name").unwrap_or(&Value::Null), arguments, "completed"));
+    }
+    let model = completion.get("model").and_then(Value::as_str).unwrap_or(&meta.echo.model);
+    meta.response(model, status, output, usage(completion.get("usage").unwrap_or(&Value::Null)), incomplete, Value::Null)
+}
+
+fn event(data: Value) -> Bytes {
+    let name = data.get("type").and_then(Value::as_str).unwrap_or("error").to_string();
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// Re-encodes the chat path's OpenAI SSE stream as Responses stream events.
+fn encode_stream(response: Response<Body>, meta: Meta, store: Option<Store>) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_EVENTS);
+    tokio::spawn(pump(body, tx, Encoder::new(meta), store));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx)) });
+    let mut out = Response::new(StreamBody::new(stream).boxed_unsync());
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = parts.headers;
+    out.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    out
+}
+
+/// Reads the chat stream's `data:` events and forwards their translation; stores the
+/// conversation before the final event, so a client that continues it at once finds it.
+/// Dropping the chat body when the client goes away ends the chat stream as a disconnect.
+async fn pump(mut body: Body, tx: mpsc::Sender<Bytes>, mut encoder: Encoder, mut store: Option<Store>) {
+    let mut buffer = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(data) = frame.data_ref() else { continue };
+        buffer.extend_from_slice(data);
+        while let Some(at) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let raw: Vec<u8> = buffer.drain(..at + 2).collect();
+            let text = String::from_utf8_lossy(&raw);
+            let Some(payload) = text.trim_end().strip_prefix("data: ") else { continue };
+            let mut out = encoder.data(payload);
+            if encoder.completed {
+                // The final event goes out after the conversation is stored.
+                let last = out.pop();
+                if let Some(store) = store.take() {
+                    store.save(&encoder.meta.id, encoder.reply()).await;
+                }
+                out.extend(last);
+            }
+            for bytes in out {
+                if tx.send(bytes).await.is_err() {
+                    return;
+                }
+            }
+            if encoder.ended {
+                return;
+            }
+        }
+    }
+    // The chat stream ended with neither `[DONE]` nor an error.
+    for bytes in encoder.fail("the stream ended early") {
+        let _ = tx.send(bytes).await;
+    }
+}
+
+/// An output item being streamed.
+enum Item {
+    /// The assistant text.
+    Text { output_index: usize, text: String },
+    /// A tool call, by its chat call index.
+    Call { output_index: usize, index: u64, id: String, call_id: Value, name: Value, arguments: String },
+}
+
+/// Turns OpenAI chunks into Responses events, tracking the open output item.
+struct Encoder {
+    meta: Meta,
+    model: String,
+    sequence: u64,
+    started: bool,
+    open: Option<Item>,
+    /// Finished output items, in output order.
+    done: Vec<Value>,
+    /// Every tool call seen, for the stored reply.
+    calls: Vec<Value>,
+    text: String,
+    finish: Option<String>,
+    usage: Value,
+    /// `[DONE]` was translated (the last event is the final response).
+    completed: bool,
+    ended: bool,
+}
+
+impl Encoder {
+    fn new(meta: Meta) -> Self {
+        let model = meta.echo.model.clone();
+        Encoder { meta, model, sequence: 0, started: false, open: None, done: Vec::new(), calls: Vec::new(), text: String::new(), finish: None, usage: Value::Null, completed: false, ended: false }
+    }
+
+    /// Numbers and frames one event.
+    fn push(&mut self, mut data: Value, out: &mut Vec<Bytes>) {
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        out.push(event(data));
+    }
+
+    fn start(&mut self, chunk: Option<&Value>, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(model) = chunk.and_then(|c| c.get("model")).and_then(Value::as_str) {
+            self.model = model.to_string();
+        }
+        let response = self.meta.response(&self.model, "in_progress", Vec::new(), Value::Null, None, Value::Null);
+        self.push(json!({"type": "response.created", "response": response}), out);
+        self.push(json!({"type": "response.in_progress", "response": response}), out);
+    }
+
+    fn next_index(&self) -> usize {
+        self.done.len() + usize::from(self.open.is_some())
+    }
+
+    /// Closes the open item: its `.done` events.
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        let status = if status(self.finish.as_deref()).0 == "completed" { "completed" } else { "incomplete" };
+        match self.open.take() {
+            None => {}
+            Some(Item::Text { output_index, text }) => {
+                let id = self.meta.message_id();
+                self.push(json!({"type": "response.output_text.done", "item_id": id, "output_index": output_index, "content_index": 0, "text": text, "logprobs": []}), out);
+                self.push(json!({"type": "response.content_part.done", "item_id": id, "output_index": output_index, "content_index": 0, "part": text_part(&text)}), out);
+                let item = message_item(&id, status, vec![text_part(&text)]);
+                self.push(json!({"type": "response.output_item.done", "output_index": output_index, "item": item}), out);
+                self.done.push(item);
+            }
+            Some(Item::Call { output_index, id, call_id, name, arguments, .. }) => {
+                self.push(json!({"type": "response.function_call_arguments.done", "item_id": id, "output_index": output_index, "name": name, "arguments": arguments}), out);
+                let item = call_item(&id, &call_id, &name, &arguments, "completed");
+                self.push(json!({"type": "response.output_item.done", "output_index": output_index, "item": item}), out);
+                self.calls.push(json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}));
+                self.done.push(item);
+            }
+        }
+    }
+
+    fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        if !matches!(self.open, Some(Item::Text { .. })) {
+            self.close(out);
+            let output_index = self.next_index();
+            let id = self.meta.message_id();
+            self.push(json!({"type": "response.output_item.added", "output_index": output_index, "item": message_item(&id, "in_progress", Vec::new())}), out);
+            self.push(json!({"type": "response.content_part.added", "item_id": id, "output_index": output_index, "content_index": 0, "part": text_part("")}), out);
+            self.open = Some(Item::Text { output_index, text: String::new() });
+        }
+        let Some(Item::Text { output_index, text }) = &mut self.open else { return };
+        text.push_str(delta);
+        self.text.push_str(delta);
+        let output_index = *output_index;
+        self.push(json!({"type": "response.output_text.delta", "item_id": self.meta.message_id(), "output_index": output_index, "content_index": 0, "delta": delta, "logprobs": []}), out);
+    }
+
+    fn call_delta(&mut self, call: &Value, out: &mut Vec<Bytes>) {
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        if !matches!(self.open, Some(Item::Call { index: open, .. }) if open == index) {
+            self.close(out);
+            let output_index = self.next_index();
+            let id = self.meta.call_id(index);
+            let (call_id, name) = (call.get("id").cloned().unwrap_or(Value::Null), call.pointer("/function/name").cloned().unwrap_or(Value::Null));
+            self.push(json!({"type": "response.output_item.added", "output_index": output_index, "item": call_item(&id, &call_id, &name, "", "in_progress")}), out);
+            self.open = Some(Item::Call { output_index, index, id, call_id, name, arguments: String::new() });
+        }
+        let Some(delta) = call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty()) else { return };
+        let Some(Item::Call { output_index, id, arguments, .. }) = &mut self.open else { return };
+        arguments.push_str(delta);
+        let data = json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": *output_index, "delta": delta});
+        self.push(data, out);
+    }
+
+    /// The reply as stored: the streamed text and tool calls.
+    fn reply(&self) -> Value {
+        let mut reply = json!({"role": "assistant", "content": if self.text.is_empty() { Value::Null } else { Value::String(self.text.clone()) }});
+        if !self.calls.is_empty() {
+            reply["tool_calls"] = Value::Array(self.calls.clone());
+        }
+        reply
+    }
+
+    /// Events for one `data:` payload.
+    fn data(&mut self, payload: &str) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if payload == "[DONE]" {
+            self.start(None, &mut out);
+            self.close(&mut out);
+            let (status, incomplete) = status(self.finish.as_deref());
+            let usage = if self.usage.is_null() { usage(&Value::Null) } else { self.usage.clone() };
+            let response = self.meta.response(&self.model, status, self.done.clone(), usage, incomplete, Value::Null);
+            let kind = if status == "completed" { "response.completed" } else { "response.incomplete" };
+            self.push(json!({"type": kind, "response": response}), &mut out);
+            self.completed = true;
+            self.ended = true;
+            return out;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(payload) else {
+            return self.fail("the stream carried an unreadable chunk");
+        };
+        if let Some(error) = chunk.get("error") {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("the stream failed").to_string();
+            return self.fail(&message);
+        }
+        self.start(Some(&chunk), &mut out);
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = usage(u);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else { return out };
+        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            self.text_delta(text, &mut out);
+        }
+        for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            self.call_delta(call, &mut out);
+        }
+        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(finish.to_string());
+        }
+        out
+    }
+
+    /// A `response.failed` event with what was output so far, which ends the stream.
+    fn fail(&mut self, message: &str) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.start(None, &mut out);
+        self.ended = true;
+        let mut output = self.done.clone();
+        match &self.open {
+            Some(Item::Text { text, .. }) => output.push(message_item(&self.meta.message_id(), "incomplete", vec![text_part(text)])),
+            Some(Item::Call { id, call_id, name, arguments, .. }) => output.push(call_item(id, call_id, name, arguments, "incomplete")),
+            None => {}
+        }
+        let error = json!({"code": "server_error", "message": message});
+        let response = self.meta.response(&self.model, "failed", output, self.usage.clone(), None, error);
+        self.push(json!({"type": "response.failed", "response": response}), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: Value) -> String {
+        match decode(body.to_string().as_bytes()) {
+            Err(GatewayError::BadRequest { code, .. }) => code.into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_items_tools_and_choice() -> Result<(), GatewayError> {
+        let decoded = decode(json!({
+            "model": "m", "instructions": "be brief", "max_output_tokens": 50, "temperature": 0.2, "user": "u1",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "look"}, {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}]},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "calling", "annotations": []}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"q\":1}"},
+                {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "one"},
+                {"type": "function_call_output", "call_id": "c2", "output": "two"},
+            ],
+            "tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}],
+            "tool_choice": {"type": "function", "name": "f"}, "parallel_tool_calls": false,
+        }).to_string().as_bytes())?;
+        assert_eq!(Value::Object(decoded.chat_body(vec![json!({"role": "user", "content": "before"})])), json!({
+            "model": "m", "max_tokens": 50, "temperature": 0.2, "user": "u1",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "before"},
+                {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}}]},
+                {"role": "assistant", "content": "calling", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}},
+                    {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "one"},
+                {"role": "tool", "tool_call_id": "c2", "content": "two"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": false,
+        }));
+        assert!(decoded.store && !decoded.stream);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        assert_eq!(code(json!({"model": "m"})), "missing_input");
+        assert_eq!(code(json!({"model": "m", "input": []})), "missing_input");
+        assert_eq!(code(json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]})), "unsupported_tool");
+        assert_eq!(code(json!({"model": "m", "input": "x", "conversation": "c"})), "unsupported_parameter");
+        assert_eq!(code(json!({"model": "m", "input": "x", "background": true})), "unsupported_parameter");
+        assert_eq!(code(json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]})), "unsupported_input_item");
+        assert_eq!(code(json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]})), "unsupported_input_item");
+        assert_eq!(code(json!({"model": "m", "input": [{"role": "wizard", "content": "x"}]})), "invalid_input");
+        assert_eq!(code(json!({"model": "m", "input": "x", "store": false, "previous_response_id": "resp_1"})), "invalid_request");
+        assert_eq!(code(json!({"model": "m", "input": "x", "max_output_tokens": 0})), "invalid_type");
+    }
+
+    fn meta() -> Meta {
+        let echo = decode(json!({"model": "m", "input": "x"}).to_string().as_bytes()).map(|d| d.echo).unwrap_or_else(|e| panic!("{e}"));
+        Meta { id: "resp_r1".into(), request_id: "r1".into(), created_at: 7, echo }
+    }
+
+    #[test]
+    fn encodes_text_calls_status_and_usage() {
+        let completion = json!({"model": "m", "choices": [{"message": {"content": "hi", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}});
+        let response = encode_response(&completion, &meta());
+        assert_eq!((response["status"].as_str(), response["incomplete_details"]["reason"].as_str()), (Some("incomplete"), Some("max_output_tokens")));
+        assert_eq!(response["output"], json!([
+            {"type": "message", "id": "msg_r1", "status": "incomplete", "role": "assistant", "content": [{"type": "output_text", "text": "hi", "annotations": [], "logprobs": []}]},
+            {"type": "function_call", "id": "fc_r1_0", "call_id": "c1", "name": "f", "arguments": "{}", "status": "completed"},
+        ]));
+        assert_eq!(response["usage"], json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12}));
+    }
+
+    #[test]
+    fn streams_text_then_a_tool_call_with_numbered_events() {
+        let mut encoder = Encoder::new(meta());
+        let mut events = Vec::new();
+        for payload in [
+            r#"{"id":"chatcmpl-1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"q\""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"chatcmpl-1","model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
+            "[DONE]",
+        ] {
+            events.extend(encoder.data(payload));
+        }
+        let parsed: Vec<Value> = events.iter().map(|e| String::from_utf8_lossy(e).split_once("\ndata: ").and_then(|(_, d)| serde_json::from_str(d.trim_end()).ok()).unwrap_or(Value::Null)).collect();
+        let types: Vec<&str> = parsed.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+        assert_eq!(types, [
+            "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+            "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.output_item.added",
+            "response.function_call_arguments.delta", "response.function_call_arguments.delta", "response.function_call_arguments.done",
+            "response.output_item.done", "response.completed",
+        ]);
+        assert!(parsed.iter().enumerate().all(|(i, e)| e["sequence_number"] == json!(i)));
+        let last = &parsed[parsed.len() - 1]["response"];
+        assert_eq!(last["output"][1]["arguments"], "{\"q\":1}");
+        assert_eq!(last["usage"]["total_tokens"], 8);
+        assert_eq!(encoder.reply(), json!({"role": "assistant", "content": "Hi", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"q\":1}"}}]}));
+    }
+}
