@@ -174,6 +174,12 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 _ => chat::handle(&app, caller, permit, body).await,
             }
         }
+        (Method::DELETE, p) if p.strip_prefix("/v1/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => {
+            let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
+                return Err(GatewayError::Forbidden("use a tenant token".into()));
+            };
+            responses::delete(&app, &tenant, &path["/v1/responses/".len()..]).await
+        }
         (Method::GET, "/v1/models") => {
             let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("use a tenant token".into()));
@@ -195,6 +201,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
         }
         (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/responses" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, p) if p.starts_with("/v1/responses/") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
         (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
@@ -206,7 +213,7 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat",
         "/v1/embeddings" => "embeddings",
         "/v1/messages" | "/v1/messages/count_tokens" => "messages",
-        "/v1/responses" => "responses",
+        p if p == "/v1/responses" || p.starts_with("/v1/responses/") => "responses",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",

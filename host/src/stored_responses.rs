@@ -131,6 +131,22 @@ impl TenantResponses {
         Ok(Some(links.into_iter().rev().flatten().collect()))
     }
 
+    /// Deletes response `id` and gives its bytes back to the quota; `false` if this tenant
+    /// stored no response `id`. Conversations continuing it then start after it.
+    pub async fn delete(&self, id: &str) -> Result<bool, MemoryError> {
+        match &self.place {
+            Place::Embedded(store) => {
+                let tenant = TenantKey::of(&self.storage_id);
+                if store.tenant.get(tenant.record(Kind::Response, id.as_bytes())).map_err(unavailable)?.is_none() {
+                    return Ok(false);
+                }
+                EmbeddedMemory::new(store.clone(), tenant, self.quota_bytes).put_record(Kind::Response, id.as_bytes(), None)?;
+                Ok(true)
+            }
+            Place::Shared(table) => table.delete(&self.storage_id, id).await.map_err(unavailable),
+        }
+    }
+
     /// Stores response `id`, within the memory quota and [`MAX_STORED_RESPONSE_BYTES`].
     pub async fn put(&self, id: &str, response: &StoredResponse) -> Result<(), StoreRefused> {
         let encoded = encode(response);
@@ -172,8 +188,15 @@ mod tests {
         assert_eq!(a.conversation("resp_2").await?, Some(vec![json!({"role": "user", "content": "one"}), json!({"role": "user", "content": "two"})]));
         assert_eq!(b.conversation("resp_2").await?, None);
         assert_eq!(a.conversation("resp_9").await?, None);
+        assert!(!b.delete("resp_1").await?, "another tenant cannot delete it");
         let charged = crate::memory::Memory::embedded(store, 1 << 20).tenant("a").used_bytes().await?;
         assert_eq!(charged, record_bytes("resp_1", &encode(&stored(None, "one"))) + record_bytes("resp_2", &encode(&stored(Some("resp_1"), "two"))));
+        // Deleting the first gives its bytes back; the second then starts its conversation.
+        assert!(a.delete("resp_1").await?);
+        assert!(!a.delete("resp_1").await?);
+        assert_eq!(a.conversation("resp_2").await?, Some(vec![json!({"role": "user", "content": "two"})]));
+        let charged = crate::memory::Memory::embedded(store, 1 << 20).tenant("a").used_bytes().await?;
+        assert_eq!(charged, record_bytes("resp_2", &encode(&stored(Some("resp_1"), "two"))));
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The official `openai` Python client against the gateway: plain and streaming chat,
-//! embeddings, the Responses API (plain, streamed, continued by `previous_response_id`),
-//! and the exception classes its error statuses raise. The test creates a virtual
-//! environment under `target/py-openai` with a pinned client (once; later runs reuse it).
+//! embeddings, the Responses API (plain, streamed, continued by `previous_response_id`,
+//! deleted), and the exception classes its error statuses raise. The test creates a
+//! virtual environment under `target/py-openai` with a pinned client (once; later runs
+//! reuse it).
 
 
 use crate::support::Gateway;
@@ -45,10 +46,11 @@ with client.responses.stream(model="default", input=[{"role": "user", "content":
 print("responses-stream:", text, final.output_text == text, final.status, final.usage.output_tokens)
 follow = client.responses.create(model="default", input="Again", previous_response_id=rr.id)
 print("responses-follow:", follow.output_text, follow.previous_response_id == rr.id, follow.usage.input_tokens > rr.usage.input_tokens)
+client.responses.delete(follow.id)
 try:
-    client.responses.create(model="default", input="x", previous_response_id="resp_nope")
+    client.responses.create(model="default", input="x", previous_response_id=follow.id)
 except openai.NotFoundError as e:
-    print("responses-missing:", e.status_code, e.body["code"])
+    print("responses-deleted:", e.status_code, e.body["code"])
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,6 +69,6 @@ async fn official_python_client_works_plain_streaming_and_errors() {
         "responses: Hello from the Tollgate demo provider. You said: Hello responses completed 6 10 16",
         "responses-stream: Hello from the Tollgate demo provider. You said: Streamed True completed 9",
         "responses-follow: Hello from the Tollgate demo provider. You said: Again True True",
-        "responses-missing: 404 previous_response_not_found",
+        "responses-deleted: 404 previous_response_not_found",
     ]);
 }

@@ -1,7 +1,8 @@
 //! `POST /v1/responses` end to end: Responses bodies as the upstreams receive them, answers
 //! and typed stream events in the Responses shapes, function tools both ways, usage and
 //! ledger rows, stored conversations continued with `previous_response_id` (per tenant,
-//! purged with the tenant, charged to its memory quota, on both stores), and refusals.
+//! purged with the tenant, charged to its memory quota, deleted by id, on both stores), and
+//! refusals.
 
 use serde_json::{json, Value};
 use tollgate::catalog::ModelEntry;
@@ -296,6 +297,21 @@ async fn previous_response_id_continues_a_stored_conversation_of_its_own_tenant(
     let reply = responses(&gw, &token, json!({"model": "mock-p", "input": "x", "previous_response_id": unstored_id})).await;
     assert_eq!(reply.status, 404, "{}", reply.text());
 
+    // DELETE /v1/responses/{id} forgets one, for its own tenant only, and frees its bytes.
+    let fourth_id = fourth.json()["id"].as_str().expect("id").to_string();
+    let path = format!("/v1/responses/{fourth_id}");
+    let reply = gw.call("DELETE", &path, Some(&other), &[], Vec::new()).await;
+    assert_eq!((reply.status, reply.error_code()), (404, "not_found".to_string()), "{}", reply.text());
+    let used = memory_used(&gw).used_bytes().await.expect("usage");
+    let reply = gw.call("DELETE", &path, Some(&token), &[], Vec::new()).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"id": fourth_id, "object": "response.deleted", "deleted": true})), "{}", reply.text());
+    assert!(memory_used(&gw).used_bytes().await.expect("usage") < used);
+    let reply = responses(&gw, &token, json!({"model": "mock-p", "input": "x", "previous_response_id": fourth_id})).await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    let reply = gw.call("DELETE", &path, Some(&token), &[], Vec::new()).await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(gw.call("GET", &path, Some(&token), &[], Vec::new()).await.status, 405);
+
     // Deleting the tenant deletes its stored responses (and a new incarnation sees none).
     let storage_id = gw.storage_id("oa");
     assert!(gw.app.responses.tenant(&storage_id).conversation(&first_id).await.expect("read").is_some());
@@ -379,6 +395,10 @@ async fn stored_responses_on_postgres_match_the_embedded_store() {
     let tiny = StoredResponses::shared(tollgate::postgres::responses::PgResponses::new(tollgate::postgres::connect(&server.url()).expect("pool")), 100);
     assert!(tiny.tenant("c").put("r", &link(None, &"x".repeat(200))).await.is_err(), "over the quota");
     assert_eq!(tiny.tenant("c").conversation("r").await.expect("read"), None);
+    assert!(!shared.tenant("b").delete("resp_2").await.expect("delete"), "another tenant cannot delete it");
+    assert!(shared.tenant("a").delete("resp_1").await.expect("delete"));
+    assert_eq!(shared.tenant("a").conversation("resp_2").await.expect("read").map(|m| m.len()), Some(2), "the chain now starts after the deleted link");
+    assert_eq!(memory[0].tenant("a").used_bytes().await.expect("usage"), used[0] - tollgate::store::encode(&link(None, "one")).len() as u64 - "resp_1".len() as u64);
     shared.purge_tenant("a").await.expect("purge");
     assert_eq!(shared.tenant("a").conversation("resp_1").await.expect("read"), None);
 }

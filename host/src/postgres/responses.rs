@@ -56,6 +56,14 @@ impl PgResponses {
         Ok(row.get(0))
     }
 
+    /// Deletes a stored response and gives its bytes back to the quota; `false` if the
+    /// tenant stored no response `id`.
+    pub async fn delete(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client.query_one("SELECT tg_response_delete($1, $2)", &[&tenant_id, &id]).await.map_err(db("deleting a stored response"))?;
+        Ok(row.get(0))
+    }
+
     /// Removes every stored response of a tenant incarnation (deleted: nothing reads them
     /// again). The usage count goes with [`super::memory::PgMemory::purge_tenant`].
     pub async fn purge_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {

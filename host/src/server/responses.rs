@@ -71,6 +71,16 @@ pub async fn handle(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelim
     Ok(out)
 }
 
+/// `DELETE /v1/responses/{id}`: forgets a stored response of the caller's tenant (404 if
+/// it stored none), giving its bytes back to the memory quota.
+pub async fn delete(app: &App, tenant: &crate::tenants::Tenant, id: &str) -> Result<Response<Body>, GatewayError> {
+    let deleted = app.responses.tenant(tenant.storage_id()).delete(id).await.map_err(|e| GatewayError::Internal(format!("deleting a stored response: {e}")))?;
+    if !deleted {
+        return Err(GatewayError::NotFound(format!("No response found with id '{id}'.")));
+    }
+    Ok(json_response(http::StatusCode::OK, &json!({"id": id, "object": "response.deleted", "deleted": true})))
+}
+
 /// The one call into the chat path (kept in one place: its signature is the seam every
 /// inbound format shares).
 async fn run_chat(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, body: Bytes) -> Result<Response<Body>, GatewayError> {
@@ -193,13 +203,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, GatewayError> {
     }
     match present(&body, "user").or_else(|| present(&body, "safety_identifier")) {
         None => {}
-        Some(Value::String(user)) => drop(out.insert("user".into(), Value::String(user.clone()))),
+        Some(Value::String(user)) => {
+            out.insert("user".into(), Value::String(user.clone()));
+        }
         Some(_) => return Err(bad("invalid_type", "'user' must be a string")),
     }
-    if let Some(metadata) = present(&body, "metadata") {
-        if !metadata.as_object().is_some_and(|m| m.values().all(Value::is_string)) {
-            return Err(bad("invalid_type", "'metadata' must be an object of string values"));
-        }
+    if present(&body, "metadata").is_some_and(|m| !m.as_object().is_some_and(|m| m.values().all(Value::is_string))) {
+        return Err(bad("invalid_type", "'metadata' must be an object of string values"));
     }
     let tools = present(&body, "tools").cloned().unwrap_or_else(|| json!([]));
     let chat_tools = decode_tools(&tools)?;

@@ -37,3 +37,18 @@ BEGIN
         VALUES (p_tenant, p_id, p_previous, p_messages, p_millis, p_bytes);
     RETURN true;
 END $$;
+
+-- Deletes one stored response and gives its bytes back to the quota. Returns whether it
+-- was stored.
+CREATE FUNCTION tg_response_delete(p_tenant text, p_id text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_bytes bigint;
+BEGIN
+    PERFORM tg_memory_lock(p_tenant);
+    DELETE FROM stored_responses r WHERE r.tenant_id = p_tenant AND r.response_id = p_id RETURNING r.bytes INTO v_bytes;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE memory_usage u SET used_bytes = greatest(u.used_bytes - v_bytes, 0) WHERE u.tenant_id = p_tenant;
+    RETURN true;
+END $$;
