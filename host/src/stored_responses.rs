@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(b.conversation("resp_2").await?, None);
         assert_eq!(a.conversation("resp_9").await?, None);
         assert!(!b.delete("resp_1").await?, "another tenant cannot delete it");
-        let charged = crate::memory::Memory::embedded(store, 1 << 20).tenant("a").used_bytes().await?;
+        let charged = crate::memory::Memory::embedded(store.clone(), 1 << 20).tenant("a").used_bytes().await?;
         assert_eq!(charged, record_bytes("resp_1", &encode(&stored(None, "one"))) + record_bytes("resp_2", &encode(&stored(Some("resp_1"), "two"))));
         // Deleting the first gives its bytes back; the second then starts its conversation.
         assert!(a.delete("resp_1").await?);
