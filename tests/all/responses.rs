@@ -402,3 +402,45 @@ async fn stored_responses_on_postgres_match_the_embedded_store() {
     shared.purge_tenant("a").await.expect("purge");
     assert_eq!(shared.tenant("a").conversation("resp_1").await.expect("read"), None);
 }
+
+/// On the shared store, through HTTP: a conversation stored through one replica continues
+/// through another, another tenant gets 404, and deleting the tenant leaves no row.
+#[tokio::test]
+async fn previous_response_id_works_across_replicas_of_the_shared_store() {
+    let Some(server) = tollgate_tests::postgres::Server::start() else { return };
+    let dirs = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let one = Gateway::serving(crate::support::shared_gateway(&server, dirs.0.path()).await).await;
+    let two = Gateway::serving(crate::support::shared_gateway(&server, dirs.1.path()).await).await;
+    let token = one.demo_tenant("pa", 1.0).await;
+    let other = one.demo_tenant("pb", 1.0).await;
+
+    let first = responses(&one, &token, json!({"model": "default", "input": "Remember 42"})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first_id = first.json()["id"].as_str().expect("id").to_string();
+    let mut follow = None;
+    // The other replica learns of the tenant and its token through the change feed.
+    for _ in 0..100 {
+        let reply = responses(&two, &token, json!({"model": "default", "input": "Which number?", "previous_response_id": first_id})).await;
+        if reply.status != 401 {
+            follow = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let follow = follow.expect("the second replica serves the tenant");
+    assert_eq!(follow.status, 200, "{}", follow.text());
+    let usage = &follow.json()["usage"];
+    assert!(usage["input_tokens"].as_u64() > first.json()["usage"]["input_tokens"].as_u64(), "the stored turn was prepended: {usage}");
+    let reply = responses(&two, &other, json!({"model": "default", "input": "x", "previous_response_id": first_id})).await;
+    assert_eq!((reply.status, reply.error_code()), (404, "previous_response_not_found".to_string()), "{}", reply.text());
+
+    let storage_id = one.storage_id("pa");
+    let rows = |server: &tollgate_tests::postgres::Server, id: String| {
+        let pool = tollgate::postgres::connect(&server.url()).expect("pool");
+        async move { pool.get().await.expect("client").query_one("SELECT count(*) FROM stored_responses WHERE tenant_id = $1", &[&id]).await.expect("count").get::<_, i64>(0) }
+    };
+    assert_eq!(rows(&server, storage_id.clone()).await, 2);
+    let deleted = one.admin("DELETE", "/admin/v1/tenants/pa", Value::Null).await;
+    assert!(deleted.status < 300, "{}", deleted.text());
+    assert_eq!(rows(&server, storage_id).await, 0);
+}
