@@ -89,7 +89,7 @@ async fn run_chat(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit
 
 /// What a response echoes of its request (the SDK's `Response` model requires most).
 #[derive(Debug, Clone)]
-pub struct Echo {
+struct Echo {
     model: String,
     instructions: Value,
     max_output_tokens: Value,
