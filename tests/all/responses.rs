@@ -129,6 +129,41 @@ async fn a_plain_request_is_translated_exactly_and_billed() {
 }
 
 #[tokio::test]
+async fn spend_moves_the_budget_until_it_refuses() {
+    let mock = MockUpstream::start().await.expect("mock");
+    let mut config = mocked::config(&mock);
+    config.models.push(priced("openai", "mock-m", 1.0, 2.0));
+    let gw = Gateway::start_with(config).await;
+    // 200 micro-dollars; each answer costs about 11, its worst case about 23.
+    let token = mocked::create_tenant(&gw, "bu", json!({"budget_usd": 0.0002})).await;
+    mocked::put_credential(&gw, "bu", "main", "openai", "sk-bu").await;
+    mocked::default_policy(&gw, "bu", json!({"provider": "openai", "credential": "main"})).await;
+    let mut answered = 0;
+    let refused = loop {
+        let stream = answered % 2 == 1;
+        let reply = responses(&gw, &token, json!({"model": "mock-m", "input": "Go on", "max_output_tokens": 10, "stream": stream})).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        answered += 1;
+        assert!(answered < 40, "the budget never ran out");
+    };
+    assert_eq!((refused.status, refused.error_code()), (402, "budget_exceeded".to_string()), "{}", refused.text());
+    // A stream settles just after its last byte: wait for its row.
+    let mut rows = mocked::ledger(&gw, "bu").await;
+    for _ in 0..100 {
+        if rows.len() >= answered {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        rows = mocked::ledger(&gw, "bu").await;
+    }
+    let spent: u64 = rows.iter().map(|r| r["cost_microdollars"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(rows.len(), answered, "one ledger row per answer, streamed or not");
+    assert!(answered >= 5 && (150..=200).contains(&spent), "{answered} answers spent {spent} of 200");
+}
+
+#[tokio::test]
 async fn function_tools_round_trip() {
     let mock = MockUpstream::start().await.expect("mock");
     let gw = Gateway::start_with(mocked::config(&mock)).await;
