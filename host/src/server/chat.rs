@@ -99,17 +99,6 @@ async fn encode_whole(app: &App, caller: &Caller, answer: Answer<'_>, settlement
     }
 }
 
-/// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-}
-
 /// The body for one target: the client's, with model, the completion limit reserved and
 /// temperature set.
 fn body_for(parsed: &ChatBody, target: &crate::policy::PlanTarget) -> Map<String, Value> {
