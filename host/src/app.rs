@@ -36,6 +36,8 @@ pub struct App {
     pub memory: crate::memory::Memory,
     /// Every tenant's conversation sessions.
     pub sessions: crate::sessions::Sessions,
+    /// Every tenant's stored Responses API answers (`previous_response_id`).
+    pub responses: crate::stored_responses::StoredResponses,
     /// Every tenant's policy log.
     pub policy_logs: crate::policy_log::PolicyLogs,
     /// Models and prices.
@@ -84,6 +86,7 @@ struct Domains {
     policies: PolicyRuntime,
     memory: crate::memory::Memory,
     sessions: crate::sessions::Sessions,
+    responses: crate::stored_responses::StoredResponses,
     policy_logs: crate::policy_log::PolicyLogs,
     replica: Option<SharedReplica>,
 }
@@ -164,6 +167,7 @@ impl App {
             policies: PolicyRuntime::with_blobs(config.policy.clone(), store.clone(), blobs)?,
             memory: crate::memory::Memory::shared(postgres::memory::PgMemory::new(pool.clone()), config.policy.memory_quota_bytes),
             sessions: crate::sessions::Sessions::shared(postgres::sessions::PgSessions::new(pool.clone()), config.policy.memory_quota_bytes),
+            responses: crate::stored_responses::StoredResponses::shared(postgres::responses::PgResponses::new(pool.clone()), config.policy.memory_quota_bytes),
             policy_logs: crate::policy_log::PolicyLogs::shared(postgres::policy_log::PgPolicyLog::start(pool), config.policy.log_lines_kept),
             replica: Some(SharedReplica { feed, _leases: leases }),
         })
@@ -191,6 +195,7 @@ impl App {
             policies: PolicyRuntime::new(config.policy.clone(), store.clone())?,
             memory: crate::memory::Memory::embedded(store.clone(), config.policy.memory_quota_bytes),
             sessions: crate::sessions::Sessions::embedded(store.clone(), config.policy.memory_quota_bytes),
+            responses: crate::stored_responses::StoredResponses::embedded(store.clone(), config.policy.memory_quota_bytes),
             policy_logs: crate::policy_log::PolicyLogs::embedded(store.clone(), config.policy.log_lines_kept),
             replica: None,
         };
@@ -201,7 +206,7 @@ impl App {
     /// the stock policy is stored, and finishes interrupted tenant changes (on the shared
     /// store, keeps finishing those other replicas abandon).
     async fn assemble(config: Config, store: Store, domains: Domains, admin_token: &Secret) -> Result<Arc<App>, StartError> {
-        let Domains { vault, metering, tenants, tokens, audit, tombstones, policies, memory, sessions, policy_logs, replica } = domains;
+        let Domains { vault, metering, tenants, tokens, audit, tombstones, policies, memory, sessions, responses, policy_logs, replica } = domains;
         let recovered = metering.recover_reservations().await.map_err(|e| StartError::Recovery(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(recovered, "charged reservations left unsettled by a crash at their reserved amount");
@@ -225,6 +230,7 @@ impl App {
             metering,
             memory,
             sessions,
+            responses,
             policy_logs,
             catalog,
             policies,

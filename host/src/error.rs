@@ -28,6 +28,14 @@ pub enum GatewayError {
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
+    /// No such resource, with its own code (404), e.g. `previous_response_not_found`.
+    #[error("{message}")]
+    NotFoundCode {
+        /// Machine-readable code.
+        code: &'static str,
+        /// For the client.
+        message: String,
+    },
     /// A resource already exists (409).
     #[error("{0}")]
     Conflict(String),
@@ -85,6 +93,7 @@ impl GatewayError {
             Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "permission_denied".into()),
             BadRequest { code, .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", (*code).into()),
             NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found".into()),
+            NotFoundCode { code, .. } => (StatusCode::NOT_FOUND, "invalid_request_error", (*code).into()),
             Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict".into()),
             PolicyDeleteRefused(DeleteRefused::NotHeld(_) | DeleteRefused::NotFound(_)) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found".into()),
             PolicyDeleteRefused(_) => (StatusCode::CONFLICT, "invalid_request_error", "policy_assigned".into()),

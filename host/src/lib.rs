@@ -27,6 +27,7 @@ pub mod sealing;
 pub mod secret;
 pub mod server;
 pub mod sessions;
+pub mod stored_responses;
 pub mod store;
 pub mod tenant_lifecycle;
 pub mod tenant_scope;

@@ -4,7 +4,7 @@
 //!
 //! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
 //! [`tenants`], [`tombstones`], [`audit`], [`policies`], [`memory`], [`sessions`],
-//! [`policy_log`], the vault with its per-replica `vault_cache`), and [`changes`] carries
+//! [`responses`], [`policy_log`], the vault with its per-replica `vault_cache`), and [`changes`] carries
 //! writes to the other replicas' caches. The schema is keyed by `tenant_id` first, so
 //! Citus can distribute it by tenant; the few global tables say so in their `COMMENT`
 //! (which the schema test reads).
@@ -14,6 +14,7 @@ pub mod budgets;
 pub mod changes;
 pub mod memory;
 pub mod policy_log;
+pub mod responses;
 pub mod sessions;
 pub mod tenants;
 pub mod tombstones;

@@ -9,6 +9,7 @@ mod dispatch;
 mod embeddings;
 mod messages;
 pub mod reserve;
+mod responses;
 mod route;
 mod settle;
 mod stream;
@@ -160,7 +161,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             let body = read_capped(request.into_body(), app.config.server.max_body_bytes, app.config.server.body_read_timeout).await?;
             messages::count_tokens(&body)
         }
-        (Method::POST, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages") => {
+        (Method::POST, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/responses") => {
             let Principal::Tenant(tenant, token) = authenticate(&app, &request).await? else {
                 return Err(GatewayError::Forbidden("the operator token cannot call models; use a tenant token".into()));
             };
@@ -176,14 +177,22 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
             let api = match path.as_str() {
                 "/v1/embeddings" => crate::policy::Api::OpenaiEmbeddings,
                 "/v1/messages" => crate::policy::Api::AnthropicMessages,
+                "/v1/responses" => crate::policy::Api::OpenaiResponses,
                 _ => crate::policy::Api::OpenaiChatCompletions,
             };
             let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history, api };
             match path.as_str() {
                 "/v1/embeddings" => embeddings::handle(&app, caller, permit, body).await,
                 "/v1/messages" => messages::handle(&app, caller, permit, body).await,
+                "/v1/responses" => responses::handle(&app, caller, permit, body).await,
                 _ => chat::handle(&app, caller, permit, body).await,
             }
+        }
+        (Method::DELETE, p) if p.strip_prefix("/v1/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => {
+            let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
+                return Err(GatewayError::Forbidden("use a tenant token".into()));
+            };
+            responses::delete(&app, &tenant, &path["/v1/responses/".len()..]).await
         }
         (Method::GET, "/v1/models") => {
             let Principal::Tenant(tenant, _) = authenticate(&app, &request).await? else {
@@ -205,7 +214,8 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 .collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({"object": "list", "data": data})))
         }
-        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/messages" | "/v1/responses" | "/v1/messages/count_tokens" | "/v1/models" | "/healthz" | "/metrics") => Err(GatewayError::MethodNotAllowed),
+        (_, p) if p.starts_with("/v1/responses/") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/admin/") || p.starts_with("/api/") => admin::handle(&app, request).await,
         (_, p) if p == "/v1/tenant" || p.starts_with("/v1/tenant/") => admin::self_service(&app, request).await,
         _ => Err(GatewayError::NotFound(format!("no route for {path}"))),
@@ -217,6 +227,7 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat",
         "/v1/embeddings" => "embeddings",
         "/v1/messages" | "/v1/messages/count_tokens" => "messages",
+        p if p == "/v1/responses" || p.starts_with("/v1/responses/") => "responses",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",

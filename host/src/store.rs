@@ -95,6 +95,8 @@ pub enum Kind {
     /// Policies this owner uploaded, keyed by the policy hash's hex (see
     /// `policy/uploads.rs`; the operator's are under a reserved owner).
     Upload = b'p',
+    /// Stored Responses API answers (`previous_response_id`), keyed by response id.
+    Response = b'o',
 }
 
 /// Group commit: one flushing thread serves every waiting writer. Each batch of waiters

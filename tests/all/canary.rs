@@ -235,6 +235,11 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
             let reply = gw.call("POST", "/v1/messages", Some(&token), &[], messages.to_string().into_bytes()).await;
             assert_eq!(reply.status, 200, "{}: {}", kind.name, reply.text());
         }
+        for stream in [false, true] {
+            let responses = json!({"model": "mock", "stream": stream, "input": "hi"});
+            let reply = gw.call("POST", "/v1/responses", Some(&token), &[], responses.to_string().into_bytes()).await;
+            assert_eq!(reply.status, 200, "{}: {}", kind.name, reply.text());
+        }
         let embeddings = json!({"model": "mock", "input": ["hi", "there"]});
         let reply = gw.call("POST", "/v1/embeddings", Some(&token), &[], embeddings.to_string().into_bytes()).await;
         // Anthropic has no embeddings endpoint.
@@ -250,9 +255,12 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
             assert!(reply.text().contains("[redacted]"), "{}", reply.text());
         }
         let messages = json!({"model": "mock", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
-        let reply = gw.call("POST", "/v1/messages", Some(&token), &[], messages.to_string().into_bytes()).await;
-        assert_eq!(reply.status, 502, "{}", reply.text());
-        assert!(reply.text().contains("[redacted]"), "{}", reply.text());
+        let responses = json!({"model": "mock", "input": "hi"});
+        for (path, body) in [("/v1/messages", messages), ("/v1/responses", responses)] {
+            let reply = gw.call("POST", path, Some(&token), &[], body.to_string().into_bytes()).await;
+            assert_eq!(reply.status, 502, "{path}: {}", reply.text());
+            assert!(reply.text().contains("[redacted]"), "{path}: {}", reply.text());
+        }
         tenants.push(denied);
 
         // A per-request key, on a tenant that allows them.
@@ -304,7 +312,7 @@ async fn provider_keys_reach_the_upstream_and_nowhere_else() {
         assert!(requests.iter().all(|r| !contains(&r.body, secret.as_bytes()) && !r.path.contains(secret.as_str())), "the {label} key went upstream outside its header");
     }
     for stub in &stubs {
-        assert_eq!(stub.keys().iter().filter(|k| **k == stored).count(), 3);
+        assert_eq!(stub.keys().iter().filter(|k| **k == stored).count(), 4);
         assert_eq!(stub.keys().iter().filter(|k| **k == per_request).count(), 1);
     }
 

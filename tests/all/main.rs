@@ -21,6 +21,7 @@ mod noisy;
 mod budgets;
 mod embeddings;
 mod messages;
+mod responses;
 mod anthropic_sdk;
 mod identity;
 mod postgres_budgets;

@@ -1,6 +1,8 @@
-//! The official `openai` Python client against the gateway: plain and streaming chat, and
-//! the exception classes its error statuses raise. The test creates a virtual environment
-//! under `target/py-openai` with a pinned client (once; later runs reuse it).
+//! The official `openai` Python client against the gateway: plain and streaming chat,
+//! embeddings, the Responses API (plain, streamed, continued by `previous_response_id`,
+//! deleted), and the exception classes its error statuses raise. The test creates a
+//! virtual environment under `target/py-openai` with a pinned client (once; later runs
+//! reuse it).
 
 
 use crate::support::Gateway;
@@ -36,6 +38,19 @@ v = e.data[0].embedding
 print("embed:", len(e.data), len(v), v == e.data[1].embedding, v != e.data[2].embedding, round(sum(x * x for x in v), 3), e.usage.prompt_tokens)
 f = client.embeddings.create(model="demo-embed", input="hello", encoding_format="float", dimensions=4)
 print("embed-float:", len(f.data[0].embedding), f.usage.total_tokens, f.model)
+rr = client.responses.create(model="default", input="Hello responses", instructions="Be kind")
+print("responses:", rr.output_text, rr.status, rr.usage.input_tokens, rr.usage.output_tokens, rr.usage.total_tokens)
+with client.responses.stream(model="default", input=[{"role": "user", "content": [{"type": "input_text", "text": "Streamed"}]}]) as s:
+    text = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+    final = s.get_final_response()
+print("responses-stream:", text, final.output_text == text, final.status, final.usage.output_tokens)
+follow = client.responses.create(model="default", input="Again", previous_response_id=rr.id)
+print("responses-follow:", follow.output_text, follow.previous_response_id == rr.id, follow.usage.input_tokens > rr.usage.input_tokens)
+client.responses.delete(follow.id)
+try:
+    client.responses.create(model="default", input="x", previous_response_id=follow.id)
+except openai.NotFoundError as e:
+    print("responses-deleted:", e.status_code, e.body["code"])
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,5 +66,9 @@ async fn official_python_client_works_plain_streaming_and_errors() {
         "bad: 400 missing_messages",
         "embed: 3 8 True True 1.0 4",
         "embed-float: 4 2 demo-embed",
+        "responses: Hello from the Tollgate demo provider. You said: Hello responses completed 6 10 16",
+        "responses-stream: Hello from the Tollgate demo provider. You said: Streamed True completed 9",
+        "responses-follow: Hello from the Tollgate demo provider. You said: Again True True",
+        "responses-deleted: 404 previous_response_not_found",
     ]);
 }

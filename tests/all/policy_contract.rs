@@ -37,6 +37,7 @@ async fn a_policy_sees_which_operation_and_api_each_request_came_in() {
     let calls = [
         ("/v1/chat/completions", json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}), "Chat via OpenaiChatCompletions"),
         ("/v1/messages", json!({"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}), "Chat via AnthropicMessages"),
+        ("/v1/responses", json!({"model": model, "input": "hi"}), "Chat via OpenaiResponses"),
         ("/v1/embeddings", json!({"model": model, "input": "hi"}), "Embeddings via OpenaiEmbeddings"),
     ];
     for (path, body, seen) in calls {

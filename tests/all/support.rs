@@ -120,6 +120,12 @@ impl Gateway {
             None => Store::temporary().expect("store"),
         };
         let app = tollgate::App::with_store(config, store, key, &tollgate::Secret::new(ADMIN.into())).await.expect("app");
+        Self::serving(app).await
+    }
+
+    /// Serves `app` (e.g. a replica of a shared store, see [`shared_gateway`]) on a
+    /// loopback port.
+    pub async fn serving(app: Arc<tollgate::App>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -254,8 +254,8 @@ class Oha:
         self.json_flags = ["--output-format", "json"] if "--output-format" in help_text else ["-j"]
         self.version = first_line([path, "--version"])
 
-    def run(self, port, path, auth, conc, secs, rate=None, model=None):
-        body = BODY if model is None else BODY.replace('"mock"', json.dumps(model), 1)
+    def run(self, port, path, auth, conc, secs, rate=None, model=None, body=None):
+        body = body or (BODY if model is None else BODY.replace('"mock"', json.dumps(model), 1))
         cmd = [self.path, "--no-tui", *self.json_flags, "-m", "POST", "-d", body,
                "-H", f"Authorization: Bearer {auth}", "-H", "Content-Type: application/json",
                "-c", str(conc), "-z", f"{secs}s", "-t", f"{REQUEST_TIMEOUT_S}s", "--wait-ongoing-requests-after-deadline"]
@@ -1199,6 +1199,10 @@ def report(ctx, results):
         import pg_profile
         pg_profile.report(add, results["S9"])
 
+    if results.get("S10"):
+        import formats
+        formats.report(add, results["S10"])
+
     if s8r:
         add("## S8 policy call")
         add("")
@@ -1356,7 +1360,8 @@ def main():
             oha.run(t["port"], t["path"], t["auth"], 2, 1, model=STREAM_MODEL)
             after_load(ctx, name, "warm-up", None)
         ctx["rss_idle"] = {name: targets[name]["service"].rss_kib() for name in TARGETS}
-        for name, fn in (("S1", s1), ("S2", s2), ("S3", s3), ("S4", s4), ("S5", s5)):
+        import formats  # after this module is importable as `harness` (see the end)
+        for name, fn in (("S1", s1), ("S2", s2), ("S3", s3), ("S4", s4), ("S5", s5), ("S10", formats.s10)):
             if want(name):
                 try:
                     results[name] = fn(ctx)

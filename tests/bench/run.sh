@@ -8,6 +8,7 @@
 #   QUICK=1 tests/bench/run.sh      smoke run (~3 min) -> target/bench/RESULTS-quick.md
 #   ONLY=S1,S4 tests/bench/run.sh   some scenarios only -> tests/bench/RESULTS-S1-S4.md
 #   ONLY=S9 tests/bench/run.sh      the PostgreSQL profile (1 and 3 replicas) -> RESULTS-S9.md
+#   ONLY=S10 tests/bench/run.sh     the inbound APIs side by side -> RESULTS-S10.md
 #   WAIT_IDLE=1 ...                 wait (up to 30 min) until no other cargo/rustc runs
 #
 # Installs: nginx-light, wrk and postgresql (apt-get), oha (cargo install --locked), a Python venv in

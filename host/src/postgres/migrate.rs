@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "policy_blob_lock", include_str!("migrations/0007_policy_blob_lock.sql")),
     (8, "credential_changes", include_str!("migrations/0008_credential_changes.sql")),
     (9, "change_feed_order", include_str!("migrations/0009_change_feed_order.sql")),
+    (10, "stored_responses", include_str!("migrations/0010_stored_responses.sql")),
 ];
 
 /// The advisory lock migrations run under (an arbitrary constant: "tollgate" in ASCII).

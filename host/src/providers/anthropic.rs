@@ -77,7 +77,7 @@ impl Provider for Anthropic {
             "choices": [{"index": 0, "message": out_message, "finish_reason": finish_reason(stop_reason.unwrap_or("end_turn"))}],
             "usage": usage_json(usage),
         });
-        Ok((response, usage))
+        Ok((with_stop_sequence(response, message.get("stop_sequence")), usage))
     }
 
     fn stream(&self, model: &str, request_id: &str) -> Box<dyn StreamTranslator> {
@@ -92,6 +92,16 @@ impl Provider for Anthropic {
             done: false,
         })
     }
+}
+
+/// Keeps which of the client's stop sequences ended the answer, as `stop_sequence` on the
+/// choice (an extension OpenAI's format lacks; clients ignore it): the Messages API
+/// reports it, and OpenAI's `finish_reason: "stop"` cannot say it.
+fn with_stop_sequence(mut completion_or_chunk: Value, stop_sequence: Option<&Value>) -> Value {
+    if let (Some(sequence @ Value::String(_)), Some(choice)) = (stop_sequence, completion_or_chunk.pointer_mut("/choices/0")) {
+        choice["stop_sequence"] = sequence.clone();
+    }
+    completion_or_chunk
 }
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
@@ -423,7 +433,10 @@ impl StreamTranslator for AnthropicStream {
                     self.usage = usage_from(usage, self.usage);
                 }
                 match value.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    Some(reason) => Ok(vec![chunk(&self.request_id, &self.model, self.created, json!({}), Some(finish_reason(reason)))]),
+                    Some(reason) => {
+                        let last = chunk(&self.request_id, &self.model, self.created, json!({}), Some(finish_reason(reason)));
+                        Ok(vec![with_stop_sequence(last, value.pointer("/delta/stop_sequence"))])
+                    }
                     None => Ok(Vec::new()),
                 }
             }
@@ -621,6 +634,13 @@ mod tests {
             assert_eq!(response["choices"][0]["message"], json!({"role": "assistant", "content": null}));
             assert_eq!(usage, Usage { prompt_tokens: 1, completion_tokens: 0, cached_tokens: 0, cache_write_tokens: 0 });
         }
+        // Which stop sequence matched survives as an extension on the choice, for the
+        // Messages API to report.
+        let upstream = json!({"type": "message", "content": [], "stop_reason": "stop_sequence", "stop_sequence": "END", "usage": {"input_tokens": 1, "output_tokens": 0}});
+        assert_eq!(Anthropic.translate(upstream.to_string().as_bytes(), "m", "r")?.0["choices"][0]["stop_sequence"], "END");
+        let mut stream = Anthropic.stream("m", "r");
+        let delta = SseEvent { event: Some("message_delta".into()), data: json!({"type": "message_delta", "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"}}).to_string() };
+        assert_eq!(stream.event(&delta)?[0]["choices"][0]["stop_sequence"], "END");
         assert!(matches!(Anthropic.translate(b"{\"type\":\"message\"}", "m", "r"), Err(ProviderError::BadResponse(_))));
         assert!(matches!(Anthropic.translate(b"not json", "m", "r"), Err(ProviderError::BadResponse(_))));
         Ok(())

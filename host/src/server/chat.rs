@@ -21,7 +21,6 @@ use super::{json_response, reserve, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::providers::ChatCall;
-use crate::upstream::{read_body, MAX_UPSTREAM_BODY_BYTES};
 
 pub use super::caller::Caller;
 
@@ -82,15 +81,9 @@ fn encode_stream(app: &App, caller: &Caller, parsed: &ChatBody, answer: Answer<'
 }
 
 /// Encodes a whole answer as an OpenAI `chat.completion`, settled before it is sent.
-async fn encode_whole(app: &App, caller: &Caller, answer: Answer<'_>, mut settlement: Settlement) -> Result<Response<Body>, GatewayError> {
+async fn encode_whole(app: &App, caller: &Caller, answer: Answer<'_>, settlement: Settlement) -> Result<Response<Body>, GatewayError> {
     let Answer { target, adapter, response, redactor } = answer;
-    let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
-        Ok(bytes) => bytes,
-        Err(message) => {
-            settlement.finish(None, 0, "upstream_error", Some(target)).await;
-            return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
-        }
-    };
+    let (bytes, mut settlement) = dispatch::read_whole(app, target, response, settlement).await?;
     match adapter.translate(&bytes, &target.model, &caller.request_id) {
         Ok((mut value, usage)) => {
             redactor.json(&mut value);
@@ -103,17 +96,6 @@ async fn encode_whole(app: &App, caller: &Caller, answer: Answer<'_>, mut settle
             settlement.finish(None, 0, "upstream_error", Some(target)).await;
             Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_bad_response", message: redactor.message(&e.to_string()) })
         }
-    }
-}
-
-/// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
     }
 }
 

@@ -15,7 +15,7 @@ use crate::providers::{Provider, ProviderError, UpstreamRequest};
 use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::tenants::Tenant;
-use crate::upstream::{failure_status, AttemptError, UpstreamBody};
+use crate::upstream::{failure_status, read_body, AttemptError, UpstreamBody, MAX_UPSTREAM_BODY_BYTES};
 
 /// A target's 2xx answer, not yet read.
 pub struct Answer<'p> {
@@ -67,6 +67,18 @@ pub async fn first_answer<'p>(app: &App, caller: &Caller, plan: &'p RoutePlan, m
     }
     settlement.finish(None, 0, "upstream_error", None).await;
     Err(last_error)
+}
+
+/// Reads a whole (not streamed) answer's body; one that cannot be read settles the
+/// request as an upstream error.
+pub async fn read_whole(app: &App, target: &PlanTarget, response: http::Response<UpstreamBody>, settlement: Settlement) -> Result<(bytes::Bytes, Settlement), GatewayError> {
+    match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
+        Ok(bytes) => Ok((bytes, settlement)),
+        Err(message) => {
+            settlement.finish(None, 0, "upstream_error", Some(target)).await;
+            Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message })
+        }
+    }
 }
 
 /// A target's key: its named credential (which must be for that provider), else the

@@ -26,7 +26,6 @@ use crate::policy::{Api, Message, Operation, PlanTarget, Request, RoutePlan};
 use crate::providers::embeddings::estimate_tokens;
 use crate::providers::{Embeddings, EmbeddingsCall, Provider};
 use crate::secret::Secret;
-use crate::upstream::{read_body, MAX_UPSTREAM_BODY_BYTES};
 
 /// Most inputs in one request: OpenAI's own limit, so a client that works there works here.
 pub const MAX_INPUTS: usize = 2048;
@@ -168,13 +167,7 @@ pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Pe
     let (answer, settlement) = dispatch::first_answer(app, &caller, &routed.plan, settlement, build).await?;
     // Encode and settle.
     let Answer { target, adapter, response, redactor } = answer;
-    let bytes = match read_body(response.into_body(), MAX_UPSTREAM_BODY_BYTES, app.upstream.config.timeout).await {
-        Ok(bytes) => bytes,
-        Err(message) => {
-            settlement.finish(None, 0, "upstream_error", Some(target)).await;
-            return Err(GatewayError::Upstream { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message });
-        }
-    };
+    let (bytes, settlement) = dispatch::read_whole(app, target, response, settlement).await?;
     let mut response = match adapter.translate_embeddings(&bytes, &call_for(&parsed, target)) {
         Ok(answer) => respond(&parsed, target, answer, settlement).await,
         Err(e) => {

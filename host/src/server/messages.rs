@@ -296,6 +296,8 @@ fn message_id(completion_id: Option<&str>) -> String {
 /// An OpenAI `chat.completion` as an Anthropic message.
 pub fn encode_message(completion: &Value, model: &str) -> Value {
     let message = completion.pointer("/choices/0/message").unwrap_or(&Value::Null);
+    // Only an Anthropic upstream says which stop sequence matched (see the adapter).
+    let stop_sequence = completion.pointer("/choices/0/stop_sequence").filter(|s| s.is_string());
     let mut content = Vec::new();
     if let Some(text) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));
@@ -311,8 +313,8 @@ pub fn encode_message(completion: &Value, model: &str) -> Value {
         "role": "assistant",
         "model": completion.get("model").and_then(Value::as_str).unwrap_or(model),
         "content": content,
-        "stop_reason": stop_reason(completion.pointer("/choices/0/finish_reason").and_then(Value::as_str)),
-        "stop_sequence": null,
+        "stop_reason": stop_sequence.map_or_else(|| stop_reason(completion.pointer("/choices/0/finish_reason").and_then(Value::as_str)), |_| "stop_sequence"),
+        "stop_sequence": stop_sequence,
         "usage": usage(completion.get("usage").unwrap_or(&Value::Null)),
     })
 }
@@ -390,13 +392,15 @@ struct Encoder {
     open: Option<(usize, Option<u64>)>,
     next_index: usize,
     stop_reason: &'static str,
+    /// The stop sequence that ended the answer, when the upstream said (else null).
+    stop_sequence: Value,
     usage: Value,
     ended: bool,
 }
 
 impl Encoder {
     fn new(model: String, estimate: u64) -> Self {
-        Encoder { model, estimate, started: false, open: None, next_index: 0, stop_reason: "end_turn", usage: Value::Null, ended: false }
+        Encoder { model, estimate, started: false, open: None, next_index: 0, stop_reason: "end_turn", stop_sequence: Value::Null, usage: Value::Null, ended: false }
     }
 
     fn start(&mut self, chunk: Option<&Value>, out: &mut Vec<Bytes>) {
@@ -443,7 +447,7 @@ impl Encoder {
             if usage.is_null() {
                 usage = json!({"output_tokens": 0});
             }
-            out.push(event("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": null}, "usage": usage})));
+            out.push(event("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}, "usage": usage})));
             out.push(event("message_stop", &json!({"type": "message_stop"})));
             self.ended = true;
             return out;
@@ -474,6 +478,11 @@ impl Encoder {
         }
         if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
             self.stop_reason = stop_reason(Some(finish));
+        }
+        // Only an Anthropic upstream says which stop sequence matched (see the adapter).
+        if let Some(sequence) = choice.get("stop_sequence").filter(|s| s.is_string()) {
+            self.stop_reason = "stop_sequence";
+            self.stop_sequence = sequence.clone();
         }
         out
     }
@@ -524,7 +533,12 @@ mod tests {
             "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}});
         let reasons: Vec<Value> = ["stop", "length", "tool_calls", "content_filter"].iter().map(|f| encode_message(&completion(*f), "m")["stop_reason"].clone()).collect();
         assert_eq!(reasons, [json!("end_turn"), json!("max_tokens"), json!("tool_use"), json!("refusal")]);
+        let mut matched = completion("stop");
+        matched["choices"][0]["stop_sequence"] = json!("END");
+        let message = encode_message(&matched, "m");
+        assert_eq!((message["stop_reason"].as_str(), message["stop_sequence"].as_str()), (Some("stop_sequence"), Some("END")));
         let message = encode_message(&completion("stop"), "m");
+        assert_eq!(message["stop_sequence"], Value::Null);
         assert_eq!(message["id"], "msg_abc");
         assert_eq!(message["usage"], json!({"input_tokens": 6, "output_tokens": 2, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}));
         let limited = GatewayError::RateLimited(crate::ratelimit::RateLimited { what: "requests", retry_after_secs: 1 });

@@ -152,7 +152,7 @@ impl Settlement {
     async fn store_turns(&self, outcome: &str) {
         let Some((session, user_text)) = self.session.as_ref().filter(|_| outcome == "success") else { return };
         let mut reply = self.reply.clone();
-        super::chat::truncate_utf8(&mut reply, crate::sessions::MAX_TURN_BYTES);
+        truncate_utf8(&mut reply, crate::sessions::MAX_TURN_BYTES);
         let now = crate::clock::unix_millis();
         let turn = |role: &str, content: String| crate::sessions::Turn { role: role.into(), content, unix_millis: now, request_id: self.record.request_id.clone() };
         let turns = [turn("user", user_text.clone()), turn("assistant", reply)];
@@ -190,6 +190,17 @@ impl Settlement {
                 tracing::warn!(tenant = %tenant, error = %e, "policy on-complete failed");
             }
         });
+    }
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 
