@@ -235,6 +235,9 @@ fn plain_and_streamed_chats_are_exported_as_traces_without_secrets() {
     let embedded = gw.client.call("POST", "/v1/embeddings", Some(&token), json!({"model": "openai/mock-embed", "input": ["trace this request please"]})).expect("embeddings");
     assert_eq!(embedded.status, 200, "{}", String::from_utf8_lossy(&embedded.body));
     let embeddings_id = embedded.header("x-request-id").expect("x-request-id").to_string();
+    let responded = gw.client.call("POST", "/v1/responses", Some(&token), json!({"model": "openai/mock-plain", "input": "trace this request please"})).expect("responses");
+    assert_eq!(responded.status, 200, "{}", String::from_utf8_lossy(&responded.body));
+    let responses_id = responded.header("x-request-id").expect("x-request-id").to_string();
     // The first attempt fails (500) and the retry succeeds: two attempt spans.
     let (retried_id, _, _) = chat(&gw, &token, "mock-fail-first=1", false);
     terminate(&mut gw);
@@ -282,6 +285,13 @@ fn plain_and_streamed_chats_are_exported_as_traces_without_secrets() {
     assert_eq!((attr(attempt, "gen_ai.operation.name"), attempt["name"].clone()), (json!("embeddings"), json!("embeddings mock-embed")));
     let settle = child(&spans, request, "tollgate.settle", |s| s["name"] == "tollgate.settle");
     assert!(attr(settle, "gen_ai.usage.input_tokens").as_i64().is_some_and(|t| t > 0));
+
+    // The Responses API runs the chat path: a chat attempt under a `responses` request.
+    let request = spans.iter().find(|s| attribute(s, "tollgate.request_id") == Some(json!(responses_id))).expect("the responses request span");
+    assert_eq!(request["name"], "responses");
+    let attempt = child(&spans, request, "upstream attempt", |s| attribute(s, "gen_ai.operation.name").is_some());
+    assert_eq!(attr(attempt, "gen_ai.operation.name"), json!("chat"));
+    child(&spans, request, "tollgate.settle", |s| s["name"] == "tollgate.settle");
 
     let request = spans.iter().find(|s| attribute(s, "tollgate.request_id") == Some(json!(retried_id))).expect("the retried request span");
     let first = child(&spans, request, "first attempt", |s| attribute(s, "tollgate.attempt") == Some(json!(1)));
