@@ -42,9 +42,10 @@ fn usd_to_micros(usd: f64) -> Result<u64, GatewayError> {
     Ok((usd * 1_000_000.0).round() as u64)
 }
 
-#[derive(Deserialize)]
+/// `POST /admin/v1/tenants`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub(super) struct CreateTenant {
     id: String,
     #[serde(default)]
     display_name: String,
@@ -65,18 +66,20 @@ struct CreateTenant {
 }
 
 /// `PATCH /admin/v1/tenants/{id}`: fields present are changed.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateTenant {
+pub(super) struct UpdateTenant {
     display_name: Option<String>,
     /// `null` removes the budget.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<f64>)]
     budget_usd: Option<Option<f64>>,
     budget_period: Option<Period>,
     allow_request_keys: Option<bool>,
     rate_limits: Option<RateLimits>,
     /// `null` removes the per-end-user budget.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<f64>)]
     user_budget_usd: Option<Option<f64>>,
     tag_budgets_usd: Option<BTreeMap<String, f64>>,
     price_overrides: Option<Vec<ModelEntry>>,
@@ -96,9 +99,9 @@ mod double_option {
 }
 
 /// The user-requested shape: `POST /api/v1/tenants`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QuickTenant {
+pub(super) struct QuickTenant {
     tenant_id: String,
     provider: String,
     api_key: String,
@@ -109,6 +112,16 @@ struct QuickTenant {
     temperature: Option<f32>,
     #[serde(default)]
     budget_usd_per_month: Option<f64>,
+}
+
+/// `POST /admin/v1/keys/rotate`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateKeys {
+    /// The new key (64 hex digits or base64 of 32 bytes); generated when absent
+    /// and the key lives in the data dir.
+    #[serde(default)]
+    new_master_key: Option<String>,
 }
 
 fn tenant(app: &App, id: &str) -> Result<Arc<Tenant>, GatewayError> {
@@ -318,15 +331,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             ok(json!({"deleted": hash.to_string(), "claims_removed": deleted.claims}))
         }
         (Method::POST, ["admin", "v1", "keys", "rotate"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Rotate {
-                /// The new key (64 hex digits or base64 of 32 bytes); generated when absent
-                /// and the key lives in the data dir.
-                #[serde(default)]
-                new_master_key: Option<String>,
-            }
-            let request: Rotate = parse(&body)?;
+            let request: RotateKeys = parse(&body)?;
             let key = match (request.new_master_key, app.vault.key_in_file()) {
                 (Some(text), _) => Key::parse(&text).map_err(|e| GatewayError::bad_request("invalid_key", e.to_string()))?,
                 (None, true) => Key::random(),
