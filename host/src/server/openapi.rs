@@ -810,7 +810,13 @@ fn build() -> Value {
             (!operations.is_empty()).then(|| (format!("/v1/tenant{rest}"), item))
         })
         .collect();
-    paths.extend(copies);
+    for (path, item) in copies {
+        // `/v1/tenant/policies` also holds the tenant's own upload.
+        let merged = paths.entry(path).or_insert_with(|| json!({}));
+        if let (Some(merged), Value::Object(operations)) = (merged.as_object_mut(), item) {
+            merged.extend(operations);
+        }
+    }
     for (path, item) in paths.iter_mut() {
         let anthropic = path.starts_with("/v1/messages");
         let external = EXTERNAL_DOCS.iter().find(|(p, _)| p == path).map(|(_, url)| *url);
