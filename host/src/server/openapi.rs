@@ -752,6 +752,12 @@ pub(super) struct MemoryEntryView {
         routes::tenant_upload_policy,
     ),
     components(schemas(ErrorBody, AnthropicErrorBody)),
+    tags(
+        (name = "models", description = "OpenAI- and Anthropic-compatible model APIs (a tenant token)"),
+        (name = "operator", description = "The operator API (the operator token)"),
+        (name = "tenant", description = "One tenant's resources: under `/admin/v1/tenants/{id}` for the operator, under `/v1/tenant` for the tenant's own manage token"),
+        (name = "operations", description = "Health, metrics and this description (no token)"),
+    ),
 )]
 struct ApiDoc;
 
@@ -764,6 +770,14 @@ const EXTERNAL_DOCS: &[(&str, &str)] = &[
     ("/v1/responses", "https://platform.openai.com/docs/api-reference/responses/create"),
     ("/v1/responses/{id}", "https://platform.openai.com/docs/api-reference/responses/delete"),
     ("/v1/models", "https://platform.openai.com/docs/api-reference/models/list"),
+];
+
+/// Headers the model APIs read (see the README's API section).
+const MODEL_HEADERS: &[(&str, &str)] = &[
+    ("X-Tenant-ID", "Must name the token's tenant when present"),
+    ("X-Session-ID", "Keep the conversation's history under this id"),
+    ("X-Session-History", "`true`: prepend the session's stored history"),
+    ("X-Provider-API-Key", "The provider key for this request only (tenants created with `allow_request_keys`); never stored or logged"),
 ];
 
 /// The statuses every authenticated route may answer besides its own.
@@ -830,6 +844,18 @@ fn build() -> Value {
             }
             if let Some(url) = external {
                 op["externalDocs"] = json!({"description": "The upstream wire format this route speaks", "url": url});
+                if op.get("requestBody").is_some() {
+                    let headers = MODEL_HEADERS.iter().map(|(name, description)| json!({"name": name, "in": "header", "required": false, "description": description, "schema": {"type": "string"}}));
+                    op["parameters"] = Value::Array(headers.collect());
+                }
+            }
+            // Bytes, not the array of integers `Vec<u8>` would be described as.
+            for pointer in ["/requestBody/content", "/responses/200/content"] {
+                for (media, content) in op.pointer_mut(pointer).and_then(Value::as_object_mut).into_iter().flatten() {
+                    if matches!(media.as_str(), "application/wasm" | "application/octet-stream") {
+                        content["schema"] = json!({"type": "string", "contentMediaType": media});
+                    }
+                }
             }
         }
     }
