@@ -116,6 +116,11 @@ async fn openapi_json_is_served_without_a_token_as_openapi_3_1() {
     assert_eq!(doc["paths"]["/v1/chat/completions"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
     assert_eq!(doc["paths"]["/v1/messages"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/AnthropicErrorBody");
     assert!(doc["paths"]["/v1/responses"]["post"]["externalDocs"]["url"].as_str().unwrap_or_default().starts_with("https://platform.openai.com/"));
+    assert!(doc["paths"]["/v1/chat/completions"]["post"]["parameters"].as_array().expect("headers").iter().any(|p| p["name"] == "X-Session-ID" && p["in"] == "header"));
+    assert_eq!(doc["paths"]["/v1/tenant/policies"]["post"]["requestBody"]["content"]["application/wasm"]["schema"], json!({"type": "string", "contentMediaType": "application/wasm"}));
+    // The tenant's copy of a resource takes no tenant id.
+    assert_eq!(doc["paths"]["/admin/v1/tenants/{id}/sessions/{session}"]["get"]["parameters"].as_array().map(Vec::len), Some(2));
+    assert_eq!(doc["paths"]["/v1/tenant/sessions/{session}"]["get"]["parameters"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]

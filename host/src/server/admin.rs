@@ -46,21 +46,28 @@ fn usd_to_micros(usd: f64) -> Result<u64, GatewayError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTenant {
+    /// Tenant id.
     id: String,
     #[serde(default)]
     display_name: String,
+    /// Budget per period in USD; none means unlimited.
     #[serde(default)]
     budget_usd: Option<f64>,
+    /// `month` when absent.
     #[serde(default)]
     budget_period: Option<Period>,
+    /// Whether requests may bring their own provider key (`X-Provider-API-Key`).
     #[serde(default)]
     allow_request_keys: bool,
     #[serde(default)]
     rate_limits: RateLimits,
+    /// Budget per end user (`user`) per period, in USD.
     #[serde(default)]
     user_budget_usd: Option<f64>,
+    /// Budget per plan tag per period, in USD.
     #[serde(default)]
     tag_budgets_usd: BTreeMap<String, f64>,
+    /// Prices for this tenant that replace the catalog's.
     #[serde(default)]
     price_overrides: Vec<ModelEntry>,
 }
@@ -102,9 +109,13 @@ mod double_option {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QuickTenant {
+    /// Tenant id.
     tenant_id: String,
+    /// Provider name from the operator's config.
     provider: String,
+    /// The provider key, sealed at once as the credential `default`.
     api_key: String,
+    /// The model the stock default policy routes to.
     model: String,
     #[serde(default)]
     max_tokens: Option<u32>,

@@ -36,6 +36,7 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IssueToken {
+    /// `inference` calls models; `manage` also manages the tenant (`/v1/tenant`).
     scope: Scope,
     #[serde(default)]
     rate_limits: RateLimits,
