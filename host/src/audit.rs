@@ -18,7 +18,7 @@ use crate::store::{encode, Store, StoreError};
 use crate::tenants::Tenant;
 
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
     pub seq: u64,
@@ -44,7 +44,7 @@ pub struct AuditRecord {
 }
 
 /// The chain was broken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Records checked.
     pub records: u64,

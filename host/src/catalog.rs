@@ -46,7 +46,7 @@ const BUILTIN: &[(&str, &str, f64, f64, f64, f64, u32)] = &[
 ];
 
 /// One operator catalog entry, as written in the config file (or a tenant's override).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     /// Provider name from `[providers.*]`.

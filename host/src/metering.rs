@@ -25,7 +25,7 @@ use crate::postgres::budgets::PgBudgets;
 use crate::store::{Store, StoreError};
 
 /// How often a budget starts over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     /// Per UTC day.
@@ -59,7 +59,7 @@ impl Period {
 }
 
 /// A tenant's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Budget {
     /// The most the tenant may spend per period, in micro-dollars.
     pub limit_microdollars: u64,
@@ -193,7 +193,7 @@ impl Hold<'_> {
 }
 
 /// One usage ledger record: what a request did and cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerRecord {
     /// Tenant id.
     pub tenant_id: String,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(100);
 
 /// A tenant's (or token's) limits; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
     /// Requests per minute.

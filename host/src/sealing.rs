@@ -303,7 +303,7 @@ pub(crate) struct CredentialRecord {
 }
 
 /// What may be shown of a credential: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CredentialMeta {
     /// Name.
     pub name: String,

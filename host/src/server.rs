@@ -17,6 +17,7 @@ pub mod wire;
 
 // Management.
 mod admin;
+mod openapi;
 pub mod tenant_api;
 
 use std::convert::Infallible;
@@ -149,6 +150,8 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
     let path = request.uri().path().to_string();
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (Method::GET, "/openapi.json") => Ok(json_response(StatusCode::OK, openapi::document())),
+        (_, "/openapi.json") => Err(GatewayError::MethodNotAllowed),
         (Method::GET, "/metrics") => Ok(text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -28,7 +28,7 @@ pub const MAX_HISTORY_TURNS: usize = 200;
 pub const MAX_TURN_BYTES: usize = 64 << 10;
 
 /// One stored turn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Turn {
     /// `user` or `assistant`.
     pub role: String,
@@ -41,7 +41,7 @@ pub struct Turn {
 }
 
 /// A session in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SessionInfo {
     /// The session id.
     pub id: String,

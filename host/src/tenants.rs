@@ -40,7 +40,7 @@ pub enum Lifecycle {
 }
 
 /// A policy a tenant runs, with the JSON config it chose for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyAssignment {
     /// blake3 of the policy wasm, hex.
     pub hash: String,

@@ -15,7 +15,7 @@ pub const TOKEN_PREFIX: &str = "tg_";
 pub const MAX_TOKEN_BYTES: usize = 256;
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Call `/v1/chat/completions` and `/v1/models`.
@@ -25,7 +25,7 @@ pub enum Scope {
 }
 
 /// A stored token (the token itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// Short id for listing and revoking (first 8 hex digits of the hash).
     pub id: String,

@@ -7,6 +7,7 @@ mod sweep;
 mod gateway;
 mod http_limits;
 mod openai_sdk;
+mod openapi;
 mod policy_sandbox;
 mod policy_upload;
 mod policy_contract;

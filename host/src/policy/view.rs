@@ -7,7 +7,7 @@ pub use futures_util::future::BoxFuture;
 use super::bindings::tollgate::policy::{catalog::ModelInfo, credentials::CredentialInfo, memory::MemoryError, metering::BudgetStatus};
 
 /// One line a policy wrote to its log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Milliseconds since the Unix epoch.
     pub unix_millis: u64,

@@ -42,41 +42,51 @@ fn usd_to_micros(usd: f64) -> Result<u64, GatewayError> {
     Ok((usd * 1_000_000.0).round() as u64)
 }
 
-#[derive(Deserialize)]
+/// `POST /admin/v1/tenants`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub(super) struct CreateTenant {
+    /// Tenant id.
     id: String,
     #[serde(default)]
     display_name: String,
+    /// Budget per period in USD; none means unlimited.
     #[serde(default)]
     budget_usd: Option<f64>,
+    /// `month` when absent.
     #[serde(default)]
     budget_period: Option<Period>,
+    /// Whether requests may bring their own provider key (`X-Provider-API-Key`).
     #[serde(default)]
     allow_request_keys: bool,
     #[serde(default)]
     rate_limits: RateLimits,
+    /// Budget per end user (`user`) per period, in USD.
     #[serde(default)]
     user_budget_usd: Option<f64>,
+    /// Budget per plan tag per period, in USD.
     #[serde(default)]
     tag_budgets_usd: BTreeMap<String, f64>,
+    /// Prices for this tenant that replace the catalog's.
     #[serde(default)]
     price_overrides: Vec<ModelEntry>,
 }
 
 /// `PATCH /admin/v1/tenants/{id}`: fields present are changed.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateTenant {
+pub(super) struct UpdateTenant {
     display_name: Option<String>,
     /// `null` removes the budget.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<f64>)]
     budget_usd: Option<Option<f64>>,
     budget_period: Option<Period>,
     allow_request_keys: Option<bool>,
     rate_limits: Option<RateLimits>,
     /// `null` removes the per-end-user budget.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<f64>)]
     user_budget_usd: Option<Option<f64>>,
     tag_budgets_usd: Option<BTreeMap<String, f64>>,
     price_overrides: Option<Vec<ModelEntry>>,
@@ -96,12 +106,16 @@ mod double_option {
 }
 
 /// The user-requested shape: `POST /api/v1/tenants`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QuickTenant {
+pub(super) struct QuickTenant {
+    /// Tenant id.
     tenant_id: String,
+    /// Provider name from the operator's config.
     provider: String,
+    /// The provider key, sealed at once as the credential `default`.
     api_key: String,
+    /// The model the stock default policy routes to.
     model: String,
     #[serde(default)]
     max_tokens: Option<u32>,
@@ -109,6 +123,16 @@ struct QuickTenant {
     temperature: Option<f32>,
     #[serde(default)]
     budget_usd_per_month: Option<f64>,
+}
+
+/// `POST /admin/v1/keys/rotate`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateKeys {
+    /// The new key (64 hex digits or base64 of 32 bytes); generated when absent
+    /// and the key lives in the data dir.
+    #[serde(default)]
+    new_master_key: Option<String>,
 }
 
 fn tenant(app: &App, id: &str) -> Result<Arc<Tenant>, GatewayError> {
@@ -318,15 +342,7 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             ok(json!({"deleted": hash.to_string(), "claims_removed": deleted.claims}))
         }
         (Method::POST, ["admin", "v1", "keys", "rotate"]) => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Rotate {
-                /// The new key (64 hex digits or base64 of 32 bytes); generated when absent
-                /// and the key lives in the data dir.
-                #[serde(default)]
-                new_master_key: Option<String>,
-            }
-            let request: Rotate = parse(&body)?;
+            let request: RotateKeys = parse(&body)?;
             let key = match (request.new_master_key, app.vault.key_in_file()) {
                 (Some(text), _) => Key::parse(&text).map_err(|e| GatewayError::bad_request("invalid_key", e.to_string()))?,
                 (None, true) => Key::random(),

@@ -32,16 +32,18 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
-#[derive(Deserialize)]
+/// Body of `POST .../tokens`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IssueToken {
+pub(super) struct IssueToken {
+    /// `inference` calls models; `manage` also manages the tenant (`/v1/tenant`).
     scope: Scope,
     #[serde(default)]
     rate_limits: RateLimits,
 }
 
 /// Body of `PUT .../credentials/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutCredential {
     /// Provider name from the operator's config.
@@ -51,7 +53,7 @@ pub struct PutCredential {
 }
 
 /// Body of `PUT .../policy`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignPolicy {
     /// blake3 hash of an uploaded policy.
