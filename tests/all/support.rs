@@ -216,9 +216,14 @@ impl Reply {
 /// The Python of a virtual environment `target/NAME` holding `package` (pinned, e.g.
 /// `openai==3.57.0`), created and installed on first use; later runs reuse it.
 pub async fn python_with(name: &str, package: &str) -> std::path::PathBuf {
+    // One install at a time: two tests sharing a venv must not see it half installed.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = INSTALLING.lock().await;
     let venv = tollgate_tests::guests::workspace_root().join("target").join(name);
     let python = venv.join("bin").join("python");
-    if python.exists() {
+    // Written once pip succeeded: a venv cut short by a killed run is installed again.
+    let installed_marker = venv.join(format!("installed-{}", package.replace(['=', '<', '>', ' '], "_")));
+    if installed_marker.exists() {
         return python;
     }
     let created = tokio::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().await.expect("python3 -m venv");
@@ -229,6 +234,7 @@ pub async fn python_with(name: &str, package: &str) -> std::path::PathBuf {
         .expect("pip install within 5 minutes")
         .expect("pip");
     assert!(installed.success(), "pip install {package} failed");
+    std::fs::write(&installed_marker, b"").expect("marking the venv installed");
     python
 }
 
