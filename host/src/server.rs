@@ -8,6 +8,7 @@ mod chat;
 mod dispatch;
 mod embeddings;
 mod messages;
+mod reencode;
 pub mod reserve;
 mod responses;
 mod route;

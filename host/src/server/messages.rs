@@ -7,18 +7,14 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
+use super::reencode::{self, StreamEncoder};
 use super::{chat, json_response, wire, Body};
 use crate::app::App;
 use crate::error::GatewayError;
-
-/// Events buffered between the re-encoder and the client.
-const CHANNEL_EVENTS: usize = 64;
 
 fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(code, message)
@@ -32,7 +28,7 @@ pub async fn handle(app: &std::sync::Arc<App>, caller: chat::Caller, permit: cra
     let estimate = wire::parse(&openai)?.summary.prompt_token_estimate as u64;
     let response = chat::handle(app, caller, permit, openai).await?;
     if decoded.stream {
-        return Ok(encode_stream(response, decoded.model, estimate));
+        return Ok(reencode::respond(response, Encoder::new(decoded.model, estimate)));
     }
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.map_err(|never: Infallible| -> GatewayError { match never {} })?.to_bytes();
@@ -343,43 +339,17 @@ fn event(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-/// Re-encodes the chat path's OpenAI SSE stream as Anthropic's stream events.
-fn encode_stream(response: Response<Body>, model: String, estimate: u64) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_EVENTS);
-    tokio::spawn(pump(body, tx, Encoder::new(model, estimate)));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx)) });
-    let mut out = Response::new(StreamBody::new(stream).boxed_unsync());
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = parts.headers;
-    out.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    out
-}
-
-/// Reads the chat stream's `data:` events and forwards their translation. Dropping the
-/// chat body when the client goes away ends the chat stream as a disconnect.
-async fn pump(mut body: Body, tx: mpsc::Sender<Bytes>, mut encoder: Encoder) {
-    let mut buffer = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
-        let Some(data) = frame.data_ref() else { continue };
-        buffer.extend_from_slice(data);
-        while let Some(at) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let raw: Vec<u8> = buffer.drain(..at + 2).collect();
-            let text = String::from_utf8_lossy(&raw);
-            let Some(payload) = text.trim_end().strip_prefix("data: ") else { continue };
-            for out in encoder.data(payload) {
-                if tx.send(out).await.is_err() {
-                    return;
-                }
-            }
-            if encoder.ended {
-                return;
-            }
-        }
+impl StreamEncoder for Encoder {
+    async fn data(&mut self, payload: &str) -> Vec<Bytes> {
+        self.translate(payload)
     }
-    // The chat stream ended with neither `[DONE]` nor an error.
-    for out in encoder.error("the stream ended early") {
-        let _ = tx.send(out).await;
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn fail(&mut self, message: &str) -> Vec<Bytes> {
+        self.error(message)
     }
 }
 
@@ -438,7 +408,7 @@ impl Encoder {
     }
 
     /// Events for one `data:` payload.
-    fn data(&mut self, payload: &str) -> Vec<Bytes> {
+    fn translate(&mut self, payload: &str) -> Vec<Bytes> {
         let mut out = Vec::new();
         if payload == "[DONE]" {
             self.start(None, &mut out);
@@ -558,7 +528,7 @@ mod tests {
             r#"{"id":"chatcmpl-1","model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
             "[DONE]",
         ] {
-            events.extend(encoder.data(payload));
+            events.extend(encoder.translate(payload));
         }
         let names: Vec<String> = events.iter().map(|e| String::from_utf8_lossy(e).lines().next().unwrap_or_default().to_string()).collect();
         assert_eq!(names, [

@@ -4,20 +4,13 @@
 //! `response.completed`, `response.incomplete` or `response.failed`), each numbered by
 //! `sequence_number`.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
-use http::{HeaderValue, Response};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http::Response;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::{call_item, message_item, status, text_part, usage, Meta, Store};
+use crate::server::reencode::{self, StreamEncoder};
 use crate::server::Body;
-
-/// Events buffered between the re-encoder and the client.
-const CHANNEL_EVENTS: usize = 64;
 
 fn event(data: Value) -> Bytes {
     let name = data.get("type").and_then(Value::as_str).unwrap_or("error").to_string();
@@ -26,51 +19,35 @@ fn event(data: Value) -> Bytes {
 
 /// Re-encodes the chat path's OpenAI SSE stream as Responses stream events.
 pub(super) fn encode(response: Response<Body>, meta: Meta, store: Option<Store>) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_EVENTS);
-    tokio::spawn(pump(body, tx, Encoder::new(meta), store));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx)) });
-    let mut out = Response::new(StreamBody::new(stream).boxed_unsync());
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = parts.headers;
-    out.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    out
+    reencode::respond(response, Storing { encoder: Encoder::new(meta), store })
 }
 
-/// Reads the chat stream's `data:` events and forwards their translation; stores the
-/// conversation before the final event, so a client that continues it at once finds it.
-/// Dropping the chat body when the client goes away ends the chat stream as a disconnect.
-async fn pump(mut body: Body, tx: mpsc::Sender<Bytes>, mut encoder: Encoder, mut store: Option<Store>) {
-    let mut buffer = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
-        let Some(data) = frame.data_ref() else { continue };
-        buffer.extend_from_slice(data);
-        while let Some(at) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let raw: Vec<u8> = buffer.drain(..at + 2).collect();
-            let text = String::from_utf8_lossy(&raw);
-            let Some(payload) = text.trim_end().strip_prefix("data: ") else { continue };
-            let mut out = encoder.data(payload);
-            if encoder.completed {
-                // The final event goes out after the conversation is stored.
-                let last = out.pop();
-                if let Some(store) = store.take() {
-                    store.save(&encoder.meta.id, encoder.reply()).await;
-                }
-                out.extend(last);
+/// The encoder, and the conversation to store before the final event, so a client that
+/// continues it at once finds it.
+struct Storing {
+    encoder: Encoder,
+    store: Option<Store>,
+}
+
+impl StreamEncoder for Storing {
+    async fn data(&mut self, payload: &str) -> Vec<Bytes> {
+        let mut out = self.encoder.data(payload);
+        if self.encoder.completed {
+            let last = out.pop();
+            if let Some(store) = self.store.take() {
+                store.save(&self.encoder.meta.id, self.encoder.reply()).await;
             }
-            for bytes in out {
-                if tx.send(bytes).await.is_err() {
-                    return;
-                }
-            }
-            if encoder.ended {
-                return;
-            }
+            out.extend(last);
         }
+        out
     }
-    // The chat stream ended with neither `[DONE]` nor an error.
-    for bytes in encoder.fail("the stream ended early") {
-        let _ = tx.send(bytes).await;
+
+    fn ended(&self) -> bool {
+        self.encoder.ended
+    }
+
+    fn fail(&mut self, message: &str) -> Vec<Bytes> {
+        self.encoder.fail(message)
     }
 }
 
