@@ -28,7 +28,12 @@ pub use super::caller::Caller;
 /// before its body was read.
 pub async fn handle(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
     // Decode.
-    let mut parsed = wire::parse(&bytes)?;
+    handle_parsed(app, caller, permit, wire::parse(&bytes)?).await
+}
+
+/// The chat path from a decoded body on: where the Messages and Responses formats join
+/// it with their translated bodies.
+pub async fn handle_parsed(app: &Arc<App>, caller: Caller, permit: crate::ratelimit::Permit, mut parsed: ChatBody) -> Result<Response<Body>, GatewayError> {
     parsed.summary.api = caller.api;
     // Admit: the session's history joins the prompt before the prompt is counted.
     let session_id = caller.session_id.clone().or_else(|| parsed.session_id.clone());

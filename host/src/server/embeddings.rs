@@ -59,10 +59,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
 
 /// Validates an embeddings body. Errors are 400s naming the field.
 pub fn parse(bytes: &[u8]) -> Result<EmbeddingsBody, GatewayError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| bad("invalid_json", format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(body) = value else {
-        return Err(bad("invalid_request", "request body must be a JSON object"));
-    };
+    let body = super::wire::parse_object(bytes)?;
     let model = match body.get("model") {
         Some(Value::String(m)) if m.len() <= super::wire::MAX_MODEL_BYTES => m.clone(),
         Some(Value::String(_)) => return Err(bad("invalid_model", format!("'model' is longer than {} bytes", super::wire::MAX_MODEL_BYTES))),

@@ -1,6 +1,6 @@
 //! `POST /v1/messages` and `POST /v1/messages/count_tokens`: Anthropic's Messages API as a
 //! second inbound format over the chat path. A Messages body is decoded into the OpenAI
-//! chat-completions body [`chat::handle`] takes, and its answer (a completion or an SSE
+//! chat-completions body [`chat::handle_parsed`] takes, and its answer (a completion or an SSE
 //! stream of chunks) is encoded back into Anthropic's shapes, so the official `anthropic`
 //! SDKs and Claude Code work against every provider kind with only a base URL and a key.
 
@@ -23,10 +23,10 @@ fn bad(code: &'static str, message: impl Into<String>) -> GatewayError {
 /// `POST /v1/messages`: decodes, runs the chat path, encodes its answer.
 pub async fn handle(app: &std::sync::Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, bytes: Bytes) -> Result<Response<Body>, GatewayError> {
     let decoded = decode(&bytes)?;
-    let openai = Bytes::from(Value::Object(decoded.body).to_string());
+    let parsed = wire::from_value(Value::Object(decoded.body))?;
     // What `message_start` reports before the upstream says: the chat path's own estimate.
-    let estimate = wire::parse(&openai)?.summary.prompt_token_estimate as u64;
-    let response = chat::handle(app, caller, permit, openai).await?;
+    let estimate = parsed.summary.prompt_token_estimate as u64;
+    let response = chat::handle_parsed(app, caller, permit, parsed).await?;
     if decoded.stream {
         return Ok(reencode::respond(response, Encoder::new(decoded.model, estimate)));
     }
@@ -43,11 +43,11 @@ pub async fn handle(app: &std::sync::Arc<App>, caller: chat::Caller, permit: cra
 /// `POST /v1/messages/count_tokens`: the chat path's prompt estimate, with no upstream call
 /// and nothing billed.
 pub fn count_tokens(bytes: &[u8]) -> Result<Response<Body>, GatewayError> {
-    let mut value = parse_object(bytes)?;
+    let mut value = wire::parse_object(bytes)?;
     // The endpoint takes no `max_tokens`; the decoder requires one.
     value.entry("max_tokens").or_insert(json!(1));
     let decoded = decode_map(value)?;
-    let parsed = wire::parse(Value::Object(decoded.body).to_string().as_bytes())?;
+    let parsed = wire::from_value(Value::Object(decoded.body))?;
     Ok(json_response(StatusCode::OK, &json!({"input_tokens": parsed.summary.prompt_token_estimate})))
 }
 
@@ -62,17 +62,10 @@ pub struct Decoded {
     pub stream: bool,
 }
 
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("invalid_request", "request body must be a JSON object")),
-        Err(e) => Err(bad("invalid_json", format!("request body is not valid JSON: {e}"))),
-    }
-}
 
 /// Decodes a Messages body into an OpenAI chat-completions body.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, GatewayError> {
-    decode_map(parse_object(bytes)?)
+    decode_map(wire::parse_object(bytes)?)
 }
 
 fn decode_map(body: Map<String, Value>) -> Result<Decoded, GatewayError> {

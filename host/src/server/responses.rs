@@ -1,6 +1,6 @@
 //! `POST /v1/responses`: OpenAI's Responses API as a third inbound format over the chat
 //! path. A Responses body is decoded into the OpenAI chat-completions body
-//! [`chat::handle`] takes, and its answer (a completion or an SSE stream of chunks) is
+//! [`chat::handle_parsed`] takes, and its answer (a completion or an SSE stream of chunks) is
 //! encoded back into a `response` object or the typed Responses stream events (see
 //! [`stream`]), so the official `openai` SDKs' `client.responses` work against every
 //! provider kind.
@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 mod stream;
 
-use super::{chat, json_response, Body};
+use super::{chat, json_response, wire, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::stored_responses::{StoredResponse, TenantResponses, MAX_RESPONSE_ID_BYTES};
@@ -50,8 +50,7 @@ pub async fn handle(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelim
     };
     let meta = Meta { id: format!("resp_{}", caller.request_id), request_id: caller.request_id.clone(), created_at: caller.unix_millis / 1000, echo: decoded.echo.clone() };
     let store = decoded.store.then(|| Store { responses: stored, previous: decoded.previous_response_id.clone(), input: decoded.input.clone() });
-    let openai = Bytes::from(Value::Object(decoded.chat_body(history)).to_string());
-    let response = run_chat(app, caller, permit, openai).await?;
+    let response = run_chat(app, caller, permit, decoded.chat_body(history)).await?;
     if decoded.stream {
         return Ok(stream::encode(response, meta, store));
     }
@@ -81,8 +80,8 @@ pub async fn delete(app: &App, tenant: &crate::tenants::Tenant, id: &str) -> Res
 
 /// The one call into the chat path (kept in one place: its signature is the seam every
 /// inbound format shares).
-async fn run_chat(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, body: Bytes) -> Result<Response<Body>, GatewayError> {
-    chat::handle(app, caller, permit, body).await
+async fn run_chat(app: &Arc<App>, caller: chat::Caller, permit: crate::ratelimit::Permit, body: Map<String, Value>) -> Result<Response<Body>, GatewayError> {
+    chat::handle_parsed(app, caller, permit, wire::from_value(Value::Object(body))?).await
 }
 
 /// What a response echoes of its request (the SDK's `Response` model requires most).
@@ -129,13 +128,6 @@ impl Decoded {
     }
 }
 
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("invalid_request", "request body must be a JSON object")),
-        Err(e) => Err(bad("invalid_json", format!("request body is not valid JSON: {e}"))),
-    }
-}
 
 fn optional_bool(body: &Map<String, Value>, field: &str, default: bool) -> Result<bool, GatewayError> {
     match body.get(field) {
@@ -152,7 +144,7 @@ fn present<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
 
 /// Decodes a Responses body into a chat-completions body and what the answer echoes.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, GatewayError> {
-    let body = parse_object(bytes)?;
+    let body = wire::parse_object(bytes)?;
     if let Some(unknown) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(bad("unsupported_parameter", format!("'{unknown}' is not supported on /v1/responses by this gateway")));
     }

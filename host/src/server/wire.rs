@@ -137,9 +137,24 @@ impl ChatBody {
     }
 }
 
+/// A request body that must be a JSON object: every inbound API's first check.
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("invalid_request", "request body must be a JSON object")),
+        Err(e) => Err(bad("invalid_json", format!("request body is not valid JSON: {e}"))),
+    }
+}
+
 /// Parses and validates a body.
 pub fn parse(bytes: &[u8]) -> Result<ChatBody, GatewayError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| bad("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    from_value(value)
+}
+
+/// Validates a body already parsed: a chat body, or another API's translated into one
+/// (which then needs no second JSON round trip).
+pub fn from_value(value: Value) -> Result<ChatBody, GatewayError> {
     if depth_of(&value) > MAX_JSON_DEPTH {
         return Err(bad("invalid_json", format!("request body nests deeper than {MAX_JSON_DEPTH} levels")));
     }
