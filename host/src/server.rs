@@ -185,11 +185,11 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
                 _ => crate::policy::Api::OpenaiChatCompletions,
             };
             let caller = chat::Caller { request_id: request_id.into(), started, unix_millis: crate::clock::unix_millis(), tenant, token, provider_key, session_id, session_history, api };
-            match path.as_str() {
-                "/v1/embeddings" => embeddings::handle(&app, caller, permit, body).await,
-                "/v1/messages" => messages::handle(&app, caller, permit, body).await,
-                "/v1/responses" => responses::handle(&app, caller, permit, body).await,
-                _ => chat::handle(&app, caller, permit, body).await,
+            match api {
+                crate::policy::Api::OpenaiEmbeddings => embeddings::handle(&app, caller, permit, body).await,
+                crate::policy::Api::AnthropicMessages => messages::handle(&app, caller, permit, body).await,
+                crate::policy::Api::OpenaiResponses => responses::handle(&app, caller, permit, body).await,
+                crate::policy::Api::OpenaiChatCompletions => chat::handle(&app, caller, permit, body).await,
             }
         }
         (Method::DELETE, p) if p.strip_prefix("/v1/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => {

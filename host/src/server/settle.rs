@@ -101,7 +101,8 @@ impl Settlement {
         let usage = self.account(usage, completion_bytes, outcome, target);
         let span = crate::telemetry::settle_span(outcome, &self.record, &usage);
         // On the shared store the two round trips are in flight together.
-        tracing::Instrument::instrument(async { tokio::join!(self.store_turns(outcome), self.settle_money()) }, span).await;
+        let reply = std::mem::take(&mut self.reply);
+        tracing::Instrument::instrument(async { tokio::join!(self.store_turns(outcome, reply), self.settle_money()) }, span).await;
         self.app.metrics.chat_latency.observe(self.started.elapsed().as_secs_f64());
         self.notify_policy(outcome, usage);
         usage
@@ -149,9 +150,8 @@ impl Settlement {
     }
 
     /// Step 2: a successful request's user text and reply, appended to its session.
-    async fn store_turns(&self, outcome: &str) {
+    async fn store_turns(&self, outcome: &str, mut reply: String) {
         let Some((session, user_text)) = self.session.as_ref().filter(|_| outcome == "success") else { return };
-        let mut reply = self.reply.clone();
         truncate_utf8(&mut reply, crate::sessions::MAX_TURN_BYTES);
         let now = crate::clock::unix_millis();
         let turn = |role: &str, content: String| crate::sessions::Turn { role: role.into(), content, unix_millis: now, request_id: self.record.request_id.clone() };
