@@ -158,6 +158,9 @@ impl Flusher {
 /// as long as the process ran; the hot records (tenants, tokens, counters, recent ledger
 /// pages) fit in far less, and older pages are read back from the OS page cache.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
+/// How long opening waits for a lock a just-dropped store's threads still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The `tenant` tree, whose multi-record writes a backup sees whole or not at all.
 ///
@@ -221,8 +224,21 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).cache_capacity(STORE_CACHE_BYTES).open()?;
-        Self::from_db(db)
+        let config = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).cache_capacity(STORE_CACHE_BYTES);
+        // sled's background threads hold its lock file for a moment after the last handle
+        // of a store is dropped: a restart in the same process (or one racing its
+        // predecessor's exit) waits that out, briefly; a store another live process holds
+        // still fails.
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && waited < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                    waited += LOCK_RETRY;
+                }
+                opened => return Self::from_db(opened?),
+            }
+        }
     }
 
     /// A throwaway in-memory store, for tests and benchmarks.
@@ -307,6 +323,23 @@ mod tests {
         let abc = TenantKey::of("abc").prefix(Kind::Memory);
         assert_eq!(ab.len(), abc.len());
         assert!(!abc.starts_with(&ab) && !ab.starts_with(&abc));
+    }
+
+    /// A store reopened as soon as its predecessor is dropped opens; one a live store
+    /// holds is refused once the short wait is over.
+    #[test]
+    fn reopening_waits_briefly_for_the_lock_but_a_held_store_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for _ in 0..20 {
+            drop(Store::open(dir.path())?);
+        }
+        let held = Store::open(dir.path())?;
+        let started = std::time::Instant::now();
+        let refused = Store::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("could not acquire lock"), "{refused}");
+        assert!(started.elapsed() >= LOCK_WAIT, "refused after {:?}", started.elapsed());
+        drop(held);
+        Ok(())
     }
 }
 
