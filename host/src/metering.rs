@@ -452,6 +452,38 @@ impl Metering {
         }
     }
 
+    /// Usage between two UTC days (inclusive) per day and value of `group_by`'s
+    /// dimension: `(day, value, rollup)` sorted by day, then value; days without usage
+    /// are absent.
+    pub async fn usage_daily(&self, storage_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, String, Rollup)>, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => e.usage_daily(storage_id, first_day, last_day, group_by),
+            Authority::Shared(p) => p.usage_daily(storage_id, first_day, last_day, group_by).await,
+        }
+    }
+
+    /// Spend between two UTC days (inclusive) of each of `storage_ids` that spent
+    /// anything, most first (ties by id), at most `limit`. The embedded store reads each
+    /// tenant's daily totals (an operator's query, not the request path); the shared store
+    /// sums in one query.
+    pub async fn top_spenders(&self, storage_ids: &[String], first_day: &str, last_day: &str, limit: usize) -> Result<Vec<(String, Rollup)>, StoreError> {
+        match &self.authority {
+            Authority::Embedded(e) => {
+                let mut spenders = Vec::new();
+                for id in storage_ids {
+                    let total = e.totals(id, first_day, last_day)?;
+                    if total.requests > 0 || total.cost_microdollars > 0 {
+                        spenders.push((id.clone(), total));
+                    }
+                }
+                spenders.sort_by(|(a_id, a), (b_id, b)| b.cost_microdollars.cmp(&a.cost_microdollars).then_with(|| a_id.cmp(b_id)));
+                spenders.truncate(limit);
+                Ok(spenders)
+            }
+            Authority::Shared(p) => p.top_spenders(storage_ids, first_day, last_day, limit).await,
+        }
+    }
+
     /// Totals between two UTC days (inclusive).
     pub async fn totals(&self, storage_id: &str, first_day: &str, last_day: &str) -> Result<Rollup, StoreError> {
         let mut total = Rollup::default();

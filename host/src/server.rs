@@ -18,6 +18,7 @@ pub mod wire;
 
 // Management.
 mod admin;
+mod console;
 mod openapi;
 pub mod tenant_api;
 
@@ -149,6 +150,9 @@ fn new_request_id() -> String {
 
 async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, started: Instant) -> Result<Response<Body>, GatewayError> {
     let path = request.uri().path().to_string();
+    if let Some(reply) = console::serve(request.method(), &path) {
+        return reply;
+    }
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (Method::GET, "/openapi.json") => Ok(json_response(StatusCode::OK, openapi::document())),
@@ -234,6 +238,7 @@ fn endpoint(path: &str) -> &'static str {
         p if p == "/v1/responses" || p.starts_with("/v1/responses/") => "responses",
         "/v1/models" => "models",
         "/healthz" | "/metrics" => "ops",
+        p if p == "/console" || p.starts_with("/console/") => "console",
         p if p.starts_with("/admin/") || p.starts_with("/api/") || p.starts_with("/v1/tenant") => "admin",
         _ => "other",
     }

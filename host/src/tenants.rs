@@ -320,10 +320,14 @@ impl Tenants {
         self.len() == 0
     }
 
-    /// Live tenants in id order after `after`, at most `limit`.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Tenant>> {
+    /// Live tenants in id order after `after`, at most `limit`; with `search`, only those
+    /// whose id or display name contains it (case-insensitive).
+    pub fn page(&self, after: Option<&str>, search: Option<&str>, limit: usize) -> Vec<Arc<Tenant>> {
         let Ok(cache) = self.cache.read() else { return Vec::new() };
-        let mut ids: Vec<&String> = cache.tenants.iter().filter(|(id, t)| t.lifecycle == Lifecycle::Live && after.is_none_or(|a| id.as_str() > a)).map(|(id, _)| id).collect();
+        let search = search.map(str::to_lowercase);
+        let found = |t: &Tenant| search.as_deref().is_none_or(|s| t.id.to_lowercase().contains(s) || t.display_name.to_lowercase().contains(s));
+        let mut ids: Vec<&String> =
+            cache.tenants.iter().filter(|(id, t)| t.lifecycle == Lifecycle::Live && after.is_none_or(|a| id.as_str() > a) && found(t)).map(|(id, _)| id).collect();
         ids.sort();
         ids.into_iter().take(limit).filter_map(|id| cache.tenants.get(id).cloned()).collect()
     }

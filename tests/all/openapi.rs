@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("GET", "/console/"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/messages"),
@@ -26,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("POST", "/admin/v1/tenants"),
     ("GET", "/admin/v1/tenants"),
+    ("GET", "/admin/v1/usage/top"),
     ("PATCH", "/admin/v1/tenants/{id}"),
     ("DELETE", "/admin/v1/tenants/{id}"),
     ("GET", "/admin/v1/audit"),
@@ -56,6 +58,7 @@ const TENANT_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/policies/{hash}"),
     ("GET", "/audit"),
     ("GET", "/usage"),
+    ("GET", "/usage/daily"),
     ("GET", "/usage/records"),
     ("GET", "/budget"),
     ("GET", "/sessions"),
@@ -137,7 +140,7 @@ async fn every_route_the_server_answers_is_described_and_only_those() {
     let mut expected = all_routes();
     expected.sort();
     assert_eq!(described, expected);
-    assert_eq!(described.len(), 67);
+    assert_eq!(described.len(), 71);
 
     // The list above is the server's: each route reaches its handler (no 405, no "no
     // route" 404), called with the token it takes and a body missing what it needs.
@@ -281,6 +284,8 @@ async fn real_answers_match_the_described_response_schemas() {
         ["UploadedPoliciesView", get("/v1/tenant/policies", manage.clone()).await],
         ["UsageView", get("/v1/tenant/usage?group_by=model", manage.clone()).await],
         ["LedgerPageView", get("/v1/tenant/usage/records", manage.clone()).await],
+        ["DailyUsageView", get("/v1/tenant/usage/daily", manage.clone()).await],
+        ["TopSpendersView", get("/admin/v1/usage/top", admin()).await],
         ["BudgetView", get("/v1/tenant/budget", manage.clone()).await],
         ["SessionListView", get("/v1/tenant/sessions", manage.clone()).await],
         ["SessionView", get("/v1/tenant/sessions/s1", manage.clone()).await],

@@ -320,12 +320,22 @@ impl Embedded {
     /// Usage between two UTC days (inclusive), grouped, read from the daily rollups (a
     /// month is ~30 reads per group, not one per request). Rows are sorted by key.
     pub fn usage(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, Rollup)>, StoreError> {
+        let mut rows: std::collections::BTreeMap<String, Rollup> = std::collections::BTreeMap::new();
+        for (day, value, rollup) in self.usage_daily(tenant_id, first_day, last_day, group_by)? {
+            rows.entry(if group_by == GroupBy::Day { day } else { value }).or_default().add(&rollup);
+        }
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Usage between two UTC days (inclusive) per day and value of `group_by`'s
+    /// dimension, as `(day, value, rollup)` sorted by day, then value.
+    pub fn usage_daily(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, String, Rollup)>, StoreError> {
         let tenant = TenantKey::of(tenant_id);
         let start = tenant.record(Kind::Rollup, first_day.as_bytes());
         let mut end = tenant.record(Kind::Rollup, last_day.as_bytes());
         end.push(0xff);
-        let mut rows: std::collections::BTreeMap<String, Rollup> = std::collections::BTreeMap::new();
         let skip = tenant.prefix(Kind::Rollup).len();
+        let mut rows = Vec::new();
         for item in self.store.tenant.range(start..end) {
             let (key, value) = item?;
             let text = String::from_utf8_lossy(&key[skip..]).into_owned();
@@ -334,11 +344,9 @@ impl Embedded {
             if dimension != group_by.dimension() {
                 continue;
             }
-            let rollup: Rollup = decode("rollups", &value)?;
-            let row = if group_by == GroupBy::Day { day.to_string() } else { value_name.to_string() };
-            rows.entry(row).or_default().add(&rollup);
+            rows.push((day.to_string(), value_name.to_string(), decode("rollups", &value)?));
         }
-        Ok(rows.into_iter().collect())
+        Ok(rows)
     }
 
     /// Totals between two UTC days (inclusive).

@@ -309,6 +309,37 @@ impl PgBudgets {
             .collect())
     }
 
+    /// Usage between two UTC days (inclusive) per day and value of `group_by`'s
+    /// dimension, as [`crate::metering::Metering::usage_daily`] answers.
+    pub async fn usage_daily(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, String, Rollup)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "SELECT day, value, sum(requests)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cached_tokens)::bigint, sum(cost_micro)::bigint \
+                 FROM rollups WHERE tenant_id = $1 AND day >= $2 AND day <= $3 AND dimension = $4 GROUP BY 1, 2 ORDER BY 1, 2",
+                &[&tenant_id, &first_day, &last_day, &group_by.dimension()],
+            )
+            .await
+            .map_err(db("reading daily usage"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), rollup_at(r, 2))).collect())
+    }
+
+    /// Spend between two UTC days (inclusive) of each of `tenant_ids` that spent
+    /// anything, most first, at most `limit`.
+    pub async fn top_spenders(&self, tenant_ids: &[String], first_day: &str, last_day: &str, limit: usize) -> Result<Vec<(String, Rollup)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT tenant_id, sum(requests)::bigint, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cached_tokens)::bigint, sum(cost_micro)::bigint \
+                 FROM rollups WHERE tenant_id = ANY($1) AND day >= $2 AND day <= $3 AND dimension = 'all' GROUP BY 1 ORDER BY 6 DESC, 1 LIMIT $4",
+                &[&tenant_ids, &first_day, &last_day, &limit],
+            )
+            .await
+            .map_err(db("reading top spenders"))?;
+        Ok(rows.iter().map(|r| (r.get(0), rollup_at(r, 1))).collect())
+    }
+
     /// Usage between two UTC days (inclusive), grouped, from the daily rollups; rows
     /// sorted by key, as [`crate::metering::Metering::usage`] answers.
     pub async fn usage(&self, tenant_id: &str, first_day: &str, last_day: &str, group_by: GroupBy) -> Result<Vec<(String, Rollup)>, StoreError> {
@@ -321,16 +352,7 @@ impl PgBudgets {
         let rows = client.query(sql.as_str(), &[&tenant_id, &first_day, &last_day, &group_by.dimension()]).await.map_err(db("reading usage"))?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let rollup = Rollup {
-                    requests: from_db(r.get(1)),
-                    prompt_tokens: from_db(r.get(2)),
-                    completion_tokens: from_db(r.get(3)),
-                    cached_tokens: from_db(r.get(4)),
-                    cost_microdollars: from_db(r.get(5)),
-                };
-                (r.get(0), rollup)
-            })
+            .map(|r| (r.get(0), rollup_at(r, 1)))
             .collect())
     }
 }
@@ -376,4 +398,15 @@ async fn settle_batch(pool: &Pool, items: &Value) -> Result<Vec<bool>, StoreErro
     let statement = client.prepare_cached("SELECT tg_settle_batch($1)").await.map_err(db("preparing a settlement"))?;
     let row = client.query_one(&statement, &[items]).await.map_err(db("settling"))?;
     Ok(row.get(0))
+}
+
+/// The five summed rollup columns of a row, starting at column `first`.
+fn rollup_at(row: &tokio_postgres::Row, first: usize) -> Rollup {
+    Rollup {
+        requests: from_db(row.get(first)),
+        prompt_tokens: from_db(row.get(first + 1)),
+        completion_tokens: from_db(row.get(first + 2)),
+        cached_tokens: from_db(row.get(first + 3)),
+        cost_microdollars: from_db(row.get(first + 4)),
+    }
 }

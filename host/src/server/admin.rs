@@ -35,6 +35,33 @@ const MAX_ADMIN_BODY_BYTES: usize = 64 << 10;
 /// Tenants per page of `GET /admin/v1/tenants`.
 const TENANTS_PER_PAGE: usize = 100;
 
+/// Most tenants `GET /admin/v1/usage/top` lists.
+const MAX_TOP_SPENDERS: usize = 100;
+
+/// A query parameter, percent-decoded (`q` may hold spaces and any text).
+fn decoded_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The tenants that spent most in a date range (`start`, `end` as for usage; `limit`, 10
+/// unless given, at most 100).
+async fn top_spenders(app: &App, query: &str) -> Result<http::Response<Body>, GatewayError> {
+    let (start, end) = tenant_api::day_range(query)?;
+    let limit = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(10usize).clamp(1, MAX_TOP_SPENDERS);
+    let tenants = app.tenants.page(None, None, usize::MAX);
+    let by_storage: BTreeMap<&str, &Arc<Tenant>> = tenants.iter().map(|t| (t.storage_id(), t)).collect();
+    let storage_ids: Vec<String> = by_storage.keys().map(|id| id.to_string()).collect();
+    let spenders = app.metering.top_spenders(&storage_ids, &start, &end, limit).await?;
+    let data: Vec<serde_json::Value> = spenders
+        .iter()
+        .filter_map(|(storage_id, total)| {
+            let tenant = by_storage.get(storage_id.as_str())?;
+            Some(json!({"tenant_id": tenant.id, "display_name": tenant.display_name, "cost_microdollars": total.cost_microdollars, "requests": total.requests}))
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"start": start, "end": end, "data": data})))
+}
+
 fn usd_to_micros(usd: f64) -> Result<u64, GatewayError> {
     if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
         return Err(GatewayError::bad_request("invalid_budget", "budget must be a non-negative amount of USD"));
@@ -307,13 +334,15 @@ pub async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Result<Respon
             let limit = query_param(&query, "limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).min(10_000);
             ok(json!({"data": app.audit.read(after, limit, query_param(&query, "tenant")).await?}))
         }
+        (Method::GET, ["admin", "v1", "usage", "top"]) => top_spenders(app, &query).await,
         (Method::GET, ["admin", "v1", "audit", "verify"]) => ok(json!(app.audit.verify().await?)),
         (Method::GET, ["admin", "v1", "backup"]) => {
             app.audit.append(OPERATOR, "backup.start", "", json!({})).await?;
             backup_response(app).await
         }
         (Method::GET, ["admin", "v1", "tenants"]) => {
-            let page = app.tenants.page(query_param(&query, "after"), TENANTS_PER_PAGE);
+            let search = decoded_param(&query, "q");
+            let page = app.tenants.page(query_param(&query, "after"), search.as_deref().filter(|q| !q.is_empty()), TENANTS_PER_PAGE);
             let next = (page.len() == TENANTS_PER_PAGE).then(|| page.last().map(|t| t.id.clone())).flatten();
             ok(json!({"data": page.iter().map(|t| tenant_json(t)).collect::<Vec<_>>(), "next_after": next, "total": app.tenants.len()}))
         }

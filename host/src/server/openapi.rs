@@ -111,6 +111,10 @@ mod routes {
     #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 description of every route", body = Object)))]
     fn openapi_json() {}
 
+    /// The web console (`/console` redirects here); its files are under `/console/...`.
+    #[utoipa::path(get, path = "/console/", tag = "operations", responses((status = 200, description = "The console's page (HTML, under a strict Content-Security-Policy)", content_type = "text/html", body = String)))]
+    fn console() {}
+
     // ---- Inbound model APIs ----
 
     /// OpenAI Chat Completions, plain or SSE (`stream: true`).
@@ -167,9 +171,18 @@ mod routes {
 
     /// Lists tenants, 100 a page.
     #[utoipa::path(get, path = "/admin/v1/tenants", tag = "operator",
-        params(("after" = Option<String>, Query, description = "The last id of the previous page")),
+        params(("after" = Option<String>, Query, description = "The last id of the previous page"),
+               ("q" = Option<String>, Query, description = "Only tenants whose id or display name contains this (case-insensitive)")),
         responses((status = 200, description = "A page", body = TenantPageView)), security(("operator_token" = [])))]
     fn list_tenants() {}
+
+    /// The tenants that spent most over a day range.
+    #[utoipa::path(get, path = "/admin/v1/usage/top", tag = "operator",
+        params(("start" = Option<String>, Query, description = "First UTC day, YYYY-MM-DD (default: the month's first)"),
+               ("end" = Option<String>, Query, description = "Last UTC day, inclusive (default: today)"),
+               ("limit" = Option<u32>, Query, description = "At most this many (default 10, at most 100)")),
+        responses((status = 200, description = "Most spent first", body = TopSpendersView)), security(("operator_token" = [])))]
+    fn top_spenders() {}
 
     /// Updates a tenant: fields present change; `null` removes a budget.
     #[utoipa::path(patch, path = "/admin/v1/tenants/{id}", tag = "operator", params(("id" = String, Path, description = "Tenant id")),
@@ -310,6 +323,16 @@ mod routes {
         responses((status = 200, description = "Usage", content((UsageView = "application/json"), (String = "text/csv")))),
         security(("operator_token" = [])))]
     fn usage() {}
+
+    /// Spend per day over a day range, one series per model or provider (every day of
+    /// the range present, zero where nothing was spent).
+    #[utoipa::path(get, path = "/admin/v1/tenants/{id}/usage/daily", tag = "tenant",
+        params(("id" = String, Path, description = "Tenant id"),
+               ("start" = Option<String>, Query, description = "First UTC day, YYYY-MM-DD (default: the month's first)"),
+               ("end" = Option<String>, Query, description = "Last UTC day, inclusive (default: today; at most 367 days)"),
+               ("group_by" = Option<String>, Query, description = "`model` (default) or `provider`")),
+        responses((status = 200, description = "Daily series", body = DailyUsageView)), security(("operator_token" = [])))]
+    fn daily_usage() {}
 
     /// Ledger records over a day range.
     #[utoipa::path(get, path = "/admin/v1/tenants/{id}/usage/records", tag = "tenant",
@@ -683,6 +706,48 @@ pub(super) struct UsageRowView {
     cost_usd: f64,
 }
 
+/// Spend per day, one series per model or provider.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct DailyUsageView {
+    tenant_id: String,
+    start: String,
+    end: String,
+    /// `model` or `provider`.
+    group_by: String,
+    /// Every UTC day of the range, in order.
+    days: Vec<String>,
+    series: Vec<DailySeriesView>,
+}
+
+/// One model's (or provider's) figures, one entry per day of `days`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct DailySeriesView {
+    key: String,
+    cost_microdollars: Vec<u64>,
+    requests: Vec<u64>,
+}
+
+/// The top spenders of a day range.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct TopSpendersView {
+    start: String,
+    end: String,
+    data: Vec<TopSpenderView>,
+}
+
+/// One tenant's spend.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct TopSpenderView {
+    tenant_id: String,
+    display_name: String,
+    cost_microdollars: u64,
+    requests: u64,
+}
+
 /// Ledger records.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -741,13 +806,13 @@ pub(super) struct MemoryEntryView {
 #[openapi(
     info(title = "Tollgate", description = "Multi-tenant LLM gateway: OpenAI- and Anthropic-compatible model APIs, the operator API and the tenant self-service API."),
     paths(
-        routes::healthz, routes::metrics, routes::openapi_json,
+        routes::healthz, routes::metrics, routes::openapi_json, routes::console,
         routes::chat_completions, routes::embeddings, routes::messages, routes::count_tokens, routes::responses, routes::delete_response, routes::models,
-        routes::create_tenant, routes::list_tenants, routes::update_tenant, routes::delete_tenant, routes::audit, routes::audit_verify, routes::backup,
+        routes::create_tenant, routes::list_tenants, routes::top_spenders, routes::update_tenant, routes::delete_tenant, routes::audit, routes::audit_verify, routes::backup,
         routes::upload_policy, routes::delete_policy, routes::rotate_keys, routes::quick_tenant, routes::metering,
         routes::tenant, routes::issue_token, routes::list_tokens, routes::revoke_token, routes::put_credential, routes::list_credentials,
         routes::delete_credential, routes::policy, routes::assign_policy, routes::roll_back_policy, routes::policy_log, routes::list_policies,
-        routes::delete_tenant_policy, routes::tenant_audit, routes::usage, routes::usage_records, routes::budget, routes::list_sessions,
+        routes::delete_tenant_policy, routes::tenant_audit, routes::usage, routes::daily_usage, routes::usage_records, routes::budget, routes::list_sessions,
         routes::session, routes::delete_session, routes::memory, routes::delete_memory,
         routes::tenant_upload_policy,
     ),

@@ -241,6 +241,45 @@ pub async fn usage_report(app: &App, tenant: &Tenant, query: &str) -> Result<Res
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// Spend per day of a date range, one series per model (or provider): what the console's
+/// stacked chart draws. Every day of the range is present (zero where nothing was spent).
+pub async fn daily_usage(app: &App, tenant: &Tenant, query: &str) -> Result<Response<Body>, GatewayError> {
+    let (start, end) = day_range(query)?;
+    let group_by = match query_param(query, "group_by").unwrap_or("model") {
+        "model" => GroupBy::Model,
+        "provider" => GroupBy::Provider,
+        _ => return Err(GatewayError::bad_request("invalid_group_by", "group_by must be model or provider")),
+    };
+    let days = days_between(&start, &end)?;
+    let rows = app.metering.usage_daily(tenant.storage_id(), &start, &end, group_by).await?;
+    let mut series: std::collections::BTreeMap<String, (Vec<u64>, Vec<u64>)> = std::collections::BTreeMap::new();
+    for (day, key, rollup) in rows {
+        let Ok(index) = days.binary_search(&day) else { continue };
+        let (cost, requests) = series.entry(key).or_insert_with(|| (vec![0; days.len()], vec![0; days.len()]));
+        cost[index] = cost[index].saturating_add(rollup.cost_microdollars);
+        requests[index] = requests[index].saturating_add(rollup.requests);
+    }
+    let series: Vec<Value> = series.into_iter().map(|(key, (cost, requests))| json!({"key": key, "cost_microdollars": cost, "requests": requests})).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"tenant_id": tenant.id, "start": start, "end": end, "group_by": query_param(query, "group_by").unwrap_or("model"), "days": days, "series": series}),
+    ))
+}
+
+/// Longest range a daily report covers (a year and a day).
+const MAX_REPORT_DAYS: usize = 367;
+
+/// Every UTC day from `start` to `end` (inclusive; both as [`day_range`] checked them).
+fn days_between(start: &str, end: &str) -> Result<Vec<String>, GatewayError> {
+    let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| GatewayError::bad_request("invalid_date", "dates are YYYY-MM-DD"));
+    let last = parse(end)?;
+    let days: Vec<chrono::NaiveDate> = parse(start)?.iter_days().take_while(|d| *d <= last).take(MAX_REPORT_DAYS + 1).collect();
+    if days.len() > MAX_REPORT_DAYS {
+        return Err(GatewayError::bad_request("invalid_date", format!("a daily report covers at most {MAX_REPORT_DAYS} days")));
+    }
+    Ok(days.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect())
+}
+
 fn memory_error(e: crate::policy::MemoryError) -> GatewayError {
     use crate::policy::MemoryError as E;
     match e {
@@ -331,6 +370,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             ok(json!({"data": app.policy_logs.tenant(storage).read(app.policy_logs.keep()).await?}))
         }
         (Method::GET, ["usage"]) => usage_report(app, &tenant, query).await,
+        (Method::GET, ["usage", "daily"]) => daily_usage(app, &tenant, query).await,
         (Method::GET, ["budget"]) => {
             let status = app.metering.status(tenant.storage_id(), tenant.budget, crate::clock::unix_millis()).await?;
             ok(json!({
