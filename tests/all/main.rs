@@ -30,3 +30,5 @@ mod postgres_tenants;
 mod postgres_sessions_memory;
 mod postgres_audit_policies;
 mod postgres_vault;
+mod usage_reports;
+mod console;
