@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(None);
             match command {
                 Command::Serve { .. } => Ok(()), // handled above
+                Command::Policy(command) => tollgate::cli::policy(command).await,
                 Command::PolicyUpload { file, url } => tollgate::cli::policy_upload(file, url).await,
                 Command::Backup { out, url } => tollgate::cli::backup(out, url).await,
                 Command::Restore { from, data_dir } => tollgate::cli::restore(from, data_dir),

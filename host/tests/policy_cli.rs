@@ -1,0 +1,157 @@
+//! The policy author's loop with the real `tollgate` binary, as the project README a new
+//! project gets tells it: `policy new` in an empty directory, an edit, `policy test`,
+//! `policy build`, then `policy upload` and `policy assign` against a running gateway
+//! (as the operator, and as the tenant with its manage token), and a chat the new policy
+//! routes. The projects build into `target/policy-cli` (kept between runs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+
+use common::{Gateway, ADMIN};
+
+/// A build of the project's dependencies from cold fits well within this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn workspace_target() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
+}
+
+/// Runs `tollgate ARGS` with only `env` of the gateway tokens set; bounded.
+fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(args)
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("TOLLGATE_TOKEN")
+        // The outer test build's flags must not leak into the project's build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", workspace_target().join("policy-cli"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().expect("spawn tollgate");
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let started = Instant::now();
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(output) => output.expect("tollgate output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            panic!("tollgate {args:?} ran past {:?}", started.elapsed());
+        }
+    }
+}
+
+fn succeeded(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = tollgate(args, env);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "tollgate {args:?}: {}\nstdout:\n{stdout}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+fn failed(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = tollgate(args, env);
+    assert!(!output.status.success(), "tollgate {args:?} succeeded:\n{}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The last line of a command's output, as JSON.
+fn last_json(stdout: &str) -> Value {
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in:\n{stdout}"));
+    serde_json::from_str(line).expect("JSON")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn a_rust_policy_goes_from_an_empty_directory_to_serving_a_chat() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let project = work.path().join("my-policy");
+
+    succeeded(&["policy", "new", path(&project), "--lang", "rust"], &[]);
+    for file in ["Cargo.toml", "README.md", "src/lib.rs", "wit/policy.wit", "tollgate-sdk/src/testing.rs"] {
+        assert!(project.join(file).is_file(), "{file} was not written");
+    }
+    assert!(failed(&["policy", "new", path(&project), "--lang", "rust"], &[]).contains("is not empty"));
+
+    // The author's change: a trace of its own, so the served chat shows this build ran.
+    let source = project.join("src/lib.rs");
+    let edited = std::fs::read_to_string(&source).unwrap().replace("format!(\"default:{requested}\")", "format!(\"mine:{requested}\")");
+    assert!(edited.contains("mine:"), "the template's trace line moved; update this test");
+    std::fs::write(&source, edited).unwrap();
+    // The template's own tests hold the stock trace: the edit makes them fail, as a test
+    // run must show.
+    let broken = tollgate(&["policy", "test", path(&project)], &[]);
+    assert!(!broken.status.success(), "the native tests passed a changed trace");
+    let tests = std::fs::read_to_string(&source).unwrap().replace("\"default:gpt-4o\"", "\"mine:gpt-4o\"");
+    std::fs::write(&source, tests).unwrap();
+    let tested = succeeded(&["policy", "test", path(&project)], &[]);
+    assert!(tested.contains("test result: ok"), "{tested}");
+
+    let built = last_json(&succeeded(&["policy", "build", path(&project)], &[]));
+    let wasm = std::fs::read(project.join("policy.wasm")).expect("policy.wasm");
+    assert_eq!(built["bytes"], wasm.len());
+    let hash = built["hash"].as_str().expect("hash").to_string();
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let gateway = Gateway::start(data.path());
+    let url = format!("http://{}", gateway.client.addr);
+    gateway.client.admin_ok("POST", "/admin/v1/tenants", json!({"id": "author"}));
+    gateway.client.admin_ok("POST", "/admin/v1/tenants", json!({"id": "neighbour"}));
+    let inference = gateway.client.admin_ok("POST", "/admin/v1/tenants/author/tokens", json!({"scope": "inference"}))["token"].as_str().unwrap().to_string();
+    let manage = gateway.client.admin_ok("POST", "/admin/v1/tenants/author/tokens", json!({"scope": "manage"}))["token"].as_str().unwrap().to_string();
+
+    // Without a token the CLI says which to set, before sending anything.
+    assert!(failed(&["policy", "upload", path(&project.join("policy.wasm")), "--url", &url], &[]).contains("TOLLGATE_ADMIN_TOKEN"));
+
+    // As the operator.
+    let uploaded = last_json(&succeeded(&["policy", "upload", path(&project.join("policy.wasm")), "--url", &url], &[("TOLLGATE_ADMIN_TOKEN", ADMIN)]));
+    assert_eq!(uploaded["hash"], hash.as_str(), "the hash `build` printed is the gateway's");
+    let config = work.path().join("config.json");
+    std::fs::write(&config, r#"{"provider": "demo", "model": "demo-small"}"#).unwrap();
+    succeeded(&["policy", "assign", "author", &hash, "--config", path(&config), "--url", &url], &[("TOLLGATE_ADMIN_TOKEN", ADMIN)]);
+    let chat = gateway.client.call("POST", "/v1/chat/completions", Some(&inference), json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+    assert_eq!(chat.status, 200, "{}", String::from_utf8_lossy(&chat.body));
+    assert_eq!(chat.header("x-tollgate-policy-trace"), Some("mine:demo-small"));
+    assert_eq!(chat.json()["model"], "demo-small");
+
+    // As the tenant: its own upload and assignment, and nobody else's.
+    let own = last_json(&succeeded(&["policy", "upload", path(&project.join("policy.wasm")), "--url", &url], &[("TOLLGATE_TOKEN", &manage)]));
+    assert_eq!(own["hash"], hash.as_str());
+    let uploads = gateway.client.admin_ok("GET", "/admin/v1/tenants/author/policies", Value::Null);
+    assert!(uploads["data"].as_array().unwrap().iter().any(|u| u["hash"] == hash.as_str()), "{uploads}");
+    let refused = failed(&["policy", "assign", "neighbour", &hash, "--url", &url], &[("TOLLGATE_TOKEN", &manage)]);
+    assert!(refused.contains("not 'neighbour'"), "{refused}");
+    let not_json = work.path().join("broken.json");
+    std::fs::write(&not_json, "{provider").unwrap();
+    assert!(failed(&["policy", "assign", "author", &hash, "--config", path(&not_json), "--url", &url], &[("TOLLGATE_TOKEN", &manage)]).contains("is not JSON"));
+    std::fs::write(&config, r#"{"provider": "demo", "model": "demo-large"}"#).unwrap();
+    succeeded(&["policy", "assign", "author", &hash, "--config", path(&config), "--url", &url], &[("TOLLGATE_TOKEN", &manage)]);
+    let chat = gateway.client.call("POST", "/v1/chat/completions", Some(&inference), json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+    assert_eq!(chat.header("x-tollgate-policy-trace"), Some("mine:demo-large"));
+    gateway.kill();
+}
+
+#[test]
+fn build_and_test_refuse_a_directory_that_is_not_a_policy_project() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    for command in ["test", "build"] {
+        let message = failed(&["policy", command, path(empty.path())], &[]);
+        assert!(message.contains("is not a policy project"), "{command}: {message}");
+    }
+}
