@@ -8,6 +8,7 @@ pub mod blobs;
 mod breaker;
 mod cpu_share;
 mod decision;
+mod dry_run;
 mod host;
 pub mod limits;
 mod ticker;
@@ -27,6 +28,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
 
 pub use decision::{Decision, PlanTarget, Rejection, RoutePlan};
+pub use dry_run::DryRunView;
 pub use limits::PolicyLimits;
 pub use upload::{check_complexity, UploadError};
 pub use blobs::{Claim, ClaimError, PolicyBlobs};
@@ -269,8 +271,31 @@ pub struct PolicyRuntime {
 /// a deadline hit (hanging up on a call still running is how a client would dodge the
 /// deadline; a well-behaved call is over in microseconds, so its clients hardly ever hang
 /// up during one, and any call that ends in time clears the record).
+/// Which of a tenant's shares of policy CPU a call draws on, and whether it may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// A decision the request acts on: it waits (briefly) for its tenant's share and a slot.
+    Acting,
+    /// A decision only compared: it draws on a share of its own, so a slow or failing
+    /// candidate never throttles or suspends the tenant's acting calls, and it never
+    /// waits: no share or no free slot right now, and it is skipped.
+    Beside,
+}
+
+impl Lane {
+    /// The key of the lane's CPU share and suspension breaker for `tenant`.
+    fn share_key(self, tenant: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Lane::Acting => std::borrow::Cow::Borrowed(tenant),
+            // No tenant id holds a NUL.
+            Lane::Beside => std::borrow::Cow::Owned(format!("{tenant}\0beside")),
+        }
+    }
+}
+
 struct Call<'a> {
     runtime: &'a PolicyRuntime,
+    /// The tenant's share key (see [`Lane`]).
     tenant: &'a str,
     hash: PolicyHash,
     store: wasmtime::Store<CallState>,
@@ -587,12 +612,38 @@ impl PolicyRuntime {
         request: &Request,
         context: &Context,
     ) -> Result<RouteOutcome, PolicyError> {
-        self.not_suspended(&context.tenant_id, hash)?;
-        self.cpu_share_of(&context.tenant_id).await?;
+        self.route_in(Lane::Acting, hash, view, request, context).await
+    }
+
+    /// Calls `route` for a decision that is only compared, never acted on (a shadow
+    /// candidate, or the live policy beside a canary): see [`Lane::Beside`].
+    pub async fn route_beside(
+        &self,
+        hash: PolicyHash,
+        view: Arc<dyn TenantView>,
+        request: &Request,
+        context: &Context,
+    ) -> Result<RouteOutcome, PolicyError> {
+        self.route_in(Lane::Beside, hash, view, request, context).await
+    }
+
+    async fn route_in(&self, lane: Lane, hash: PolicyHash, view: Arc<dyn TenantView>, request: &Request, context: &Context) -> Result<RouteOutcome, PolicyError> {
+        let share_key = lane.share_key(&context.tenant_id);
+        self.not_suspended(&share_key, hash)?;
+        match lane {
+            Lane::Acting => self.cpu_share_of(&share_key).await?,
+            Lane::Beside => self.cpu_share_now(&share_key)?,
+        }
         let pre = self.load(hash).await?;
-        let _permit = self.slot().await?;
+        let _permit = match lane {
+            Lane::Acting => self.slot().await?,
+            Lane::Beside => self.permits.try_acquire().map_err(|_| {
+                self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                PolicyError::Busy
+            })?,
+        };
         let started = Instant::now();
-        let mut call = self.begin(hash, view, context);
+        let mut call = self.begin(hash, view, context, &share_key);
         let result = pre.route(&mut call.store, request, context).await;
         let raw = self.finish(call, result)?;
         let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
@@ -614,7 +665,7 @@ impl PolicyRuntime {
         self.cpu_share_of(&context.tenant_id).await?;
         let pre = self.load(hash).await?;
         let _permit = self.slot().await?;
-        let mut call = self.begin(hash, view, context);
+        let mut call = self.begin(hash, view, context, &context.tenant_id);
         let result = pre.on_complete(&mut call.store, completion, context).await;
         self.finish(call, result)
     }
@@ -625,6 +676,17 @@ impl PolicyRuntime {
             self.stats.suspended.fetch_add(1, Ordering::Relaxed);
             PolicyError::Suspended { hash, retry_after_secs: remaining.as_secs() + 1 }
         })
+    }
+
+    /// Admits a call on the tenant's share only if it can run at once.
+    fn cpu_share_now(&self, share_key: &str) -> Result<(), PolicyError> {
+        match self.cpu_share.admit_now(share_key) {
+            cpu_share::Admission::Now => Ok(()),
+            cpu_share::Admission::After(wait) | cpu_share::Admission::Refused(wait) => {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                Err(PolicyError::CpuShareExhausted { retry_after_secs: wait.as_secs() + 1 })
+            }
+        }
     }
 
     /// Waits for the tenant's share of policy CPU (see `cpu_share.rs`), or refuses.
@@ -645,7 +707,7 @@ impl PolicyRuntime {
 
     /// A fresh store for one call of `hash` in `context`'s tenant, with its limiter and
     /// epoch deadline.
-    fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context) -> Call<'a> {
+    fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context, share_key: &'a str) -> Call<'a> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), context.request_id.clone()));
         store.limiter(|state| &mut state.limiter);
@@ -703,7 +765,7 @@ impl PolicyRuntime {
         // Counted in flight from here; the `Call` brings the gauge down however it ends.
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.ticker.call_started();
-        Call { runtime: self, tenant: &context.tenant_id, hash, store, started: Instant::now(), settled: false }
+        Call { runtime: self, tenant: share_key, hash, store, started: Instant::now(), settled: false }
     }
 
     /// Ends a call: settles its accounting (see [`Call`]), hands its log lines to the

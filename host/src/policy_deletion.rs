@@ -32,8 +32,8 @@ pub enum DeleteRefused {
     /// Nothing is stored under this hash (404 `not_found`).
     #[error("policy {0} is not uploaded")]
     NotFound(PolicyHash),
-    /// It is the deleting tenant's current policy (409 `policy_assigned`).
-    #[error("policy {0} is this tenant's current policy; assign another before deleting it")]
+    /// It is the deleting tenant's current or candidate policy (409 `policy_assigned`).
+    #[error("policy {0} is this tenant's current or candidate policy; assign another (or drop the candidate) before deleting it")]
     AssignedHere(PolicyHash),
     /// Tenants run it (409 `policy_assigned`).
     #[error("policy {hash} is assigned to {tenants} tenant(s); each must assign another before it can be deleted")]
@@ -99,7 +99,7 @@ pub async fn delete_claim(policies: &PolicyRuntime, held_lock: &BlobLock<'_>, ho
     // The record as it is now: an assignment made since the request was authenticated
     // has finished (it holds the blob's lock while it checks and writes).
     let current = holders.tenants.iter().find(|t| t.id == tenant.id && t.incarnation == tenant.incarnation);
-    if current.map_or(tenant, |t| t.as_ref()).policy_hash() == Some(hash) {
+    if current.map_or(tenant, |t| t.as_ref()).runs(hash) {
         return Err(DeleteRefused::AssignedHere(hash).into());
     }
     blobs.forget(owner, hash).await?;
@@ -113,7 +113,7 @@ pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobLock<'_
     if hash == holders.default_policy {
         return Err(DeleteRefused::Stock(hash).into());
     }
-    let assigned = holders.tenants.iter().filter(|t| t.policy_hash() == Some(hash)).count();
+    let assigned = holders.tenants.iter().filter(|t| t.runs(hash)).count();
     if assigned > 0 {
         return Err(DeleteRefused::AssignedTo { hash, tenants: assigned }.into());
     }
@@ -133,7 +133,7 @@ pub async fn delete_everywhere(policies: &PolicyRuntime, held_lock: &BlobLock<'_
 /// Whether anything still holds blob `hash`, decided under `_held`. One lookup per
 /// tenant: deletes are rare, and this keeps no index to go stale.
 async fn held(policies: &PolicyRuntime, _held: &BlobLock<'_>, holders: &Holders, hash: PolicyHash) -> Result<bool, GatewayError> {
-    if hash == holders.default_policy || holders.tenants.iter().any(|t| t.policy_hash() == Some(hash)) {
+    if hash == holders.default_policy || holders.tenants.iter().any(|t| t.runs(hash)) {
         return Ok(true);
     }
     let blobs = policies.blobs();

@@ -5,6 +5,7 @@
 // The request path, one module per phase (see `chat.rs` for the order) or inbound API.
 mod caller;
 mod chat;
+mod compare;
 mod dispatch;
 mod embeddings;
 mod messages;
@@ -18,6 +19,7 @@ pub mod wire;
 
 // Management.
 mod admin;
+mod candidate;
 mod console;
 mod openapi;
 pub mod tenant_api;

@@ -48,6 +48,41 @@ pub struct PolicyAssignment {
     pub config: String,
 }
 
+/// A policy a tenant tries beside its live one before promoting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CandidatePolicy {
+    /// blake3 of the policy wasm, hex.
+    pub hash: String,
+    /// The tenant's config for it (a JSON document).
+    pub config: String,
+    /// How it runs beside the live policy.
+    pub mode: CandidateMode,
+    /// The share of requests it runs on, 1 to 100 (chosen by the request id, so a
+    /// request's lane is the same on every replica).
+    pub percent: u8,
+}
+
+/// How a candidate policy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateMode {
+    /// Beside the live policy, off the response path: its decisions are compared with the
+    /// live ones and logged, never acted on.
+    Shadow,
+    /// In place of the live policy on its share of requests (the live policy then runs
+    /// off the path for the comparison); if it fails, the live policy decides.
+    Canary,
+}
+
+impl CandidatePolicy {
+    /// Whether request `request_id` falls in the candidate's share.
+    pub fn selects(&self, request_id: &str) -> bool {
+        let digest = blake3::hash(request_id.as_bytes());
+        let draw = u16::from_le_bytes([digest.as_bytes()[0], digest.as_bytes()[1]]) % 100;
+        draw < u16::from(self.percent)
+    }
+}
+
 /// One tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -65,6 +100,9 @@ pub struct Tenant {
     /// The assignment before the current one, for rollback.
     #[serde(default)]
     pub previous_policy: Option<PolicyAssignment>,
+    /// A policy in shadow or canary mode beside the current one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_policy: Option<CandidatePolicy>,
     /// Whether callers may pass a provider key per request (`X-Provider-API-Key`).
     #[serde(default)]
     pub allow_request_keys: bool,
@@ -116,6 +154,11 @@ pub fn validate_id(id: &str) -> Result<(), &'static str> {
 }
 
 impl Tenant {
+    /// Whether the tenant runs `hash`: as its policy or as its candidate.
+    pub fn runs(&self, hash: PolicyHash) -> bool {
+        self.policy_hash() == Some(hash) || self.candidate_policy.as_ref().and_then(|c| PolicyHash::parse(&c.hash)) == Some(hash)
+    }
+
     /// The policy hash in force, if the tenant assigned one.
     pub fn policy_hash(&self) -> Option<PolicyHash> {
         self.policy.as_ref().and_then(|p| PolicyHash::parse(&p.hash))

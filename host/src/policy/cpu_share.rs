@@ -53,6 +53,16 @@ impl CpuShare {
 
     /// Admits one call of `tenant`, holding its expected cost.
     pub fn admit(&self, tenant: &str) -> Admission {
+        self.admit_within(tenant, MAX_WAIT)
+    }
+
+    /// Admits one call of `tenant` only if it can run now (holding its expected cost);
+    /// otherwise holds nothing and answers how long it would have waited.
+    pub fn admit_now(&self, tenant: &str) -> Admission {
+        self.admit_within(tenant, Duration::ZERO)
+    }
+
+    fn admit_within(&self, tenant: &str, max_wait: Duration) -> Admission {
         if self.ms_per_second == 0.0 {
             return Admission::Now;
         }
@@ -68,7 +78,7 @@ impl CpuShare {
         bucket.available_ms = (bucket.available_ms + refill).min(burst_ms);
         bucket.refilled = now;
         let wait = if bucket.available_ms >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-bucket.available_ms / self.ms_per_second) };
-        if wait > MAX_WAIT {
+        if wait > max_wait {
             return Admission::Refused(wait);
         }
         bucket.available_ms -= bucket.average_ms;

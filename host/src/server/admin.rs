@@ -179,6 +179,7 @@ fn new_tenant(request: CreateTenant) -> Result<Tenant, GatewayError> {
         budget,
         policy: None,
         previous_policy: None,
+        candidate_policy: None,
         allow_request_keys: request.allow_request_keys,
         created_millis: crate::clock::unix_millis(),
         rate_limits: request.rate_limits,

@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, text_response, Body};
+use super::{candidate, json_response, text_response, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::metering::{day_of, GroupBy};
@@ -155,6 +155,7 @@ pub fn tenant_json(t: &Tenant) -> Value {
         "budget": t.budget.map(|b| json!({"limit_microdollars": b.limit_microdollars, "period": b.period.as_str()})),
         "policy": t.policy,
         "previous_policy": t.previous_policy,
+        "candidate_policy": t.candidate_policy,
         "allow_request_keys": t.allow_request_keys,
         "rate_limits": t.rate_limits,
         "user_budget_microdollars": t.user_budget_microdollars,
@@ -331,10 +332,27 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             audit("credential.delete", json!({"name": name})).await?;
             ok(json!({"deleted": name}))
         }
-        (Method::GET, ["policy"]) => ok(json!({"policy": tenant.policy, "previous_policy": tenant.previous_policy, "default_policy": app.default_policy.to_string()})),
+        (Method::GET, ["policy"]) => ok(json!({"policy": tenant.policy, "previous_policy": tenant.previous_policy, "candidate_policy": tenant.candidate_policy, "default_policy": app.default_policy.to_string()})),
         (Method::PUT, ["policy"]) => {
             let updated = assign_policy(app, &tenant, parse(body)?).await?;
             audit("policy.assign", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
+            ok(tenant_json(&updated))
+        }
+        (Method::GET, ["policy", "candidate"]) => ok(candidate::show(app, &tenant).await?),
+        (Method::PUT, ["policy", "candidate"]) => {
+            let updated = candidate::assign(app, &tenant, parse(body)?).await?;
+            audit("policy.candidate.assign", json!({"candidate": updated.candidate_policy.as_ref().map(|c| json!({"hash": c.hash, "mode": c.mode, "percent": c.percent}))})).await?;
+            ok(tenant_json(&updated))
+        }
+        (Method::POST, ["policy", "candidate", "promote"]) => {
+            let updated = candidate::promote(app, &tenant).await?;
+            audit("policy.candidate.promote", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
+            ok(tenant_json(&updated))
+        }
+        (Method::DELETE, ["policy", "candidate"]) => {
+            let dropped = tenant.candidate_policy.as_ref().map(|c| c.hash.clone());
+            let updated = candidate::drop_candidate(app, &tenant).await?;
+            audit("policy.candidate.drop", json!({"hash": dropped})).await?;
             ok(tenant_json(&updated))
         }
         (Method::POST, ["policy", "rollback"]) => {
