@@ -5,7 +5,7 @@
 #   guest-sdk/js/build.sh DIR [OUT]
 #
 # Installs the pinned jco and componentize-js (toolchain/package-lock.json) into
-# target/js-toolchain on first use (npm); later runs reuse them. Needs node 18+ and npm.
+# target/js-toolchain on first use (npm); later runs reuse them. Needs Node.js 20.19+ and npm.
 set -euo pipefail
 
 usage() { echo "usage: $0 DIR [OUT]   (DIR holds policy.js; OUT defaults to DIR/policy.wasm)" >&2; exit 2; }
@@ -20,11 +20,17 @@ tools=$root/target/js-toolchain
 
 for tool in node npm; do
     if ! command -v $tool >/dev/null; then
-        echo "error: $tool not found; building a JavaScript policy needs Node.js 18 or later with npm" >&2
+        echo "error: $tool not found; building a JavaScript policy needs Node.js 20.19 or later with npm" >&2
         echo "       (Debian/Ubuntu: apt-get install nodejs npm)" >&2
         exit 1
     fi
 done
+
+# jco bundles with rolldown, which needs Node.js 20.19+ (or 22.12+).
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)'; then
+    echo "error: node $(node --version) is too old; building a JavaScript policy needs Node.js 20.19 or later (or 22.12+)" >&2
+    exit 1
+fi
 
 # The lock file is the pin: reinstall whenever it differs from the installed one.
 if ! cmp -s "$sdk/toolchain/package-lock.json" "$tools/package-lock.json" || [[ ! -x $tools/node_modules/.bin/jco ]]; then
