@@ -30,3 +30,4 @@ mod postgres_tenants;
 mod postgres_sessions_memory;
 mod postgres_audit_policies;
 mod postgres_vault;
+mod policy_languages;
