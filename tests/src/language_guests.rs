@@ -80,6 +80,15 @@ fn build(language: Language, policy: &str) -> Result<Vec<u8>, String> {
         ));
     }
     std::fs::rename(&partial, &out).map_err(|e| format!("caching {}: {e}", out.display()))?;
+    // Older builds of the same policy are stale now: keep the cache one entry per policy.
+    let prefix = format!("{policy}-");
+    for stale in std::fs::read_dir(&cache).into_iter().flatten().flatten().map(|e| e.path()) {
+        let name = stale.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let other_policy = name.strip_prefix(&prefix).is_none_or(|rest| rest.contains('-'));
+        if stale != out && !other_policy {
+            let _ = std::fs::remove_file(&stale);
+        }
+    }
     std::fs::read(&out).map_err(|e| format!("reading {}: {e}", out.display()))
 }
 
