@@ -193,6 +193,45 @@ async fn budget_guard_caps_users_and_downgrades_alike_in_rust_python_and_javascr
     }
 }
 
+/// A refused memory write reaches each language's policy as its own error value (Rust's
+/// `MemoryError`, Python's and JavaScript's `MemoryDenied`): budget-guard's `on-complete`
+/// logs the same warning in all three when the tenant's memory quota is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_memory_write_is_logged_alike_in_rust_python_and_javascript() {
+    let mut config = tollgate::Config::embedded();
+    // Smaller than one counter (a 22-byte key and 8 bytes): every write is refused.
+    config.policy = PolicyLimits { memory_quota_bytes: 16, ..interpreter_limits() };
+    let gw = Gateway::start_with(config).await;
+    let capped = json!({
+        "primary": {"provider": "demo", "model": "demo-large"},
+        "fallback": {"provider": "demo", "model": "demo-small"},
+        "user_cap_microdollars": 1,
+    });
+    let mut logged = Vec::new();
+    for (language, wasm) in ports("tollgate-policy-budget-guard", "budget-guard") {
+        let tenant = tenant_running(&gw, &format!("full-{language}"), wasm, &capped).await;
+        let reply = gw.chat(&tenant.token, chat("any", Some("ann"))).await;
+        assert_eq!(reply.status, 200, "{language}: {}", reply.text());
+        // `on-complete` runs after the answer was sent.
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            let log = gw.admin("GET", &format!("/admin/v1/tenants/{}/policy/log", tenant.id), Value::Null).await.json();
+            lines = log["data"].as_array().cloned().unwrap_or_default();
+            if !lines.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen: Vec<(String, String)> =
+            lines.iter().map(|l| (l["level"].as_str().unwrap_or("").to_string(), l["message"].as_str().unwrap_or("").to_string())).collect();
+        logged.push((language, seen));
+    }
+    let expected = vec![("warn".to_string(), "could not record spend of end user 'ann': memory quota exceeded".to_string())];
+    for (language, seen) in &logged {
+        assert_eq!(seen, &expected, "{language}");
+    }
+}
+
 /// Prints each component's size, compile time (upload) and time per call through the
 /// policy runtime, beside the Rust original's (run with `--nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
