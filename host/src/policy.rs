@@ -366,16 +366,13 @@ pub struct BlobLock<'a> {
     _in_process: tokio::sync::MutexGuard<'a, ()>,
 }
 
-/// Core instances one Rust `wasm32-wasip2` component creates (main module plus the shims
-/// wit-component adds), with headroom.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
-
 fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
     let mut pool = PoolingAllocationConfig::new();
     let slots = limits.pool_instances;
+    let core_instances = limits.max_core_instances_per_component;
     pool.total_component_instances(slots)
-        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_core_instances(slots * core_instances)
+        .max_core_instances_per_component(core_instances)
         .total_memories(slots * limits::MAX_MEMORIES_PER_COMPONENT)
         .max_memories_per_component(limits::MAX_MEMORIES_PER_COMPONENT)
         .total_tables(slots * limits::MAX_TABLES_PER_COMPONENT)

@@ -32,3 +32,4 @@ mod postgres_audit_policies;
 mod postgres_vault;
 mod usage_reports;
 mod console;
+mod policy_languages;

@@ -2,5 +2,6 @@
 //! end-to-end suite in `all/` shares.
 
 pub mod guests;
+pub mod language_guests;
 pub mod mock;
 pub mod postgres;

@@ -89,6 +89,12 @@ pub const DEFAULT_MAX_FUNCTIONS: usize = 20_000;
 pub const DEFAULT_MAX_FUNCTION_LOCALS: usize = 5_000;
 /// Bytes of one function body.
 pub const DEFAULT_MAX_FUNCTION_BODY_BYTES: usize = 512 << 10;
+/// Core module instances one component may create. The pooling allocator reserves this
+/// many per slot, so it bounds the per-instance state a component can make the host keep.
+/// A Rust `wasm32-wasip2` component creates a few (its module plus the shims
+/// wit-component adds); a Python one (componentize-py links CPython's libraries as
+/// separate modules) creates 38, and needs the limit raised.
+pub const DEFAULT_MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// Linear memories per component: the pooling allocator's slots hold this many.
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables per component: the pooling allocator's slots hold this many.
@@ -169,6 +175,8 @@ pub struct PolicyLimits {
     pub max_function_locals: usize,
     /// Bytes per function body of an uploaded component.
     pub max_function_body_bytes: usize,
+    /// Core module instances per component (more: the upload does not compile).
+    pub max_core_instances_per_component: u32,
 }
 
 impl Default for PolicyLimits {
@@ -198,6 +206,7 @@ impl Default for PolicyLimits {
             max_functions: DEFAULT_MAX_FUNCTIONS,
             max_function_locals: DEFAULT_MAX_FUNCTION_LOCALS,
             max_function_body_bytes: DEFAULT_MAX_FUNCTION_BODY_BYTES,
+            max_core_instances_per_component: DEFAULT_MAX_CORE_INSTANCES_PER_COMPONENT,
         }
     }
 }
@@ -219,6 +228,9 @@ impl PolicyLimits {
         }
         if self.compiled_cache == 0 {
             return Err("policy.compiled_cache must be at least 1");
+        }
+        if self.max_core_instances_per_component == 0 {
+            return Err("policy.max_core_instances_per_component must be at least 1");
         }
         if self.max_targets == 0 {
             return Err("policy.max_targets must be at least 1");
