@@ -33,3 +33,4 @@ mod postgres_vault;
 mod usage_reports;
 mod console;
 mod policy_languages;
+mod policy_candidates;

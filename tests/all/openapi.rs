@@ -53,6 +53,10 @@ const TENANT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/policy"),
     ("PUT", "/policy"),
     ("POST", "/policy/rollback"),
+    ("GET", "/policy/candidate"),
+    ("PUT", "/policy/candidate"),
+    ("POST", "/policy/candidate/promote"),
+    ("DELETE", "/policy/candidate"),
     ("GET", "/policy/log"),
     ("GET", "/policies"),
     ("DELETE", "/policies/{hash}"),
@@ -140,7 +144,7 @@ async fn every_route_the_server_answers_is_described_and_only_those() {
     let mut expected = all_routes();
     expected.sort();
     assert_eq!(described, expected);
-    assert_eq!(described.len(), 71);
+    assert_eq!(described.len(), 79);
 
     // The list above is the server's: each route reaches its handler (no 405, no "no
     // route" 404), called with the token it takes and a body missing what it needs.
@@ -281,6 +285,7 @@ async fn real_answers_match_the_described_response_schemas() {
         ["TokenListView", get("/v1/tenant/tokens", manage.clone()).await],
         ["CredentialListView", get("/v1/tenant/credentials", manage.clone()).await],
         ["PolicyView", get("/v1/tenant/policy", manage.clone()).await],
+        ["CandidateView", get("/v1/tenant/policy/candidate", manage.clone()).await],
         ["UploadedPoliciesView", get("/v1/tenant/policies", manage.clone()).await],
         ["UsageView", get("/v1/tenant/usage?group_by=model", manage.clone()).await],
         ["LedgerPageView", get("/v1/tenant/usage/records", manage.clone()).await],

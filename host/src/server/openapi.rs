@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use super::admin::{CreateTenant, QuickTenant, RotateKeys, UpdateTenant};
+use super::candidate::AssignCandidate;
 use super::tenant_api::{AssignPolicy, IssueToken, PutCredential};
 use crate::audit::{AuditRecord, Verification};
 use crate::catalog::ModelEntry;
@@ -27,7 +28,7 @@ use crate::policy::LogLine;
 use crate::ratelimit::RateLimits;
 use crate::sealing::CredentialMeta;
 use crate::sessions::{SessionInfo, Turn};
-use crate::tenants::PolicyAssignment;
+use crate::tenants::{CandidatePolicy, PolicyAssignment};
 use crate::tokens::{Scope, TokenRecord};
 
 /// The document, built once (it depends on nothing but the code).
@@ -296,6 +297,27 @@ mod routes {
         responses((status = 200, description = "The updated tenant", body = TenantView)), security(("operator_token" = [])))]
     fn roll_back_policy() {}
 
+    /// The candidate policy and how its decisions compared with the acting ones.
+    #[utoipa::path(get, path = "/admin/v1/tenants/{id}/policy/candidate", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
+        responses((status = 200, description = "The candidate and its comparisons", body = CandidateView)), security(("operator_token" = [])))]
+    fn candidate() {}
+
+    /// Sets the candidate policy: `shadow` (compared, never acted on) or `canary` (decides
+    /// `percent` of requests).
+    #[utoipa::path(put, path = "/admin/v1/tenants/{id}/policy/candidate", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
+        request_body = AssignCandidate, responses((status = 200, description = "The updated tenant", body = TenantView)), security(("operator_token" = [])))]
+    fn assign_candidate() {}
+
+    /// Makes the candidate the policy; the current one becomes the previous (for rollback).
+    #[utoipa::path(post, path = "/admin/v1/tenants/{id}/policy/candidate/promote", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
+        responses((status = 200, description = "The updated tenant", body = TenantView)), security(("operator_token" = [])))]
+    fn promote_candidate() {}
+
+    /// Drops the candidate policy.
+    #[utoipa::path(delete, path = "/admin/v1/tenants/{id}/policy/candidate", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
+        responses((status = 200, description = "The updated tenant", body = TenantView)), security(("operator_token" = [])))]
+    fn drop_candidate() {}
+
     /// What the tenant's policy logged.
     #[utoipa::path(get, path = "/admin/v1/tenants/{id}/policy/log", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
         responses((status = 200, description = "Log lines", body = PolicyLogView)), security(("operator_token" = [])))]
@@ -509,6 +531,8 @@ pub(super) struct TenantView {
     budget: Option<Budget>,
     policy: Option<PolicyAssignment>,
     previous_policy: Option<PolicyAssignment>,
+    /// Present while the tenant tries a candidate policy.
+    candidate_policy: Option<CandidatePolicy>,
     allow_request_keys: bool,
     rate_limits: RateLimits,
     user_budget_microdollars: Option<u64>,
@@ -626,8 +650,34 @@ pub(super) struct CredentialListView {
 pub(super) struct PolicyView {
     policy: Option<PolicyAssignment>,
     previous_policy: Option<PolicyAssignment>,
+    candidate_policy: Option<CandidatePolicy>,
     /// The stock default policy's hash.
     default_policy: String,
+}
+
+/// A tenant's candidate policy and how its decisions compared (over the policy log's
+/// kept lines; each comparison is a `compare` line whose message is the JSON in `recent`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct CandidateView {
+    candidate: Option<CandidatePolicy>,
+    comparisons: ComparisonsView,
+    /// The newest comparisons, newest first: `{mode, request_id, acting: {policy, decision}, beside: {policy, decision}, same}`,
+    /// or for a canary that failed `{mode, request_id, canary: {policy, decision}, fallback}`.
+    recent: Vec<Value>,
+}
+
+/// Counts of comparisons.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ComparisonsView {
+    compared: u64,
+    same: u64,
+    different: u64,
+    /// Comparisons where the policy beside failed (a trap, a timeout, skipped for its CPU share).
+    beside_failed: u64,
+    /// Requests a failing canary handed to the live policy.
+    canary_failed: u64,
 }
 
 /// Policy log lines.
@@ -811,7 +861,7 @@ pub(super) struct MemoryEntryView {
         routes::create_tenant, routes::list_tenants, routes::top_spenders, routes::update_tenant, routes::delete_tenant, routes::audit, routes::audit_verify, routes::backup,
         routes::upload_policy, routes::delete_policy, routes::rotate_keys, routes::quick_tenant, routes::metering,
         routes::tenant, routes::issue_token, routes::list_tokens, routes::revoke_token, routes::put_credential, routes::list_credentials,
-        routes::delete_credential, routes::policy, routes::assign_policy, routes::roll_back_policy, routes::policy_log, routes::list_policies,
+        routes::delete_credential, routes::policy, routes::assign_policy, routes::roll_back_policy, routes::candidate, routes::assign_candidate, routes::promote_candidate, routes::drop_candidate, routes::policy_log, routes::list_policies,
         routes::delete_tenant_policy, routes::tenant_audit, routes::usage, routes::daily_usage, routes::usage_records, routes::budget, routes::list_sessions,
         routes::session, routes::delete_session, routes::memory, routes::delete_memory,
         routes::tenant_upload_policy,
