@@ -279,3 +279,18 @@ async fn default_limits_refuse_interpreter_components_naming_the_limit() {
         other => panic!("expected the core instance limit, got {other:?}"),
     }
 }
+
+/// The SDKs' and the ported policies' own native tests (`python -m unittest`,
+/// `node --test`), run by `guest-sdk/test-native.sh`, pass: `cargo test` runs them too.
+#[tokio::test]
+async fn the_native_tests_of_the_python_and_javascript_sdks_pass() {
+    let script = tollgate_tests::guests::workspace_root().join("guest-sdk").join("test-native.sh");
+    let run = tokio::process::Command::new("bash").arg(&script).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run).await.expect("the native tests within 5 minutes").expect("bash");
+    assert!(
+        output.status.success(),
+        "guest-sdk/test-native.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
