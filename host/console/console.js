@@ -3,6 +3,7 @@
 
 import { render } from "./vendor/preact.mjs";
 import { signOut } from "./js/api.js";
+import { description } from "./js/apidoc.js";
 import { html, useState } from "./js/ui.js";
 import { SignIn } from "./js/signin.js";
 import { Operator } from "./js/operator.js";
@@ -21,7 +22,13 @@ function App() {
   const [who, setWho] = useState(null);
   // The tenant an operator drilled into; a tenant only ever sees its own.
   const [openTenant, setOpenTenant] = useState(null);
-  if (!who) return html`<${SignIn} onSignedIn=${setWho} />`;
+  const signedIn = (caller) => {
+    // Read the API description once, now: the views that need it share this load, and
+    // each shows its own error if it failed.
+    description().catch(() => {});
+    setWho(caller);
+  };
+  if (!who) return html`<${SignIn} onSignedIn=${signedIn} />`;
   const leave = () => {
     signOut();
     setOpenTenant(null);
@@ -38,7 +45,7 @@ function App() {
       setOpenTenant(id);
       window.scrollTo(0, 0);
     };
-    body = html`<${Operator} onOpen=${open} />`;
+    body = html`<${Operator} who=${who} onOpen=${open} />`;
   }
   return html`<${Header} who=${who} onSignOut=${leave} /><main>${body}</main>`;
 }

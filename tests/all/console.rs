@@ -3,7 +3,9 @@
 //! reaches nothing of another tenant's through any call the console makes. Then a real
 //! headless Chromium, driven through Selenium by `tests/console/drive.py`, uses the console
 //! as the operator and as a tenant, and what the page shows is checked against the API and
-//! the ledger: spend, requests, tokens, credentials, sessions, policy uploads.
+//! the ledger: spend, requests, tokens, credentials, sessions, policy uploads. The forms'
+//! choices (token scopes, budget periods) and the API tab are checked against
+//! `/openapi.json`, and a page that cannot read it must say so.
 //!
 //! The browser tests need Debian's `chromium` and `chromium-driver`. Without them they
 //! skip, unless `TOLLGATE_REQUIRE_BROWSER=1` (set by `.ci/run`), where they fail.
@@ -132,6 +134,47 @@ fn series_keys(daily: &Value) -> Vec<String> {
 
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+}
+
+/// `GET /openapi.json`, as anyone (no token) reads it.
+async fn description(gw: &Gateway) -> Value {
+    let reply = gw.call("GET", "/openapi.json", None, &[], Vec::new()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+/// The choices the description gives for `field` of the `schema` body: the `enum` its
+/// `$ref` (directly or in a `oneOf` beside `null`) points at.
+fn body_enum(doc: &Value, schema: &str, field: &str) -> Vec<String> {
+    let property = &doc["components"]["schemas"][schema]["properties"][field];
+    let refs: Vec<&str> = std::iter::once(property).chain(property["oneOf"].as_array().into_iter().flatten()).filter_map(|s| s["$ref"].as_str()).collect();
+    assert_eq!(refs.len(), 1, "{schema}.{field} names one schema: {property}");
+    let target = doc.pointer(refs[0].trim_start_matches('#')).unwrap_or_else(|| panic!("{} resolves", refs[0]));
+    let choices = strings(&target["enum"]);
+    assert!(!choices.is_empty(), "{} has an enum: {target}", refs[0]);
+    choices
+}
+
+/// Every operation of the description as `METHOD path`, with its first tag, sorted.
+fn operations(doc: &Value) -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if let Some(tag) = op["tags"][0].as_str() {
+                all.push((method.to_uppercase(), path.clone(), tag.to_string()));
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+/// The API tab's routes as `(METHOD, path, tag)`, sorted.
+fn listed_routes(page: &Value) -> Vec<(String, String, String)> {
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    let mut routes: Vec<_> = page["routes"].as_array().expect("routes").iter().map(|r| (text(r, "method"), text(r, "path"), text(r, "tag"))).collect();
+    routes.sort();
+    routes
 }
 
 /// Every file of the console as the gateway serves it: its path under `/console/` and
@@ -270,6 +313,7 @@ async fn the_operator_finds_a_tenant_and_sees_its_spend_requests_and_budget() {
         admin_ok(&gw, "POST", "/admin/v1/tenants", json!({"id": format!("console-bulk-{i:03}")})).await;
     }
     let ids = |page: &Value| -> Vec<String> { page["data"].as_array().expect("data").iter().map(|t| t["id"].as_str().unwrap_or("").to_string()).collect() };
+    let doc = description(&gw).await;
     let first = get(&gw, "/admin/v1/tenants").await;
     let second = get(&gw, &format!("/admin/v1/tenants?after={}", first["next_after"].as_str().expect("a second page"))).await;
     let page = drive(
@@ -356,12 +400,24 @@ async fn the_operator_finds_a_tenant_and_sees_its_spend_requests_and_budget() {
     let created = get(&gw, "/admin/v1/tenants/console-created").await;
     assert_eq!(created["budget"], json!({"limit_microdollars": 5_000_000u64, "period": "month"}));
 
-    // Every call the operator's console made is refused to another tenant's manage token.
+    // The budget periods offered are the description's, in both forms that offer them.
+    let periods = body_enum(&doc, "CreateTenant", "budget_period");
+    assert_eq!(periods, body_enum(&doc, "UpdateTenant", "budget_period"));
+    assert_eq!(strings(&page["create_periods"]), periods);
+    assert_eq!(strings(&page["limits_periods"]), periods);
+    // The operator's API tab lists every operation of the description, under its tag.
+    let routes = listed_routes(&page);
+    assert!(routes.iter().any(|(m, p, _)| m == "GET" && p == "/admin/v1/usage/top"), "{routes:?}");
+    assert_eq!(routes, operations(&doc));
+    assert_eq!(page["description_fetches"], 1, "the description is read once");
+
+    // Every call the operator's console made is refused to another tenant's manage token
+    // (bar the public description).
     let calls = strings(&page["api_calls"]);
-    for expected in ["/admin/v1/usage/top", &format!("/admin/v1/tenants/{ACME}/usage/daily"), &format!("/admin/v1/tenants/{ACME}/usage/records")] {
+    for expected in ["/openapi.json", "/admin/v1/usage/top", &format!("/admin/v1/tenants/{ACME}/usage/daily"), &format!("/admin/v1/tenants/{ACME}/usage/records")] {
         assert!(calls.iter().any(|c| c.starts_with(expected)), "the console never called {expected}: {calls:?}");
     }
-    for call in &calls {
+    for call in calls.iter().filter(|c| *c != "/openapi.json") {
         assert!(call.starts_with("/admin/v1/"), "the operator's console called {call}");
         let reply = gw.call("GET", call, Some(&globex_manage), &[], Vec::new()).await;
         assert!(reply.status == 403 || reply.status == 404, "GET {call} with another tenant's manage token: {}", reply.status);
@@ -400,12 +456,23 @@ async fn a_tenant_sees_only_its_own_pages_and_manages_credentials_and_sessions()
     for (element, shown) in page["operator_only"].as_object().expect("operator_only") {
         assert_eq!(shown, 0, "a tenant sees the operator's {element}");
     }
-    assert_eq!(strings(&page["tabs"]), ["tab-spend", "tab-requests", "tab-tokens", "tab-credentials", "tab-policy", "tab-sessions", "tab-audit"]);
+    assert_eq!(strings(&page["tabs"]), ["tab-spend", "tab-requests", "tab-tokens", "tab-credentials", "tab-policy", "tab-sessions", "tab-audit", "tab-api"]);
     for (name, shown) in page["pages"].as_object().expect("pages") {
         assert!(!shown["text"].as_str().unwrap_or("").contains(GLOBEX), "the {name} page shows the other tenant");
         assert_eq!(shown["source_has_other"], false, "the {name} page's DOM holds the other tenant");
         assert!(shown["text"].as_str().unwrap_or("").contains(ACME), "the {name} page does not say whose it is");
     }
+    // The scopes offered are the description's; the API tab lists the model APIs and the
+    // tenant's own resources, nothing of the operator's.
+    let doc = description(&gw).await;
+    assert_eq!(strings(&page["scopes"]), body_enum(&doc, "IssueToken", "scope"));
+    let routes = listed_routes(&page);
+    assert!(routes.iter().any(|(m, p, _)| m == "GET" && p == "/v1/tenant/tokens"), "{routes:?}");
+    assert!(routes.iter().all(|(_, p, _)| !p.starts_with("/admin/")), "a tenant's API tab lists the operator's routes: {routes:?}");
+    let expected: Vec<_> = operations(&doc).into_iter().filter(|(_, p, tag)| tag == "models" || p == "/v1/tenant" || p.starts_with("/v1/tenant/")).collect();
+    assert_eq!(routes, expected);
+    assert_eq!(page["description_fetches"], 1, "the description is read once");
+
     let daily = gw.call("GET", "/v1/tenant/usage/daily", Some(&manage), &[], Vec::new()).await.json();
     assert_eq!(bar_labels(&page["chart"]), series_keys(&daily));
     assert!(!series_keys(&daily).is_empty());
@@ -430,7 +497,27 @@ async fn a_tenant_sees_only_its_own_pages_and_manages_credentials_and_sessions()
     // Signed out, nothing of the tenant remains on the page.
     assert!(!page["after_sign_out"].as_str().unwrap_or("").contains(ACME));
     let calls = strings(&page["api_calls"]);
-    assert!(calls.iter().all(|c| c.starts_with("/v1/tenant")), "a tenant's console called outside /v1/tenant: {calls:?}");
+    assert!(calls.contains(&"/openapi.json".to_string()), "the console never read its description: {calls:?}");
+    assert!(calls.iter().all(|c| c.starts_with("/v1/tenant") || c == "/openapi.json"), "a tenant's console called outside /v1/tenant: {calls:?}");
+}
+
+#[tokio::test]
+async fn a_console_that_cannot_read_the_description_says_so() {
+    let Some(python) = browser().await else { return };
+    let (gw, _) = fixture().await;
+    let manage = manage_token(&gw, ACME).await;
+    let page = drive(&python, &gw, "description_unreadable", json!({"token": manage})).await;
+    for key in ["tokens_error", "api_error"] {
+        let shown = page[key].as_str().unwrap_or("");
+        assert!(shown.contains("/openapi.json") && shown.contains("could not be read"), "{key}: {shown}");
+    }
+    // No guessed choices: nothing to pick, nothing to issue.
+    assert_eq!(page["scope_options"], 0);
+    assert_eq!(page["issue_enabled"], false);
+    assert_eq!(page["api_routes"], 0);
+    for entry in page["blocked_log"].as_array().expect("log") {
+        assert!(entry["message"].as_str().unwrap_or("").contains("/openapi.json"), "unexpected log entry: {entry}");
+    }
 }
 
 #[tokio::test]

@@ -133,8 +133,24 @@ class Console:
         """
         return self.wait(lambda: self.driver.execute_script(script), "the spend chart to draw")
 
+    def options(self, selector):
+        """The values of a select's options, once the page has filled it in."""
+        self.wait(lambda: self.all(f"{selector} option"), f"the options of {selector}")
+        return [o.get_attribute("value") for o in self.all(f"{selector} option")]
+
+    def routes(self):
+        """The API tab's routes: method, path and tag, in the page's order."""
+        self.wait(lambda: self.all(sel("api-route")), "the API tab's routes")
+        rows = []
+        for group in self.all(sel("api-group")):
+            for r in group.find_elements(By.CSS_SELECTOR, sel("api-route")):
+                rows.append({"tag": group.get_attribute("data-tag"), "method": r.get_attribute("data-method"), "path": r.get_attribute("data-path")})
+        return rows
+
     def finish(self, result):
         result["api_calls"] = self.api_calls()
+        # The console reads its API description once per page, however many views use it.
+        result["description_fetches"] = self.driver.execute_script("return performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname === '/openapi.json').length")
         self.drain_logs()
         result["browser_log"] = self.logs
         self.driver.quit()
@@ -193,6 +209,7 @@ def operator(c, cfg):
     c.shot("tenant-requests")
 
     c.tab("limits")
+    out["limits_periods"] = c.options(sel("limits-period"))
     c.type(sel("limits-budget-usd"), cfg["new_budget_usd"])
     Select(c.one(sel("limits-period"))).select_by_visible_text("month")
     c.click(sel("limits-save"))
@@ -202,10 +219,15 @@ def operator(c, cfg):
 
     c.click(sel("back-to-tenants"))
     c.one(sel("operator-view"))
+    out["create_periods"] = c.options(sel("create-tenant-period"))
     c.type(sel("create-tenant-id"), cfg["create_id"])
     c.type(sel("create-tenant-budget"), "5")
     c.click(sel("create-tenant-submit"))
     out["created_text"] = c.text(sel("create-tenant-done"))
+
+    c.tab("api")
+    out["routes"] = c.routes()
+    c.shot("api")
     return c.finish(out)
 
 
@@ -228,9 +250,13 @@ def tenant(c, cfg):
     out["pages"] = {}
     out["chart"] = c.chart()
     c.shot("spend")
-    for name in ["spend", "requests", "tokens", "credentials", "policy", "sessions", "audit"]:
+    for name in ["spend", "requests", "tokens", "credentials", "policy", "sessions", "audit", "api"]:
         c.tab(name)
         out["pages"][name] = {"text": c.body(), "source_has_other": cfg["other_tenant"] in c.driver.page_source}
+    out["routes"] = c.routes()
+    c.shot("api")
+    c.tab("tokens")
+    out["scopes"] = c.options(sel("token-scope"))
 
     c.tab("credentials")
     c.type(sel("credential-name"), cfg["credential_name"])
@@ -268,7 +294,9 @@ def token_create(c, cfg):
     c.open()
     c.sign_in(cfg["token"])
     c.tab("tokens")
-    Select(c.one(sel("token-scope"))).select_by_value("inference")
+    # The options come from /openapi.json; Preact leaves out a `value` attribute equal to the text.
+    c.options(sel("token-scope"))
+    Select(c.one(sel("token-scope"))).select_by_visible_text("inference")
     c.click(sel("token-create"))
     out = {"token": c.one(sel("new-token-value")).get_attribute("value"), "warning": c.text(sel("new-token"))}
     c.wait(lambda: len(c.all(sel("token-row"))) == cfg["rows_before"] + 1, "the new token's row")
@@ -314,7 +342,26 @@ def policy_upload(c, cfg):
     return c.finish(out)
 
 
-SCENARIOS = {f.__name__: f for f in [operator, tenant, token_create, token_revoke, policy_upload]}
+def description_unreadable(c, cfg):
+    """The browser refuses to fetch /openapi.json: the forms and the API tab say so."""
+    c.driver.execute_cdp_cmd("Network.enable", {})
+    c.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/openapi.json"]})
+    c.open()
+    c.sign_in(cfg["token"])
+    c.one(sel("tenant-view"))
+    c.tab("tokens")
+    out = {"tokens_error": c.text(f'{sel("tokens")} {sel("error")}'), "scope_options": len(c.all(f'{sel("token-scope")} option'))}
+    out["issue_enabled"] = c.one(sel("token-create")).is_enabled()
+    c.tab("api")
+    out["api_error"] = c.text(f'{sel("api")} {sel("error")}')
+    out["api_routes"] = len(c.all(sel("api-route")))
+    c.shot("unreadable")
+    # The blocked fetches are the only failures the page may log: kept apart.
+    out["blocked_log"] = c.driver.get_log("browser")
+    return c.finish(out)
+
+
+SCENARIOS = {f.__name__: f for f in [operator, tenant, token_create, token_revoke, policy_upload, description_unreadable]}
 
 
 def main():

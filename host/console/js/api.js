@@ -38,8 +38,17 @@ async function errorOf(response) {
  * ApiError (HTTP errors) or a TypeError (the network).
  */
 export async function api(method, path, body) {
+  return send(method, path, body, token);
+}
+
+/** GETs `path` without the token (a public document such as `/openapi.json`), like `api`. */
+export async function getPublic(path) {
+  return send("GET", path, undefined, null);
+}
+
+async function send(method, path, body, bearer) {
   const headers = {};
-  if (token !== null) headers["Authorization"] = `Bearer ${token}`;
+  if (bearer !== null) headers["Authorization"] = `Bearer ${bearer}`;
   let payload;
   if (body instanceof ArrayBuffer) {
     headers["Content-Type"] = "application/wasm";

@@ -1,10 +1,12 @@
 // Budget and limits (operator only: a tenant's token cannot change its own budget).
 
 import { api } from "./api.js";
+import { useBodyChoices } from "./apidoc.js";
 import { budgetText, usd } from "./format.js";
 import { ErrorBox, html, useAction, useState } from "./ui.js";
 
-const PERIODS = ["month", "day", "total"];
+// What an empty period field means to the gateway.
+const DEFAULT_PERIOD = "month";
 
 export function Limits({ tenantId, tenant, onChanged }) {
   // Outlives the form, which starts over when the saved record comes back.
@@ -19,8 +21,9 @@ function LimitsForm({ tenantId, tenant, onChanged, saved, setSaved }) {
   const [form, setForm] = useState(() => ({
     display_name: tenant.display_name || "",
     budget_usd: budget ? String(budget.limit_microdollars / 1e6) : "",
-    budget_period: budget ? budget.period : "month",
+    budget_period: budget ? budget.period : DEFAULT_PERIOD,
   }));
+  const periods = useBodyChoices("PATCH", `/admin/v1/tenants/${encodeURIComponent(tenantId)}`, "budget_period");
   const action = useAction();
   const field = (name) => (e) => setForm({ ...form, [name]: e.target.value });
   const submit = async (event) => {
@@ -44,11 +47,12 @@ function LimitsForm({ tenantId, tenant, onChanged, saved, setSaved }) {
     <form class="grid" onSubmit=${submit}>
       <label>Display name <input data-test="limits-name" value=${form.display_name} onInput=${field("display_name")} /></label>
       <label>Budget (USD, empty: unlimited) <input data-test="limits-budget-usd" type="number" min="0" step="0.01" value=${form.budget_usd} onInput=${field("budget_usd")} /></label>
-      <label>Per <select data-test="limits-period" value=${form.budget_period} onChange=${field("budget_period")}>
-        ${PERIODS.map((p) => html`<option value=${p}>${p}</option>`)}
+      <label>Per <select data-test="limits-period" value=${form.budget_period} onChange=${field("budget_period")} disabled=${!periods.data}>
+        ${periods.data && periods.data.choices.map((p) => html`<option key=${p} value=${p}>${p}</option>`)}
       </select></label>
       <div><button type="submit" data-test="limits-save" disabled=${action.busy}>Save</button></div>
     </form>
+    <${ErrorBox} error=${periods.error} />
     <${ErrorBox} error=${action.error} />
     ${saved && html`<p class="ok" data-test="limits-saved">Saved.</p>`}
   </section>`;

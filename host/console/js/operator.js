@@ -1,7 +1,9 @@
 // The operator's home: every tenant (searched and paged on the server, so 10,000 tenants
-// cost one page each), the top spenders, and creating a tenant.
+// cost one page each), the top spenders, and creating a tenant; and the API tab.
 
 import { api, query } from "./api.js";
+import { useBodyChoices } from "./apidoc.js";
+import { ApiRoutes } from "./apiroutes.js";
 import { budgetText, count, lastDays, shortHash, usd } from "./format.js";
 import { Empty, ErrorBox, Loaded, html, useAction, useEffect, useLoad, useState } from "./ui.js";
 
@@ -71,10 +73,13 @@ function TopTenants({ onOpen, generation }) {
   </section>`;
 }
 
-const PERIODS = ["month", "day", "total"];
+// What an empty period field means to the gateway (CreateTenant's `budget_period`).
+const DEFAULT_PERIOD = "month";
 
 function CreateTenant({ onCreated }) {
-  const [form, setForm] = useState({ id: "", display_name: "", budget_usd: "", budget_period: "month" });
+  const blank = { id: "", display_name: "", budget_usd: "", budget_period: DEFAULT_PERIOD };
+  const [form, setForm] = useState(blank);
+  const periods = useBodyChoices("POST", "/admin/v1/tenants", "budget_period");
   const [created, setCreated] = useState(null);
   const action = useAction();
   const field = (name) => (e) => setForm({ ...form, [name]: e.target.value });
@@ -88,7 +93,7 @@ function CreateTenant({ onCreated }) {
     const tenant = await action.run(() => api("POST", "/admin/v1/tenants", body));
     if (tenant) {
       setCreated(tenant.id);
-      setForm({ id: "", display_name: "", budget_usd: "", budget_period: "month" });
+      setForm(blank);
       onCreated();
     }
   };
@@ -98,26 +103,38 @@ function CreateTenant({ onCreated }) {
       <label>Id <input data-test="create-tenant-id" required value=${form.id} onInput=${field("id")} /></label>
       <label>Display name <input data-test="create-tenant-name" value=${form.display_name} onInput=${field("display_name")} /></label>
       <label>Budget (USD, empty: unlimited) <input data-test="create-tenant-budget" type="number" min="0" step="0.01" value=${form.budget_usd} onInput=${field("budget_usd")} /></label>
-      <label>Per <select data-test="create-tenant-period" value=${form.budget_period} onChange=${field("budget_period")}>
-        ${PERIODS.map((p) => html`<option value=${p}>${p}</option>`)}
+      <label>Per <select data-test="create-tenant-period" value=${form.budget_period} onChange=${field("budget_period")} disabled=${!periods.data}>
+        ${periods.data && periods.data.choices.map((p) => html`<option key=${p} value=${p}>${p}</option>`)}
       </select></label>
       <div><button type="submit" data-test="create-tenant-submit" disabled=${action.busy}>Create</button></div>
     </form>
+    <${ErrorBox} error=${periods.error} />
     <${ErrorBox} error=${action.error} />
     ${created && html`<p class="ok" data-test="create-tenant-done">Created ${created}. Issue it a token from its Tokens tab.</p>`}
   </section>`;
 }
 
-export function Operator({ onOpen }) {
+const TABS = [
+  { id: "tenants", label: "Tenants" },
+  { id: "api", label: "API" },
+];
+
+export function Operator({ who, onOpen }) {
+  const [tab, setTab] = useState("tenants");
   // Bumped after a create so the list and the totals show the new tenant.
   const [generation, setGeneration] = useState(0);
   return html`<div class="operator" data-test="operator-view">
-    <div class="columns">
+    <nav class="tabs" role="tablist">${TABS.map((t) => html`
+      <button type="button" role="tab" aria-selected=${t.id === tab} class=${t.id === tab ? "tab active" : "tab"}
+        data-test=${`tab-${t.id}`} onClick=${() => setTab(t.id)}>${t.label}</button>`)}
+    </nav>
+    ${tab === "api" ? html`<${ApiRoutes} who=${who} />` : html`
+    <div class="columns" data-test="tenants">
       <${TenantList} onOpen=${onOpen} generation=${generation} />
       <div class="side">
         <${TopTenants} onOpen=${onOpen} generation=${generation} />
         <${CreateTenant} onCreated=${() => setGeneration((g) => g + 1)} />
       </div>
-    </div>
+    </div>`}
   </div>`;
 }

@@ -1,6 +1,6 @@
 // One tenant's pages, for the operator drilling in or the tenant itself (its manage
 // token reaches only its own `/v1/tenant`). Operator-only tabs are not rendered at all for
-// a tenant.
+// a tenant; the API tab is the tenant's own (the operator's is on its home page).
 
 import { api, tenantPrefix } from "./api.js";
 import { budgetText, shortHash } from "./format.js";
@@ -13,6 +13,7 @@ import { Policy } from "./policy.js";
 import { Sessions } from "./sessions.js";
 import { Audit } from "./audit.js";
 import { Limits } from "./limits.js";
+import { ApiRoutes } from "./apiroutes.js";
 
 const TABS = [
   { id: "spend", label: "Spend", view: Spend },
@@ -22,7 +23,8 @@ const TABS = [
   { id: "policy", label: "Policy", view: Policy },
   { id: "sessions", label: "Sessions & memory", view: Sessions },
   { id: "audit", label: "Audit", view: Audit },
-  { id: "limits", label: "Budget & limits", view: Limits, operatorOnly: true },
+  { id: "limits", label: "Budget & limits", view: Limits, only: "operator" },
+  { id: "api", label: "API", view: ApiRoutes, only: "tenant" },
 ];
 
 export function TenantView({ who, tenantId, onBack }) {
@@ -31,7 +33,7 @@ export function TenantView({ who, tenantId, onBack }) {
   // Bumped when a tab changes the tenant record (policy, budget), to show it fresh.
   const [generation, setGeneration] = useState(0);
   const tenant = useLoad(() => api("GET", prefix), [prefix, generation]);
-  const tabs = TABS.filter((t) => !t.operatorOnly || who.kind === "operator");
+  const tabs = TABS.filter((t) => !t.only || t.only === who.kind);
   const View = tabs.find((t) => t.id === tab).view;
   return html`<div class="tenant" data-test="tenant-view" data-tenant=${tenantId}>
     ${onBack && html`<button type="button" class="link back" data-test="back-to-tenants" onClick=${onBack}>← All tenants</button>`}

@@ -1,6 +1,7 @@
 // Tokens: list, issue (the token is shown once, here, and never again) and revoke.
 
 import { api } from "./api.js";
+import { useBodyChoices } from "./apidoc.js";
 import { time } from "./format.js";
 import { ConfirmButton, Empty, ErrorBox, Loaded, html, messageOf, useAction, useLoad, useState } from "./ui.js";
 
@@ -27,7 +28,10 @@ function NewToken({ issued, onDone }) {
 
 export function Tokens({ prefix }) {
   const state = useLoad(() => api("GET", `${prefix}/tokens`), [prefix]);
-  const [scope, setScope] = useState("inference");
+  // The gateway's scopes, from its description; the first is preselected.
+  const scopes = useBodyChoices("POST", `${prefix}/tokens`, "scope");
+  const [picked, setScope] = useState(null);
+  const scope = picked || (scopes.data && scopes.data.choices[0]);
   const [issued, setIssued] = useState(null);
   const action = useAction();
   const issue = async (event) => {
@@ -45,12 +49,13 @@ export function Tokens({ prefix }) {
   return html`<section class="panel" data-test="tokens">
     <h3>Tokens</h3>
     <form class="inline" onSubmit=${issue}>
-      <label>Scope <select data-test="token-scope" value=${scope} onChange=${(e) => setScope(e.target.value)}>
-        <option value="inference">inference (calls models)</option>
-        <option value="manage">manage (also manages this tenant)</option>
+      <label>Scope <select data-test="token-scope" value=${scope} onChange=${(e) => setScope(e.target.value)} disabled=${!scopes.data}>
+        ${scopes.data && scopes.data.choices.map((s) => html`<option key=${s} value=${s}>${s}</option>`)}
       </select></label>
-      <button type="submit" data-test="token-create" disabled=${action.busy}>Issue a token</button>
+      <button type="submit" data-test="token-create" disabled=${action.busy || !scope}>Issue a token</button>
     </form>
+    ${scopes.data && scopes.data.description && html`<p class="muted small" data-test="token-scope-help">${scopes.data.description}</p>`}
+    <${ErrorBox} error=${scopes.error} />
     <${ErrorBox} error=${action.error} />
     ${issued && html`<${NewToken} issued=${issued} onDone=${() => setIssued(null)} />`}
     <${Loaded} state=${state}>${({ data }) => data.length === 0 ? html`<${Empty}>No tokens.</${Empty}>` : html`
