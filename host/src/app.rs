@@ -40,6 +40,8 @@ pub struct App {
     pub responses: crate::stored_responses::StoredResponses,
     /// Every tenant's policy log.
     pub policy_logs: crate::policy_log::PolicyLogs,
+    /// Each tenant's recent decision inputs, for replays.
+    pub decision_inputs: crate::decision_inputs::DecisionInputs,
     /// Models and prices.
     pub catalog: Arc<Catalog>,
     /// Policy sandbox.
@@ -213,6 +215,7 @@ impl App {
         }
         let catalog = Arc::new(Catalog::new(&config.models));
         let default_policy = policies.upload(DEFAULT_POLICY_WASM.to_vec()).await?;
+        let decision_inputs = crate::decision_inputs::DecisionInputs::beside(&policy_logs, config.policy.decision_inputs_kept);
         let services = ScopeServices { vault: vault.clone(), metering: metering.clone(), catalog: catalog.clone(), memory: memory.clone(), logs: policy_logs.clone() };
         let app = App {
             audit,
@@ -231,6 +234,7 @@ impl App {
             memory,
             sessions,
             responses,
+            decision_inputs,
             policy_logs,
             catalog,
             policies,

@@ -127,6 +127,28 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "http://127.0.0.1:4200")]
         url: String,
     },
+    /// Replay a policy .wasm against a tenant's recorded requests (uploading it first)
+    /// and report where it decides differently from what was served.
+    Replay {
+        /// The .wasm file.
+        file: PathBuf,
+        /// The tenant whose requests to replay.
+        #[arg(long)]
+        tenant: String,
+        /// Only requests since this UTC date (2026-12-01) or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// A JSON file holding the config to replay it with (default `{}`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// At most this many of the newest requests (the gateway keeps up to
+        /// `[policy] decision_inputs_kept` per tenant).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Gateway URL.
+        #[arg(long, default_value = "http://127.0.0.1:4200")]
+        url: String,
+    },
 }
 
 /// Runs a `tollgate policy` subcommand.
@@ -138,6 +160,9 @@ pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Build { dir } => policy_project::build(&dir).map(|_| ()),
         PolicyCommand::Upload { file, url } => gateway_client::upload(&Gateway::new(&url, Credential::from_env()?), &file).await,
         PolicyCommand::Assign { tenant, hash, config, url } => gateway_client::assign(&Gateway::new(&url, Credential::from_env()?), &tenant, &hash, config.as_deref()).await,
+        PolicyCommand::Replay { file, tenant, since, config, limit, url } => {
+            gateway_client::replay(&Gateway::new(&url, Credential::from_env()?), &file, &tenant, since.as_deref(), config.as_deref(), limit).await
+        }
     }
 }
 

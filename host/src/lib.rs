@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decision_inputs;
 pub mod error;
 pub mod memory;
 pub mod metering;

@@ -280,6 +280,8 @@ enum Lane {
     /// candidate never throttles or suspends the tenant's acting calls, and it never
     /// waits: no share or no free slot right now, and it is skipped.
     Beside,
+    /// A recorded request replayed: the compared calls' share, but it waits for it.
+    Replay,
 }
 
 impl Lane {
@@ -288,7 +290,7 @@ impl Lane {
         match self {
             Lane::Acting => std::borrow::Cow::Borrowed(tenant),
             // No tenant id holds a NUL.
-            Lane::Beside => std::borrow::Cow::Owned(format!("{tenant}\0beside")),
+            Lane::Beside | Lane::Replay => std::borrow::Cow::Owned(format!("{tenant}\0beside")),
         }
     }
 }
@@ -612,6 +614,19 @@ impl PolicyRuntime {
         self.route_in(Lane::Acting, hash, view, request, context).await
     }
 
+    /// Calls `route` to replay a recorded request: on the compared calls' CPU share
+    /// ([`Lane::Beside`]'s), waiting for it as an acting call would, so a long replay is
+    /// paced by the share instead of skipped.
+    pub async fn route_replay(
+        &self,
+        hash: PolicyHash,
+        view: Arc<dyn TenantView>,
+        request: &Request,
+        context: &Context,
+    ) -> Result<RouteOutcome, PolicyError> {
+        self.route_in(Lane::Replay, hash, view, request, context).await
+    }
+
     /// Calls `route` for a decision that is only compared, never acted on (a shadow
     /// candidate, or the live policy beside a canary): see [`Lane::Beside`].
     pub async fn route_beside(
@@ -628,12 +643,12 @@ impl PolicyRuntime {
         let share_key = lane.share_key(&context.tenant_id);
         self.not_suspended(&share_key, hash)?;
         match lane {
-            Lane::Acting => self.cpu_share_of(&share_key).await?,
+            Lane::Acting | Lane::Replay => self.cpu_share_of(&share_key).await?,
             Lane::Beside => self.cpu_share_now(&share_key)?,
         }
         let pre = self.load(hash).await?;
         let _permit = match lane {
-            Lane::Acting => self.slot().await?,
+            Lane::Acting | Lane::Replay => self.slot().await?,
             Lane::Beside => self.permits.try_acquire().map_err(|_| {
                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
                 PolicyError::Busy

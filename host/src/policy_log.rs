@@ -1,5 +1,7 @@
 //! Each tenant's bounded policy log: the newest lines its policy wrote (and its stderr),
-//! readable by that tenant only.
+//! readable by that tenant only. The same machinery keeps a second bounded journal per
+//! tenant, its recent decision inputs ([`Stream::DecisionInputs`], see
+//! `decision_inputs.rs`).
 //!
 //! [`PolicyLogs`] is the one interface the gateway uses, over the embedded store
 //! ([`EmbeddedLog`], sled) or the shared one ([`PgPolicyLog`], PostgreSQL).
@@ -10,7 +12,7 @@ pub use embedded::EmbeddedLog;
 
 use crate::policy::LogLine;
 use crate::postgres::policy_log::PgPolicyLog;
-use crate::store::{Store, StoreError, TenantKey};
+use crate::store::{Kind, Store, StoreError, TenantKey};
 
 /// Every tenant's policy log, in one store, each keeping its newest `keep` lines. Clones
 /// share it.
@@ -18,6 +20,35 @@ use crate::store::{Store, StoreError, TenantKey};
 pub struct PolicyLogs {
     place: Place,
     keep: usize,
+    stream: Stream,
+}
+
+/// Which journal of each tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// What policies logged.
+    PolicyLog,
+    /// What policies decided recent requests on.
+    DecisionInputs,
+}
+
+impl Stream {
+    fn kind(self) -> Kind {
+        match self {
+            Stream::PolicyLog => Kind::PolicyLog,
+            Stream::DecisionInputs => Kind::DecisionInput,
+        }
+    }
+
+    /// The tenant key of the shared table's rows: the storage id for the policy log, and
+    /// for the decision inputs the storage id with a suffix no storage id has (`/` is in
+    /// no tenant id or incarnation).
+    fn shared_key(self, storage_id: &str) -> String {
+        match self {
+            Stream::PolicyLog => storage_id.to_string(),
+            Stream::DecisionInputs => format!("{storage_id}/decision-inputs"),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -29,12 +60,17 @@ enum Place {
 impl PolicyLogs {
     /// In the embedded store.
     pub fn embedded(store: Store, keep: usize) -> Self {
-        Self { place: Place::Embedded(store), keep }
+        Self { place: Place::Embedded(store), keep, stream: Stream::PolicyLog }
     }
 
     /// In the shared store (PostgreSQL).
     pub fn shared(table: PgPolicyLog, keep: usize) -> Self {
-        Self { place: Place::Shared(table), keep }
+        Self { place: Place::Shared(table), keep, stream: Stream::PolicyLog }
+    }
+
+    /// The same place's journal `stream`, keeping `keep` lines per tenant.
+    pub fn stream(&self, stream: Stream, keep: usize) -> Self {
+        Self { place: self.place.clone(), keep, stream }
     }
 
     /// Lines kept per tenant.
@@ -45,10 +81,10 @@ impl PolicyLogs {
     /// The log of the tenant stored under `storage_id` (its incarnation).
     pub fn tenant(&self, storage_id: &str) -> PolicyLog {
         let arm = match &self.place {
-            Place::Embedded(store) => Arm::Embedded(EmbeddedLog::new(store.clone(), TenantKey::of(storage_id), self.keep)),
+            Place::Embedded(store) => Arm::Embedded(EmbeddedLog::new(store.clone(), TenantKey::of(storage_id), self.keep, self.stream.kind())),
             Place::Shared(table) => Arm::Shared { table: table.clone(), keep: self.keep },
         };
-        PolicyLog { tenant_id: storage_id.into(), arm }
+        PolicyLog { tenant_id: self.stream.shared_key(storage_id), arm }
     }
 
     /// Removes every line of a deleted tenant: shared, its rows; embedded, nothing (its
@@ -56,7 +92,7 @@ impl PolicyLogs {
     pub async fn purge_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
         match &self.place {
             Place::Embedded(_) => Ok(()),
-            Place::Shared(table) => table.purge_tenant(storage_id).await,
+            Place::Shared(table) => table.purge_tenant(&self.stream.shared_key(storage_id)).await,
         }
     }
 }

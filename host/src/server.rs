@@ -21,6 +21,7 @@ pub mod wire;
 mod admin;
 mod candidate;
 mod console;
+mod replay;
 mod openapi;
 pub mod tenant_api;
 

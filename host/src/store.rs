@@ -97,6 +97,9 @@ pub enum Kind {
     Upload = b'p',
     /// Stored Responses API answers (`previous_response_id`), keyed by response id.
     Response = b'o',
+    /// What the policy decided each recent request on (for replays), keyed by a
+    /// big-endian sequence number like the policy log.
+    DecisionInput = b'i',
 }
 
 /// Group commit: one flushing thread serves every waiting writer. Each batch of waiters

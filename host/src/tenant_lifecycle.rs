@@ -61,6 +61,7 @@ async fn purge_shared(app: &App, storage_id: &str) -> Result<(), StoreError> {
     app.memory.purge_tenant(storage_id).await?;
     app.sessions.purge_tenant(storage_id).await?;
     app.responses.purge_tenant(storage_id).await?;
+    app.decision_inputs.purge_tenant(storage_id).await?;
     app.policy_logs.purge_tenant(storage_id).await
 }
 

@@ -144,6 +144,20 @@ fn a_rust_policy_goes_from_an_empty_directory_to_serving_a_chat() {
     succeeded(&["policy", "assign", "author", &hash, "--config", path(&config), "--url", &url], &[("TOLLGATE_TOKEN", &manage)]);
     let chat = gateway.client.call("POST", "/v1/chat/completions", Some(&inference), json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
     assert_eq!(chat.header("x-tollgate-policy-trace"), Some("mine:demo-large"));
+
+    // Replay before assign: the policy with the first config against the requests served.
+    std::fs::write(&config, r#"{"provider": "demo", "model": "demo-small"}"#).unwrap();
+    let replayed = std::time::Instant::now();
+    let report = loop {
+        let report = last_json(&succeeded(&["policy", "replay", path(&project.join("policy.wasm")), "--tenant", "author", "--config", path(&config), "--url", &url], &[("TOLLGATE_TOKEN", &manage)]));
+        // The inputs of the last chat are recorded just after its answer.
+        if report["replayed"] == 2 || replayed.elapsed() > Duration::from_secs(10) {
+            break report;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((report["replayed"].as_u64(), report["same"].as_u64(), report["different"].as_u64()), (Some(2), Some(1), Some(1)), "{report}");
+    assert!(failed(&["policy", "replay", path(&project.join("policy.wasm")), "--tenant", "author", "--since", "yesterday", "--url", &url], &[("TOLLGATE_TOKEN", &manage)]).contains("is not a date"));
     gateway.kill();
 }
 

@@ -34,3 +34,4 @@ mod usage_reports;
 mod console;
 mod policy_languages;
 mod policy_candidates;
+mod policy_replay;

@@ -53,6 +53,7 @@ const TENANT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/policy"),
     ("PUT", "/policy"),
     ("POST", "/policy/rollback"),
+    ("POST", "/policy/replay"),
     ("GET", "/policy/candidate"),
     ("PUT", "/policy/candidate"),
     ("POST", "/policy/candidate/promote"),
@@ -144,7 +145,7 @@ async fn every_route_the_server_answers_is_described_and_only_those() {
     let mut expected = all_routes();
     expected.sort();
     assert_eq!(described, expected);
-    assert_eq!(described.len(), 79);
+    assert_eq!(described.len(), 81);
 
     // The list above is the server's: each route reaches its handler (no 405, no "no
     // route" 404), called with the token it takes and a body missing what it needs.

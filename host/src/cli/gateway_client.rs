@@ -113,15 +113,45 @@ pub async fn upload(gateway: &Gateway, file: &Path) -> anyhow::Result<()> {
 /// `tollgate policy assign TENANT HASH [--config F]`: the config file is JSON (absent:
 /// `{}`), checked here before anything is sent.
 pub async fn assign(gateway: &Gateway, tenant: &str, hash: &str, config: Option<&Path>) -> anyhow::Result<()> {
-    let config: serde_json::Value = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
-        }
-        None => serde_json::json!({}),
-    };
+    let config = read_config(config)?;
     let path = gateway.tenant_path(tenant, "/policy").await?;
     let answer = gateway.json(Method::PUT, &path, serde_json::json!({"hash": hash, "config": config}).to_string().into_bytes()).await?;
     println!("{answer}");
     Ok(())
+}
+
+/// `tollgate policy replay FILE --tenant T [--since WHEN] [--config F] [--limit N]`:
+/// uploads FILE (as `upload` would) and replays it against the tenant's recorded
+/// requests; prints the gateway's report. `since` is a UTC date (`2026-12-01`) or an RFC
+/// 3339 time.
+pub async fn replay(gateway: &Gateway, file: &Path, tenant: &str, since: Option<&str>, config: Option<&Path>, limit: Option<usize>) -> anyhow::Result<()> {
+    let since_millis = since.map(parse_since).transpose()?;
+    let config = read_config(config)?;
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let path = gateway.tenant_path(tenant, "/policy/replay").await?;
+    let uploaded = gateway.json(Method::POST, gateway.upload_path(), wasm).await?;
+    let hash = uploaded["hash"].as_str().ok_or_else(|| anyhow::anyhow!("the gateway's upload answer names no hash: {uploaded}"))?;
+    let body = serde_json::json!({"hash": hash, "config": config, "since_millis": since_millis, "limit": limit});
+    let report = gateway.json(Method::POST, &path, body.to_string().into_bytes()).await?;
+    println!("{report}");
+    Ok(())
+}
+
+fn parse_since(text: &str) -> anyhow::Result<u64> {
+    let at = match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(day) => day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&chrono::Utc)),
+    };
+    at.map(|t| t.timestamp_millis().max(0) as u64).ok_or_else(|| anyhow::anyhow!("--since '{text}' is not a date like 2026-12-01 or a time like 2026-12-01T09:30:00Z"))
+}
+
+/// The JSON config in `path` (absent: `{}`), checked here before anything is sent.
+fn read_config(path: Option<&Path>) -> anyhow::Result<serde_json::Value> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+        }
+        None => Ok(serde_json::json!({})),
+    }
 }

@@ -15,13 +15,14 @@ pub struct DryRunView {
     inner: Arc<dyn TenantView>,
     /// What the call wrote: a value, or `None` for a key it deleted.
     overlay: Mutex<BTreeMap<String, Option<Vec<u8>>>>,
-    /// Prefixes each log line, e.g. `[shadow 1a2b3c4d]`.
-    label: String,
+    /// Prefixes each log line, e.g. `[shadow 1a2b3c4d]`; `None` drops the lines.
+    label: Option<String>,
 }
 
 impl DryRunView {
-    /// A dry run over `inner`; `label` marks its log lines.
-    pub fn new(inner: Arc<dyn TenantView>, label: String) -> Self {
+    /// A dry run over `inner`; `label` marks its log lines (`None`: they are dropped, as a
+    /// replay's hundreds of calls would push the tenant's own lines out of its log).
+    pub fn new(inner: Arc<dyn TenantView>, label: Option<String>) -> Self {
         Self { inner, overlay: Mutex::new(BTreeMap::new()), label }
     }
 
@@ -86,7 +87,7 @@ impl TenantView for DryRunView {
     }
 
     fn append_log(&self, lines: Vec<LogLine>) {
-        let label = &self.label;
+        let Some(label) = &self.label else { return };
         self.inner.append_log(lines.into_iter().map(|line| LogLine { message: format!("{label} {}", line.message), ..line }).collect());
     }
 }

@@ -53,6 +53,8 @@ pub const DEFAULT_LOG_LINES_PER_CALL: usize = 32;
 pub const DEFAULT_LOG_LINE_BYTES: usize = 1024;
 /// Lines kept in a tenant's policy log (a ring: the oldest go first).
 pub const DEFAULT_LOG_LINES_KEPT: usize = 500;
+/// Recent decision inputs kept per tenant for replays (`decision_inputs.rs`).
+pub const DEFAULT_DECISION_INPUTS_KEPT: usize = 200;
 /// Bytes of keys plus values a tenant may keep in its policy memory.
 pub const DEFAULT_MEMORY_QUOTA_BYTES: u64 = 1 << 20;
 /// Largest single memory value.
@@ -151,6 +153,8 @@ pub struct PolicyLimits {
     pub log_line_bytes: usize,
     /// Lines kept per tenant.
     pub log_lines_kept: usize,
+    /// Recent decision inputs kept per tenant for replays (0: none, and no replay).
+    pub decision_inputs_kept: usize,
     /// Per-tenant memory quota, in bytes.
     pub memory_quota_bytes: u64,
     /// Largest memory value, in bytes.
@@ -194,6 +198,7 @@ impl Default for PolicyLimits {
             log_lines_per_call: DEFAULT_LOG_LINES_PER_CALL,
             log_line_bytes: DEFAULT_LOG_LINE_BYTES,
             log_lines_kept: DEFAULT_LOG_LINES_KEPT,
+            decision_inputs_kept: DEFAULT_DECISION_INPUTS_KEPT,
             memory_quota_bytes: DEFAULT_MEMORY_QUOTA_BYTES,
             memory_value_bytes: DEFAULT_MEMORY_VALUE_BYTES,
             memory_ops_per_call: DEFAULT_MEMORY_OPS_PER_CALL,

@@ -12,6 +12,8 @@ pub struct EmbeddedLog {
     store: Store,
     tenant: TenantKey,
     keep: usize,
+    /// Which of the tenant's journals: the policy log or the decision inputs.
+    kind: Kind,
 }
 
 /// Sequence numbers only need to be increasing within one process run and across
@@ -31,18 +33,18 @@ fn next_sequence() -> u64 {
 }
 
 impl EmbeddedLog {
-    /// The log of `tenant`, keeping the newest `keep` lines.
-    pub fn new(store: Store, tenant: TenantKey, keep: usize) -> Self {
-        Self { store, tenant, keep }
+    /// The journal `kind` of `tenant`, keeping the newest `keep` lines.
+    pub fn new(store: Store, tenant: TenantKey, keep: usize, kind: Kind) -> Self {
+        Self { store, tenant, keep, kind }
     }
 
     /// Appends lines, then trims the oldest beyond the limit.
     pub fn append(&self, lines: Vec<LogLine>) -> Result<(), StoreError> {
         for line in lines {
-            let key = self.tenant.record(Kind::PolicyLog, &next_sequence().to_be_bytes());
+            let key = self.tenant.record(self.kind, &next_sequence().to_be_bytes());
             self.store.tenant.insert(key, encode(&line))?;
         }
-        let prefix = self.tenant.prefix(Kind::PolicyLog);
+        let prefix = self.tenant.prefix(self.kind);
         let excess = self.store.tenant.scan_prefix(&prefix).keys().count().saturating_sub(self.keep);
         for key in self.store.tenant.scan_prefix(&prefix).keys().take(excess) {
             self.store.tenant.remove(key?)?;
@@ -55,7 +57,7 @@ impl EmbeddedLog {
         let mut lines: Vec<LogLine> = self
             .store
             .tenant
-            .scan_prefix(self.tenant.prefix(Kind::PolicyLog))
+            .scan_prefix(self.tenant.prefix(self.kind))
             .values()
             .rev()
             .take(limit)

@@ -59,7 +59,7 @@ pub fn spawn(app: &Arc<App>, tenant: &Tenant, beside: Beside, acted: Acted, requ
     };
     app.after_response.spawn(async move {
         let app = app_for_task;
-        let view = Arc::new(DryRunView::new(scope.clone(), format!("[{mode} {}]", beside.policy.short())));
+        let view = Arc::new(DryRunView::new(scope.clone(), Some(format!("[{mode} {}]", beside.policy.short()))));
         let context = Context { config: beside.config, ..context };
         let outcome = app.policies.route_beside(beside.policy, view, &request, &context).await;
         let decision = summary(&outcome);

@@ -20,6 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::admin::{CreateTenant, QuickTenant, RotateKeys, UpdateTenant};
 use super::candidate::AssignCandidate;
+use super::replay::Replay;
 use super::tenant_api::{AssignPolicy, IssueToken, PutCredential};
 use crate::audit::{AuditRecord, Verification};
 use crate::catalog::ModelEntry;
@@ -296,6 +297,12 @@ mod routes {
     #[utoipa::path(post, path = "/admin/v1/tenants/{id}/policy/rollback", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
         responses((status = 200, description = "The updated tenant", body = TenantView)), security(("operator_token" = [])))]
     fn roll_back_policy() {}
+
+    /// Replays an uploaded policy against the tenant's recorded requests (dry runs) and
+    /// reports where it decides differently from what was served.
+    #[utoipa::path(post, path = "/admin/v1/tenants/{id}/policy/replay", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
+        request_body = Replay, responses((status = 200, description = "The report", body = ReplayView)), security(("operator_token" = [])))]
+    fn replay() {}
 
     /// The candidate policy and how its decisions compared with the acting ones.
     #[utoipa::path(get, path = "/admin/v1/tenants/{id}/policy/candidate", tag = "tenant", params(("id" = String, Path, description = "Tenant id")),
@@ -667,6 +674,22 @@ pub(super) struct CandidateView {
     recent: Vec<Value>,
 }
 
+/// A replay's report.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ReplayView {
+    /// The policy replayed.
+    policy: String,
+    /// Recorded requests replayed (the newest, at most `limit`).
+    replayed: u64,
+    same: u64,
+    different: u64,
+    /// Replayed calls that failed (a trap, a timeout); counted in `different`.
+    failed: u64,
+    /// The first 100 differences: `{request_id, unix_millis, model, served: {policy, decision}, replayed}`.
+    differences: Vec<Value>,
+}
+
 /// Counts of comparisons.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -861,7 +884,7 @@ pub(super) struct MemoryEntryView {
         routes::create_tenant, routes::list_tenants, routes::top_spenders, routes::update_tenant, routes::delete_tenant, routes::audit, routes::audit_verify, routes::backup,
         routes::upload_policy, routes::delete_policy, routes::rotate_keys, routes::quick_tenant, routes::metering,
         routes::tenant, routes::issue_token, routes::list_tokens, routes::revoke_token, routes::put_credential, routes::list_credentials,
-        routes::delete_credential, routes::policy, routes::assign_policy, routes::roll_back_policy, routes::candidate, routes::assign_candidate, routes::promote_candidate, routes::drop_candidate, routes::policy_log, routes::list_policies,
+        routes::delete_credential, routes::policy, routes::assign_policy, routes::roll_back_policy, routes::replay, routes::candidate, routes::assign_candidate, routes::promote_candidate, routes::drop_candidate, routes::policy_log, routes::list_policies,
         routes::delete_tenant_policy, routes::tenant_audit, routes::usage, routes::daily_usage, routes::usage_records, routes::budget, routes::list_sessions,
         routes::session, routes::delete_session, routes::memory, routes::delete_memory,
         routes::tenant_upload_policy,

@@ -11,6 +11,7 @@ use super::caller::Caller;
 use super::compare::{self, Acted, Beside};
 use super::Body;
 use crate::app::App;
+use crate::decision_inputs::DecisionInput;
 use crate::error::GatewayError;
 use crate::policy::{Context, Decision, PlanTarget, PolicyHash, Request, RoutePlan};
 use crate::tenants::CandidateMode;
@@ -54,11 +55,17 @@ pub async fn route(app: &Arc<App>, caller: &Caller, request: &Request, session_i
         beside = None;
         outcome = decide(app, tenant, acting.0, request, &Context { config: acting.1.clone(), ..context.clone() }).await;
     }
+    let context = Context { config: acting.1, ..context };
+    if outcome.is_ok() && app.decision_inputs.enabled() {
+        // Kept for replays, written after the answer.
+        let line = DecisionInput::line(request, &context, &acting.0.to_string(), compare::summary(&outcome));
+        let journal = app.decision_inputs.tenant(tenant.storage_id());
+        app.after_response.spawn(async move { journal.append_detached(vec![line]) });
+    }
     if let Some(beside) = beside {
         let acted = Acted { policy: acting.0, decision: compare::summary(&outcome) };
         compare::spawn(app, tenant, beside, acted, request.clone(), context.clone());
     }
-    let context = Context { config: acting.1, ..context };
     match outcome?.decision {
         Decision::Reject(rejection) => Err(GatewayError::PolicyRejected(rejection)),
         Decision::Route(plan) => Ok(Routed { hash: acting.0, plan, context }),

@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{candidate, json_response, text_response, Body};
+use super::{candidate, json_response, replay, text_response, Body};
 use crate::app::App;
 use crate::error::GatewayError;
 use crate::metering::{day_of, GroupBy};
@@ -338,6 +338,7 @@ pub async fn handle(app: &Arc<App>, actor: &str, tenant: Arc<Tenant>, method: &M
             audit("policy.assign", json!({"hash": updated.policy.as_ref().map(|p| p.hash.clone())})).await?;
             ok(tenant_json(&updated))
         }
+        (Method::POST, ["policy", "replay"]) => ok(replay::replay(app, &tenant, parse(body)?).await?),
         (Method::GET, ["policy", "candidate"]) => ok(candidate::show(app, &tenant).await?),
         (Method::PUT, ["policy", "candidate"]) => {
             let updated = candidate::assign(app, &tenant, parse(body)?).await?;
