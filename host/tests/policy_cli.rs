@@ -279,3 +279,25 @@ fn test_and_build_say_which_tool_is_missing() {
         }
     }
 }
+
+#[test]
+fn a_toolchain_install_cut_short_is_not_used() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let toolchains = work.path().join("toolchains");
+    // What an install killed before its marker leaves: the tools, and no marker. `build`
+    // must install again (here it stops at the missing python3 or node), not run them.
+    for (lang, tool, leftover) in [
+        ("python", "`python3` is needed", "componentize-py-0.25.1/bin/componentize-py"),
+        ("js", "`node` is needed", "jco-1.34.0-componentize-js-0.22.0/node_modules/.bin/jco"),
+    ] {
+        let project = work.path().join(lang);
+        succeeded(&["policy", "new", path(&project), "--lang", lang], &[]);
+        let fake = toolchains.join(leftover);
+        std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+        std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let message = failed(&["policy", "build", path(&project)], &[("PATH", ""), ("TOLLGATE_TOOLCHAINS", path(&toolchains))]);
+        assert!(message.contains(tool), "{lang}: {message}");
+        assert!(!project.join("policy.wasm").exists(), "{lang}: the unfinished toolchain ran");
+    }
+}
