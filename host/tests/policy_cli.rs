@@ -190,6 +190,27 @@ struct Port {
     passed: &'static str,
     /// The files `new` must write besides the common ones.
     files: &'static [&'static str],
+    /// Directories of the repository (from its root) the project must hold the same
+    /// files of, at these paths: the SDK and the port `new` embeds.
+    copies: &'static [(&'static str, &'static str)],
+}
+
+/// Every file under `repo` (but tool state) is in `project` at the same path, byte for
+/// byte: a file added to the SDK and not to the CLI's template fails here.
+fn assert_copied(repo: &Path, project: &Path) {
+    for entry in std::fs::read_dir(repo).unwrap_or_else(|e| panic!("{}: {e}", repo.display())) {
+        let from = entry.unwrap().path();
+        let name = from.file_name().unwrap();
+        if ["node_modules", "__pycache__", "policy.wasm", "package.json", "package-lock.json"].iter().any(|n| name == *n) {
+            continue;
+        }
+        let to = project.join(name);
+        if from.is_dir() {
+            assert_copied(&from, &to);
+        } else {
+            assert!(std::fs::read(&to).ok() == std::fs::read(&from).ok(), "{} is not the same as {}", to.display(), from.display());
+        }
+    }
 }
 
 /// new → edit the trace → the tests fail → fix their expectation → they pass → build →
@@ -201,6 +222,10 @@ fn interpreter_loop(port: &Port) {
     succeeded(&["policy", "new", path(&project), "--lang", port.lang], &[]);
     for file in ["README.md", "config.json", ".gitignore", "wit/policy.wit", port.source, port.tests].iter().chain(port.files) {
         assert!(project.join(file).is_file(), "{file} was not written");
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (repo, copy) in port.copies {
+        assert_copied(&root.join(repo), &project.join(copy));
     }
 
     let source = project.join(port.source);
@@ -249,6 +274,7 @@ fn a_python_policy_goes_from_an_empty_directory_to_serving_a_chat() {
         expected: ("\"default:gpt-4o\"", "\"mine:gpt-4o\""),
         passed: "\nOK",
         files: &["tollgate_policy/__init__.py", "tollgate_policy/testing.py"],
+        copies: &[("guest-sdk/python/tollgate_policy", "tollgate_policy"), ("policies/python-default", "")],
     });
 }
 
@@ -262,6 +288,7 @@ fn a_javascript_policy_goes_from_an_empty_directory_to_serving_a_chat() {
         expected: ("\"default:gpt-4o\"", "\"mine:gpt-4o\""),
         passed: "# fail 0",
         files: &["package.json", "tollgate-policy/package.json", "tollgate-policy/src/testing.js"],
+        copies: &[("guest-sdk/js/src", "tollgate-policy/src"), ("policies/js-default", "")],
     });
 }
 
