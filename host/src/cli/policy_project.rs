@@ -23,8 +23,9 @@ pub enum Language {
     Js,
 }
 
-/// Where `build` writes its entry module (gitignored; the Python one is kept out of
-/// `DIR` itself, which componentize-py searches for modules).
+/// Where in DIR `build` writes the component's entry module (gitignored). Inside DIR,
+/// because jco reads only its working directory; not a package, so componentize-py's
+/// search of DIR for modules passes it by.
 const BUILD_DIR: &str = ".tollgate-build";
 
 /// The files of a new project: (path inside the project, contents).
