@@ -1,10 +1,12 @@
 //! Command-line interface. `serve` runs the gateway; `policy` is the policy author's
-//! loop (`cli/policy_project.rs` on this machine, `cli/gateway_client.rs` against a
+//! loop (`cli/policy_project.rs` on this machine, with `cli/toolchains.rs` for the pinned
+//! Python and JavaScript build tools; `cli/gateway_client.rs` against a
 //! gateway); the other subcommands are a thin client over the admin API of a running
 //! gateway.
 
 pub mod gateway_client;
 pub mod policy_project;
+mod toolchains;
 
 use std::path::PathBuf;
 

@@ -9,12 +9,24 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
+use super::toolchains;
+
 /// A language a policy can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
     /// Rust, with the `tollgate-sdk` crate.
     Rust,
+    /// Python, with the `tollgate_policy` package (componentize-py).
+    Python,
+    /// JavaScript, with the `tollgate-policy` package (jco componentize).
+    #[value(alias = "javascript")]
+    Js,
 }
+
+/// Where in DIR `build` writes the component's entry module (gitignored). Inside DIR,
+/// because jco reads only its working directory; not a package, so componentize-py's
+/// search of DIR for modules passes it by.
+const BUILD_DIR: &str = ".tollgate-build";
 
 /// The files of a new project: (path inside the project, contents).
 fn template(language: Language) -> Vec<(&'static str, &'static str)> {
@@ -35,6 +47,46 @@ fn template(language: Language) -> Vec<(&'static str, &'static str)> {
             ("config.json", "{\"provider\": \"demo\", \"model\": \"demo-small\"}\n"),
             (".gitignore", "/target\n/policy.wasm\n"),
         ],
+        Language::Python => vec![
+            ("README.md", include_str!("templates/python/README.md")),
+            ("policy.py", include_str!("../../../policies/python-default/policy.py")),
+            ("test_policy.py", include_str!("../../../policies/python-default/test_policy.py")),
+            ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+            ("tollgate_policy/__init__.py", include_str!("../../../guest-sdk/python/tollgate_policy/__init__.py")),
+            ("tollgate_policy/_component.py", include_str!("../../../guest-sdk/python/tollgate_policy/_component.py")),
+            ("tollgate_policy/_host.py", include_str!("../../../guest-sdk/python/tollgate_policy/_host.py")),
+            ("tollgate_policy/catalog.py", include_str!("../../../guest-sdk/python/tollgate_policy/catalog.py")),
+            ("tollgate_policy/config.py", include_str!("../../../guest-sdk/python/tollgate_policy/config.py")),
+            ("tollgate_policy/credentials.py", include_str!("../../../guest-sdk/python/tollgate_policy/credentials.py")),
+            ("tollgate_policy/log.py", include_str!("../../../guest-sdk/python/tollgate_policy/log.py")),
+            ("tollgate_policy/memory.py", include_str!("../../../guest-sdk/python/tollgate_policy/memory.py")),
+            ("tollgate_policy/metering.py", include_str!("../../../guest-sdk/python/tollgate_policy/metering.py")),
+            ("tollgate_policy/testing.py", include_str!("../../../guest-sdk/python/tollgate_policy/testing.py")),
+            ("tollgate_policy/types.py", include_str!("../../../guest-sdk/python/tollgate_policy/types.py")),
+            ("tollgate_policy/README.md", include_str!("../../../guest-sdk/python/README.md")),
+            ("config.json", "{\"provider\": \"demo\", \"model\": \"demo-small\"}\n"),
+            (".gitignore", "__pycache__/\n/.tollgate-build/\n/policy.wasm\n"),
+        ],
+        Language::Js => vec![
+            ("README.md", include_str!("templates/js/README.md")),
+            ("package.json", include_str!("templates/js/package.json")),
+            ("policy.js", include_str!("../../../policies/js-default/policy.js")),
+            ("policy.test.js", include_str!("../../../policies/js-default/policy.test.js")),
+            ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+            ("tollgate-policy/package.json", include_str!("../../../guest-sdk/js/package.json")),
+            ("tollgate-policy/bundle.config.mjs", include_str!("../../../guest-sdk/js/bundle.config.mjs")),
+            ("tollgate-policy/src/component.js", include_str!("../../../guest-sdk/js/src/component.js")),
+            ("tollgate-policy/src/config.js", include_str!("../../../guest-sdk/js/src/config.js")),
+            ("tollgate-policy/src/host.js", include_str!("../../../guest-sdk/js/src/host.js")),
+            ("tollgate-policy/src/index.d.ts", include_str!("../../../guest-sdk/js/src/index.d.ts")),
+            ("tollgate-policy/src/index.js", include_str!("../../../guest-sdk/js/src/index.js")),
+            ("tollgate-policy/src/testing.d.ts", include_str!("../../../guest-sdk/js/src/testing.d.ts")),
+            ("tollgate-policy/src/testing.js", include_str!("../../../guest-sdk/js/src/testing.js")),
+            ("tollgate-policy/src/types.js", include_str!("../../../guest-sdk/js/src/types.js")),
+            ("tollgate-policy/README.md", include_str!("../../../guest-sdk/js/README.md")),
+            ("config.json", "{\"provider\": \"demo\", \"model\": \"demo-small\"}\n"),
+            (".gitignore", "/node_modules/\n/.tollgate-build/\n/policy.wasm\n"),
+        ],
     }
 }
 
@@ -43,7 +95,13 @@ pub fn detect(dir: &Path) -> anyhow::Result<Language> {
     if dir.join("Cargo.toml").is_file() {
         return Ok(Language::Rust);
     }
-    bail!("{} is not a policy project (no Cargo.toml); make one with `tollgate policy new DIR --lang rust`", dir.display())
+    if dir.join("policy.py").is_file() {
+        return Ok(Language::Python);
+    }
+    if dir.join("policy.js").is_file() {
+        return Ok(Language::Js);
+    }
+    bail!("{} is not a policy project (no Cargo.toml, policy.py or policy.js); make one with `tollgate policy new DIR --lang rust|python|js`", dir.display())
 }
 
 /// `tollgate policy new DIR --lang L`: refuses a directory that holds anything.
@@ -69,6 +127,16 @@ pub fn test(dir: &Path) -> anyhow::Result<()> {
             require_tool("cargo", "install Rust from https://rustup.rs")?;
             run(Command::new("cargo").arg("test").arg("--manifest-path").arg(dir.join("Cargo.toml")), "the policy's tests failed")
         }
+        Language::Python => {
+            toolchains::require_python()?;
+            // Discovery from DIR puts DIR on the path: `policy` and `tollgate_policy` import.
+            run(Command::new("python3").args(["-m", "unittest", "discover", "-p", "test*.py"]).current_dir(dir), "the policy's tests failed")
+        }
+        Language::Js => {
+            toolchains::require_node()?;
+            link_js_dependencies(dir)?;
+            run(Command::new("node").arg("--test").current_dir(dir), "the policy's tests failed")
+        }
     }
 }
 
@@ -77,6 +145,8 @@ pub fn test(dir: &Path) -> anyhow::Result<()> {
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let built = match detect(dir)? {
         Language::Rust => build_rust(dir)?,
+        Language::Python => build_python(dir)?,
+        Language::Js => build_js(dir)?,
     };
     let out = dir.join("policy.wasm");
     if built != out {
@@ -113,6 +183,66 @@ fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.extension().is_some_and(|e| e == "wasm"));
     artifact.ok_or_else(|| anyhow::anyhow!("cargo built no .wasm: is the crate a `cdylib`?"))
+}
+
+/// componentize-py with the flags `guest-sdk/python/build.sh` uses.
+fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
+    let componentize_py = toolchains::componentize_py()?;
+    let app = dir.join(BUILD_DIR);
+    std::fs::create_dir_all(&app).with_context(|| format!("creating {}", app.display()))?;
+    std::fs::write(app.join("tollgate_policy_app.py"), include_str!("templates/python/app.py"))?;
+    let out = dir.join("policy.wasm");
+    // --stub-wasi: the component imports only tollgate:policy (the gateway refuses
+    // wasi:sockets, which CPython's runtime links); a WASI call (print, time.time) traps.
+    run(
+        Command::new(componentize_py)
+            .args(["--quiet", "-d"])
+            .arg(dir.join("wit"))
+            .args(["-w", "policy", "componentize", "--stub-wasi", "-p"])
+            .arg(dir)
+            .arg("-p")
+            .arg(&app)
+            .arg("-o")
+            .arg(&out)
+            .arg("tollgate_policy_app"),
+        "componentize-py failed (its errors are above)",
+    )?;
+    Ok(out)
+}
+
+/// jco componentize with the flags `guest-sdk/js/build.sh` uses.
+fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
+    let jco = toolchains::jco()?;
+    link_js_dependencies(dir)?;
+    let entry = dir.join(BUILD_DIR).join("entry.js");
+    std::fs::create_dir_all(dir.join(BUILD_DIR))?;
+    std::fs::write(&entry, include_str!("templates/js/entry.js"))?;
+    let out = std::path::absolute(dir.join("policy.wasm"))?;
+    // --disable all: the component imports only tollgate:policy (no WASI at all). jco
+    // reads the WIT through a sandbox that sees only its working directory: run it from
+    // DIR with relative paths.
+    run(
+        Command::new(jco)
+            .args(["componentize", ".tollgate-build/entry.js", "--bundle", "--bundle-config", "tollgate-policy/bundle.config.mjs"])
+            .args(["--wit", "wit/policy.wit", "--world-name", "policy", "--disable", "all", "-o"])
+            .arg(&out)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null()),
+        "jco componentize failed (its errors are above)",
+    )?;
+    Ok(out)
+}
+
+/// `npm install` of the project's `file:` dependencies (the SDK), once: no registry.
+fn link_js_dependencies(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("package.json").is_file() || dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    toolchains::require_npm()?;
+    run(
+        Command::new("npm").args(["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(dir),
+        "npm install of the project's dependencies failed",
+    )
 }
 
 /// Fails with `hint` when `tool` cannot be run.

@@ -147,6 +147,14 @@ pub fn lease_config(dir: &Path, lease_ms: u64) -> PathBuf {
     path
 }
 
+/// Writes `tollgate.toml` holding `toml` into `dir`: pass it as `TOLLGATE_CONFIG` to
+/// [`Gateway::start_with`].
+pub fn config_file(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, toml).expect("config");
+    path
+}
+
 /// Where a running gateway listens; cheap to copy into load threads.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
