@@ -3,9 +3,10 @@
 //! reaches nothing of another tenant's through any call the console makes. Then a real
 //! headless Chromium, driven through Selenium by `tests/console/drive.py`, uses the console
 //! as the operator and as a tenant, and what the page shows is checked against the API and
-//! the ledger: spend, requests, tokens, credentials, sessions, policy uploads. The forms'
-//! choices (token scopes, budget periods) and the API tab are checked against
-//! `/openapi.json`, and a page that cannot read it must say so.
+//! the ledger: spend, requests, tokens, credentials, sessions, policy uploads, and a
+//! candidate policy tried, compared (the test sends chats while the page waits) and
+//! promoted. The forms' choices (token scopes, budget periods, candidate modes) and the
+//! API tab are checked against `/openapi.json`, and a page that cannot read it must say so.
 //!
 //! The browser tests need Debian's `chromium` and `chromium-driver`. Without them they
 //! skip, unless `TOLLGATE_REQUIRE_BROWSER=1` (set by `.ci/run`), where they fail.
@@ -50,38 +51,113 @@ async fn browser() -> Option<PathBuf> {
     Some(python_with("py-selenium", SELENIUM).await)
 }
 
-/// Runs one scenario of `drive.py` against `gw` and returns what the page showed. The
-/// config (tokens included) goes through stdin, not the command line.
-async fn drive(python: &Path, gw: &Gateway, scenario: &str, mut config: Value) -> Value {
-    use tokio::io::AsyncWriteExt;
-    config["base_url"] = json!(format!("http://{}", gw.addr));
-    config["chromium"] = json!(CHROMIUM);
-    config["chromedriver"] = json!(CHROMEDRIVER);
-    config["screenshot_dir"] = json!(workspace_root().join("target").join("console-screenshots"));
-    let mut child = tokio::process::Command::new(python)
-        .arg(workspace_root().join("tests").join("console").join("drive.py"))
-        .arg(scenario)
-        // Selenium Manager would try to download a browser: there is no network for it.
-        .env("SE_OFFLINE", "true")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start python");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(config.to_string().as_bytes()).await.expect("write the config");
-    drop(stdin);
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("console scenario {scenario} did not finish within {SCENARIO_TIMEOUT:?}"))
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "console scenario {scenario} failed\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
-    let result: Value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("no JSON result from {scenario}: {stdout}"));
-    let errors: Vec<&Value> = result["browser_log"].as_array().into_iter().flatten().filter(|e| e["level"] == "SEVERE").collect();
-    assert!(errors.is_empty(), "the console logged errors in scenario {scenario}: {errors:#?}");
-    result
+/// Runs one scenario of `drive.py` against `gw` and returns what the page showed.
+async fn drive(python: &Path, gw: &Gateway, scenario: &str, config: Value) -> Value {
+    Scenario::start(python, gw, scenario, config).await.finish().await
+}
+
+/// A running scenario of `drive.py`. It may pause at a named step (`reached`) for the test
+/// to act on the gateway before the page goes on (`resume`). The config (tokens included)
+/// goes through stdin, not the command line.
+struct Scenario {
+    name: String,
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Read to the end beside stdout, so a chatty browser cannot fill the pipe and stall.
+    stderr: tokio::task::JoinHandle<String>,
+    /// Every stdout line so far, for the failure message.
+    printed: Vec<String>,
+}
+
+impl Scenario {
+    async fn start(python: &Path, gw: &Gateway, scenario: &str, mut config: Value) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        config["base_url"] = json!(format!("http://{}", gw.addr));
+        config["chromium"] = json!(CHROMIUM);
+        config["chromedriver"] = json!(CHROMEDRIVER);
+        config["screenshot_dir"] = json!(workspace_root().join("target").join("console-screenshots"));
+        let mut child = tokio::process::Command::new(python)
+            .arg(workspace_root().join("tests").join("console").join("drive.py"))
+            .arg(scenario)
+            // Selenium Manager would try to download a browser: there is no network for it.
+            .env("SE_OFFLINE", "true")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start python");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(format!("{config}\n").as_bytes()).await.expect("write the config");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Scenario { name: scenario.to_string(), child, stdin: Some(stdin), stdout, stderr, printed: Vec::new() }
+    }
+
+    /// The next stdout line, or `None` at its end; bounded like the whole scenario.
+    async fn line(&mut self) -> Option<String> {
+        let line = tokio::time::timeout(SCENARIO_TIMEOUT, self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("console scenario {} printed nothing for {SCENARIO_TIMEOUT:?}", self.name))
+            .expect("read the scenario's output")?;
+        self.printed.push(line.clone());
+        Some(line)
+    }
+
+    /// Fails the test with what the scenario printed and logged.
+    async fn fail(&mut self, why: &str) -> ! {
+        drop(self.stdin.take());
+        let _ = tokio::time::timeout(SCENARIO_TIMEOUT, self.child.wait()).await;
+        let stderr = tokio::time::timeout(SCENARIO_TIMEOUT, &mut self.stderr).await.ok().and_then(Result::ok).unwrap_or_default();
+        panic!("console scenario {} {why}\nstdout:\n{}\nstderr:\n{stderr}", self.name, self.printed.join("\n"));
+    }
+
+    /// Waits until the page paused at `step`; returns what it reported there.
+    async fn reached(&mut self, step: &str) -> Value {
+        loop {
+            let Some(line) = self.line().await else {
+                self.fail(&format!("ended before the step {step}")).await;
+            };
+            match serde_json::from_str::<Value>(&line) {
+                Ok(report) if report["paused"] == step => return report,
+                _ => {}
+            }
+        }
+    }
+
+    /// Lets the page go on from the step it paused at.
+    async fn resume(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("the scenario's stdin is open");
+        stdin.write_all(b"go\n").await.expect("resume the scenario");
+        stdin.flush().await.expect("resume the scenario");
+    }
+
+    /// Waits for the scenario to end and returns its result; the browser must have logged
+    /// no error (SEVERE) the scenario did not set apart.
+    async fn finish(mut self) -> Value {
+        drop(self.stdin.take());
+        while self.line().await.is_some() {}
+        let status = tokio::time::timeout(SCENARIO_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("console scenario {} did not finish within {SCENARIO_TIMEOUT:?}", self.name))
+            .expect("run python");
+        if !status.success() {
+            self.fail(&format!("failed ({status})")).await;
+        }
+        let Some(result) = self.printed.last().and_then(|l| serde_json::from_str::<Value>(l).ok()) else {
+            self.fail("printed no JSON result").await;
+        };
+        let errors: Vec<&Value> = result["browser_log"].as_array().into_iter().flatten().filter(|e| e["level"] == "SEVERE").collect();
+        assert!(errors.is_empty(), "the console logged errors in scenario {}: {errors:#?}", self.name);
+        result
+    }
 }
 
 /// A gateway with two demo tenants and some real chats: acme spends on two models (the
@@ -573,4 +649,132 @@ async fn a_policy_uploaded_and_assigned_in_the_console_is_the_tenants() {
     assert_eq!(page["current"], hash);
     assert_eq!(page["previous"], policy["previous_policy"]["hash"]);
     assert!(page["bad_config_error"].as_str().unwrap_or("").contains("not JSON"), "{}", page["bad_config_error"]);
+}
+
+/// The candidate report of `path` once `n` comparisons are logged (they run after the
+/// response), bounded.
+async fn comparisons_after(gw: &Gateway, path: &str, n: u64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let report = get(gw, path).await;
+        if report["comparisons"]["compared"].as_u64().unwrap_or(0) >= n {
+            return report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "fewer than {n} comparisons after 30 s: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn parsed(text: &Value) -> Value {
+    serde_json::from_str(text.as_str().unwrap_or_else(|| panic!("JSON text: {text}"))).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_tried_in_the_console_is_compared_then_promoted() {
+    let Some(python) = browser().await else { return };
+    let gw = Gateway::start().await;
+    let tenant = "console-candidate";
+    let token = gw.demo_tenant(tenant, 100.0).await;
+    // The live policy: the stock default on demo-small.
+    let policy_path = format!("/admin/v1/tenants/{tenant}/policy");
+    let default = get(&gw, &policy_path).await["default_policy"].as_str().expect("default").to_string();
+    let live = json!({"provider": "demo", "model": "demo-small"});
+    admin_ok(&gw, "PUT", &policy_path, json!({"hash": default, "config": live})).await;
+    let live_config = get(&gw, &policy_path).await["policy"]["config"].clone();
+    let manage = manage_token(&gw, tenant).await;
+    let candidate = json!({"provider": "demo", "model": "demo-large"});
+    let report_path = format!("/admin/v1/tenants/{tenant}/policy/candidate");
+
+    let mut scenario = Scenario::start(&python, &gw, "policy_candidate", json!({"token": manage, "hash": default, "config": candidate.to_string(), "live_config": live_config})).await;
+    // The page assigned the default policy on demo-large as a shadow candidate.
+    let paused = scenario.reached("assigned").await;
+    let report = get(&gw, &report_path).await;
+    assert_eq!(report["candidate"]["hash"], default, "{report}");
+    assert_eq!(report["candidate"]["mode"], "shadow");
+    assert_eq!(report["candidate"]["percent"], 100, "a shadow with no share runs on every request");
+    assert_eq!(parsed(&report["candidate"]["config"]), candidate);
+    assert_eq!(paused["shown"]["config"], report["candidate"]["config"]);
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let reply = gw.chat(&token, chat("default", "tried beside")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-tollgate-target"), "demo/demo-small", "the live policy's decision is the one acted on");
+        served.push(reply.header("x-request-id"));
+    }
+    let report = comparisons_after(&gw, &report_path, 3).await;
+    scenario.resume().await;
+    let page = scenario.finish().await;
+
+    // Before: no candidate; the choices offered are the description's modes and the
+    // tenant's policies.
+    assert_eq!(page["before"], Value::Null);
+    let doc = description(&gw).await;
+    assert_eq!(strings(&page["modes"]), body_enum(&doc, "AssignCandidate", "mode"));
+    assert!(strings(&page["hash_choices"]).contains(&default), "{}", page["hash_choices"]);
+    // A bad config is refused in the page; a canary with no share by the gateway, in its words.
+    assert!(page["bad_config_error"].as_str().unwrap_or("").contains("not JSON"), "{}", page["bad_config_error"]);
+    let refused = gw.admin("PUT", &report_path, json!({"hash": default, "config": candidate, "mode": "canary"})).await;
+    assert_eq!((refused.status, refused.error_code()), (400, "invalid_percent".to_string()));
+    assert_eq!(page["canary_error"], refused.json()["error"]["message"]);
+    let refusals = page["refusal_log"].as_array().expect("log");
+    assert!(!refusals.is_empty(), "the refused PUT was logged");
+    for entry in refusals {
+        let message = entry["message"].as_str().unwrap_or("");
+        assert!(entry["source"] == "network" && message.contains("/v1/tenant/policy/candidate") && message.contains("400"), "unexpected log entry: {entry}");
+    }
+
+    // The candidate as assigned, and the tally before anything ran beside it.
+    let shown = &page["assigned"];
+    assert_eq!(shown["hash"], default);
+    assert_eq!(shown["hash_text"], &default[..12]);
+    assert_eq!(shown["mode"], "shadow");
+    assert_eq!(shown["percent"], "100% of requests");
+    let zero = json!({"compared": "0", "same": "0", "different": "0", "beside-failed": "0", "canary-failed": "0"});
+    assert_eq!(page["tally_assigned"], zero);
+    assert_eq!(page["tally_before_refresh"], zero, "the page shows what it loaded until refreshed");
+
+    // Refreshed: the API's tally, and each chat's comparison, live on demo-small beside
+    // the candidate on demo-large.
+    let counts = &report["comparisons"];
+    assert_eq!(counts, &json!({"compared": 3, "same": 0, "different": 3, "beside_failed": 0, "canary_failed": 0}), "{report}");
+    let text = |k: &str| counts[k].to_string();
+    assert_eq!(page["tally"], json!({"compared": text("compared"), "same": text("same"), "different": text("different"), "beside-failed": text("beside_failed"), "canary-failed": text("canary_failed")}));
+    let rows = page["comparisons"].as_array().expect("comparisons");
+    let mut shown_ids: Vec<String> = rows.iter().map(|r| r["request_id"].as_str().unwrap_or("").to_string()).collect();
+    shown_ids.sort();
+    served.sort();
+    assert_eq!(shown_ids, served, "a row for each chat");
+    for row in rows {
+        let (acting, beside) = (row["acting"].as_str().unwrap_or(""), row["beside"].as_str().unwrap_or(""));
+        assert!(acting.contains("demo/demo-small") && !acting.contains("demo-large"), "{row}");
+        assert!(beside.contains("demo/demo-large") && !beside.contains("demo-small"), "{row}");
+        assert_eq!(row["result"], "different", "{row}");
+        assert!(row["highlight"].as_str().unwrap_or("").contains("row-differs"), "a difference stands out: {row}");
+    }
+
+    // Promoted in the page: the candidate is the policy, the old one kept for rollback.
+    let promoted = &page["after_promote"];
+    assert_eq!(promoted["candidate"], Value::Null);
+    assert_eq!(promoted["current_hash"], default);
+    assert_eq!(parsed(&promoted["current_config"]), candidate);
+    assert_eq!(parsed(&promoted["previous_config"]), live);
+    let policy = get(&gw, &policy_path).await;
+    assert_eq!(parsed(&policy["policy"]["config"]), candidate, "{policy}");
+    assert_eq!(parsed(&policy["previous_policy"]["config"]), live, "{policy}");
+    assert!(policy["candidate_policy"].is_null(), "{policy}");
+    let reply = gw.chat(&token, chat("default", "after the promotion")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-tollgate-target"), "demo/demo-large");
+
+    // Tried again, a cancelled drop kept it, a confirmed one dropped it.
+    assert_eq!(page["reassigned"]["mode"], "shadow");
+    assert_eq!(page["drop_cancelled"], page["reassigned"]);
+    assert_eq!(page["after_drop"], Value::Null);
+    assert!(get(&gw, &report_path).await["candidate"].is_null());
+    let audit = get(&gw, &format!("/admin/v1/tenants/{tenant}/audit")).await;
+    let actions: Vec<&str> = audit["data"].as_array().expect("audit").iter().filter_map(|r| r["action"].as_str()).filter(|a| a.starts_with("policy.candidate")).collect();
+    assert_eq!(actions, ["policy.candidate.assign", "policy.candidate.promote", "policy.candidate.assign", "policy.candidate.drop"]);
+    let calls = strings(&page["api_calls"]);
+    assert!(calls.contains(&"/v1/tenant/policy/candidate".to_string()), "{calls:?}");
+    assert!(calls.iter().all(|c| c.starts_with("/v1/tenant") || c == "/openapi.json"), "a tenant's console called outside /v1/tenant: {calls:?}");
 }

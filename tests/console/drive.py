@@ -8,6 +8,10 @@ called, and the browser's console log. The Rust side holds the truth (the API, t
 ledger) and asserts; this script only waits and reads. A step that does not happen in
 time fails the script with the page's text and a screenshot.
 
+The config is stdin's first line. A scenario may pause at a named step for the test to
+act (send chats, say): it prints `{"paused": STEP, ...}` and goes on when the test writes
+a line to stdin.
+
 Uses Debian's /usr/bin/chromium and /usr/bin/chromedriver (passed in the config), never
 Selenium Manager: there is no network to download a browser from.
 """
@@ -88,6 +92,12 @@ class Console:
     def shot(self, name):
         os.makedirs(self.shots, exist_ok=True)
         self.driver.save_screenshot(os.path.join(self.shots, f"{self.prefix}-{name}.png"))
+
+    def pause(self, step, report=None):
+        """Stops at `step`, with what the page showed so far, until the test says go on."""
+        print(json.dumps({"paused": step, **(report or {})}), flush=True)
+        if not sys.stdin.readline():
+            raise AssertionError(f"the test ended the scenario while it paused at {step}")
 
     def drain_logs(self):
         entries = self.driver.get_log("browser")
@@ -342,6 +352,99 @@ def policy_upload(c, cfg):
     return c.finish(out)
 
 
+def candidate_shown(c):
+    """What the candidate panel shows of the candidate, or None for none."""
+    c.wait(lambda: c.all(sel("candidate-current")) or c.all(sel("candidate-none")), "the candidate panel")
+    if c.all(sel("candidate-none")):
+        return None
+    return {
+        "hash": c.one(sel("candidate-hash-shown")).get_attribute("data-hash"),
+        "hash_text": c.text(sel("candidate-hash-shown")),
+        "mode": c.text(sel("candidate-mode-shown")),
+        "percent": c.text(sel("candidate-percent-shown")),
+        "config": c.text(sel("candidate-config-shown")),
+    }
+
+
+def candidate_tally(c):
+    return {k: c.text(sel(f"candidate-{k}")) for k in ["compared", "same", "different", "beside-failed", "canary-failed"]}
+
+
+def policy_candidate(c, cfg):
+    """A tenant tries a policy as a shadow candidate, reads how its decisions compared with
+    the live ones after the test's chats, promotes it; then tries and drops another."""
+    out = {}
+    c.open()
+    c.sign_in(cfg["token"])
+    c.tab("policy")
+    c.wait(lambda: not c.all(f'{sel("candidate")} {sel("loading")}'), "the candidate panel to load")
+    out["before"] = candidate_shown(c)
+    out["hash_choices"] = c.options(sel("candidate-hash-choice"))
+    out["modes"] = c.options(sel("candidate-mode"))
+    Select(c.one(sel("candidate-hash-choice"))).select_by_value(cfg["hash"])
+
+    # A config that is not JSON is refused in the page, before any request.
+    c.type(sel("candidate-config"), "{not json")
+    c.click(sel("candidate-submit"))
+    form_error = f'{sel("candidate-form")} {sel("error")}'
+    out["bad_config_error"] = c.text(form_error)
+    # A canary with no share is the gateway's refusal, shown as it words it.
+    c.type(sel("candidate-config"), cfg["config"])
+    Select(c.one(sel("candidate-mode"))).select_by_visible_text("canary")
+    c.type(sel("candidate-percent"), "")
+    c.click(sel("candidate-submit"))
+    c.wait(lambda: c.all(form_error) and c.text(form_error) != out["bad_config_error"], "the gateway's refusal")
+    out["canary_error"] = c.text(form_error)
+    # Its refused PUT is the only failure the page may log: kept apart.
+    out["refusal_log"] = c.driver.get_log("browser")
+
+    Select(c.one(sel("candidate-mode"))).select_by_visible_text("shadow")
+    c.click(sel("candidate-submit"))
+    c.one(sel("candidate-current"))
+    c.gone(form_error)
+    out["assigned"] = candidate_shown(c)
+    out["tally_assigned"] = candidate_tally(c)
+    c.shot("assigned")
+
+    c.pause("assigned", {"shown": out["assigned"]})
+    # The test sent its chats and waited for their comparisons: the page shows them once asked.
+    out["tally_before_refresh"] = candidate_tally(c)
+    c.wait(lambda: c.one(sel("candidate-refresh")).is_enabled(), "the refresh button")
+    c.click(sel("candidate-refresh"))
+    c.wait(lambda: c.all(sel("candidate-comparison")), "comparison rows")
+    out["tally"] = candidate_tally(c)
+    out["comparisons"] = [
+        {
+            "request_id": r.get_attribute("data-request-id"),
+            "result": r.get_attribute("data-result"),
+            "acting": r.find_element(By.CSS_SELECTOR, sel("comparison-acting")).text,
+            "beside": r.find_element(By.CSS_SELECTOR, sel("comparison-beside")).text,
+            "highlight": r.get_attribute("class"),
+        }
+        for r in c.all(sel("candidate-comparison"))
+    ]
+    c.shot("compared")
+
+    c.click(sel("candidate-promote"))
+    c.click(sel("candidate-promote-confirm"))
+    c.one(sel("candidate-none"))
+    c.wait(lambda: c.text(sel("policy-current-config")) != cfg["live_config"], "the promoted config")
+    out["after_promote"] = {"candidate": candidate_shown(c), "current_hash": c.text(sel("policy-current-hash")), "current_config": c.text(sel("policy-current-config")), "previous_config": c.text(sel("policy-previous-config"))}
+    c.shot("promoted")
+
+    c.click(sel("candidate-submit"))
+    c.one(sel("candidate-current"))
+    out["reassigned"] = candidate_shown(c)
+    c.click(sel("candidate-drop"))
+    c.click(sel("candidate-drop-cancel"))
+    out["drop_cancelled"] = candidate_shown(c)
+    c.click(sel("candidate-drop"))
+    c.click(sel("candidate-drop-confirm"))
+    c.one(sel("candidate-none"))
+    out["after_drop"] = candidate_shown(c)
+    return c.finish(out)
+
+
 def description_unreadable(c, cfg):
     """The browser refuses to fetch /openapi.json: the forms and the API tab say so."""
     c.driver.execute_cdp_cmd("Network.enable", {})
@@ -361,11 +464,11 @@ def description_unreadable(c, cfg):
     return c.finish(out)
 
 
-SCENARIOS = {f.__name__: f for f in [operator, tenant, token_create, token_revoke, policy_upload, description_unreadable]}
+SCENARIOS = {f.__name__: f for f in [operator, tenant, token_create, token_revoke, policy_upload, policy_candidate, description_unreadable]}
 
 
 def main():
-    scenario, config = sys.argv[1], json.loads(sys.stdin.read())
+    scenario, config = sys.argv[1], json.loads(sys.stdin.readline())
     config["scenario"] = scenario
     console = Console(config)
     try:

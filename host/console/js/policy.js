@@ -1,8 +1,9 @@
 // Policy: what is assigned (current, previous, the gateway's default), uploading a
 // component, assigning one with its config, rolling back, the tenant's uploads and the
-// policy's log lines.
+// policy's log lines; then the candidate policy tried beside it (candidate.js).
 
 import { api } from "./api.js";
+import { Candidate } from "./candidate.js";
 import { count, time } from "./format.js";
 import { ConfirmButton, Empty, ErrorBox, Loaded, html, useAction, useLoad, useState } from "./ui.js";
 
@@ -10,7 +11,7 @@ function Assignment({ title, assignment, test }) {
   return html`<div class="assignment" data-test=${test}>
     <h4>${title}</h4>
     ${assignment
-      ? html`<p class="mono break" data-test=${`${test}-hash`}>${assignment.hash}</p><pre class="config">${assignment.config}</pre>`
+      ? html`<p class="mono break" data-test=${`${test}-hash`}>${assignment.hash}</p><pre class="config" data-test=${`${test}-config`}>${assignment.config}</pre>`
       : html`<p class="muted" data-test=${`${test}-hash`}>none</p>`}
   </div>`;
 }
@@ -122,5 +123,6 @@ export function Policy({ who, prefix, onChanged }) {
         <tbody>${data.map((l, i) => html`<tr key=${i}><td>${time(l.unix_millis)}</td><td>${l.level}</td><td class="break">${l.message}</td><td class="mono">${l.request_id}</td></tr>`)}</tbody>
       </table>`}
     </${Loaded}>
-  </section>`;
+  </section>
+  <${Candidate} prefix=${prefix} policy=${current.data} uploads=${uploads.data} generation=${generation} onChanged=${refresh} />`;
 }
