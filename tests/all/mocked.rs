@@ -285,6 +285,12 @@ impl Drop for KeyEchoStub {
 
 /// [`Gateway::call`] for a gateway served some other way (on a real data dir, say).
 pub async fn call_at(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    call_at_within(Duration::from_secs(30), addr, method, path, token, headers, body).await
+}
+
+/// [`call_at`], waiting up to `timeout` for the response (an interpreter's component
+/// compiles for many seconds at upload, longer while the whole suite shares the cores).
+pub async fn call_at_within(timeout: Duration, addr: SocketAddr, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
     crate::sweep::request(headers, &body);
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
@@ -296,7 +302,7 @@ pub async fn call_at(addr: SocketAddr, method: &str, path: &str, token: Option<&
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request.body(Full::new(Bytes::from(body))).expect("request")))
+    let response = tokio::time::timeout(timeout, sender.send_request(request.body(Full::new(Bytes::from(body))).expect("request")))
         .await
         .expect("response in time")
         .expect("response");

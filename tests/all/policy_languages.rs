@@ -51,7 +51,7 @@ fn ports(rust: &str, port: &str) -> Vec<(&'static str, Vec<u8>)> {
 async fn tenant_running(gw: &Gateway, id: &str, wasm: Vec<u8>, config: &Value) -> Tenant {
     let token = gw.demo_tenant(id, 10.0).await;
     let started = Instant::now();
-    let uploaded = gw.call("POST", "/admin/v1/policies", Some(ADMIN), &[("content-type", "application/wasm")], wasm).await;
+    let uploaded = crate::mocked::call_at_within(Duration::from_secs(300), gw.addr, "POST", "/admin/v1/policies", Some(ADMIN), &[("content-type", "application/wasm")], wasm).await;
     let upload_time = started.elapsed();
     assert_eq!(uploaded.status, 201, "{id}: {}", uploaded.text());
     let hash = uploaded.json()["hash"].as_str().expect("hash").to_string();
