@@ -273,7 +273,7 @@ pub struct PolicyRuntime {
 /// up during one, and any call that ends in time clears the record).
 /// Which of a tenant's shares of policy CPU a call draws on, and whether it may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lane {
+pub enum Lane {
     /// A decision the request acts on: it waits (briefly) for its tenant's share and a slot.
     Acting,
     /// A decision only compared: it draws on a share of its own, so a slow or failing
@@ -614,32 +614,10 @@ impl PolicyRuntime {
         self.route_in(Lane::Acting, hash, view, request, context).await
     }
 
-    /// Calls `route` to replay a recorded request: on the compared calls' CPU share
-    /// ([`Lane::Beside`]'s), waiting for it as an acting call would, so a long replay is
-    /// paced by the share instead of skipped.
-    pub async fn route_replay(
-        &self,
-        hash: PolicyHash,
-        view: Arc<dyn TenantView>,
-        request: &Request,
-        context: &Context,
-    ) -> Result<RouteOutcome, PolicyError> {
-        self.route_in(Lane::Replay, hash, view, request, context).await
-    }
-
-    /// Calls `route` for a decision that is only compared, never acted on (a shadow
-    /// candidate, or the live policy beside a canary): see [`Lane::Beside`].
-    pub async fn route_beside(
-        &self,
-        hash: PolicyHash,
-        view: Arc<dyn TenantView>,
-        request: &Request,
-        context: &Context,
-    ) -> Result<RouteOutcome, PolicyError> {
-        self.route_in(Lane::Beside, hash, view, request, context).await
-    }
-
-    async fn route_in(&self, lane: Lane, hash: PolicyHash, view: Arc<dyn TenantView>, request: &Request, context: &Context) -> Result<RouteOutcome, PolicyError> {
+    /// Calls `route` as [`PolicyRuntime::route`] does, on `lane`: a decision only compared
+    /// (a shadow candidate, or the live policy beside a canary) runs on
+    /// [`Lane::Beside`], a replayed request on [`Lane::Replay`].
+    pub async fn route_in(&self, lane: Lane, hash: PolicyHash, view: Arc<dyn TenantView>, request: &Request, context: &Context) -> Result<RouteOutcome, PolicyError> {
         let share_key = lane.share_key(&context.tenant_id);
         self.not_suspended(&share_key, hash)?;
         match lane {

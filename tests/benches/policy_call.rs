@@ -10,22 +10,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::catalog::Catalog;
 use tollgate::metering::Metering;
-use tollgate::policy::{Api, Context, Message, Operation, PolicyLimits, Request};
+use tollgate::policy::{Context, PolicyLimits};
 use tollgate::sealing::{Key, Vault};
 use tollgate::tenant_scope::ScopeServices;
 use tollgate::{PolicyRuntime, Secret, Store};
-
-fn request(model: &str) -> Request {
-    let messages = (0..20)
-        .map(|i| Message {
-            role: if i % 2 == 0 { "user".into() } else { "assistant".into() },
-            text: format!("message {i}: {}", "a realistic sentence of conversation. ".repeat(4)),
-            image_count: 0,
-            tool_call_count: 0,
-        })
-        .collect();
-    Request { operation: Operation::Chat, api: Api::OpenaiChatCompletions, model: model.into(), messages, max_tokens: Some(512), temperature: Some(0.7), stream: false, tool_count: 0, end_user: Some("user-42".into()), metadata: vec![("team".into(), "search".into())], prompt_token_estimate: 900 }
-}
 
 fn default_config() -> String {
     let allowed: Vec<String> = (0..80).map(|i| format!("\"model-{i:02}\"")).collect();
@@ -56,11 +44,11 @@ fn bench(c: &mut Criterion) {
     let view = Arc::new(services.scope("bench", None, 1));
 
     let mut group = c.benchmark_group("policy_call");
-    let (req, ctx) = (request("gpt-4o"), context(&config));
+    let (req, ctx) = (tollgate_tests::policy_requests::realistic("gpt-4o"), context(&config));
     group.bench_function("default_fresh_instance_no_imports", |b| {
         b.to_async(&runtime).iter(|| async { policies.route(default_hash, view.clone(), &req, &ctx).await.expect("route") })
     });
-    let (req, ctx) = (request("cheap"), context(r#"{"aliases":{"cheap":{"pick":"cheapest"}}}"#));
+    let (req, ctx) = (tollgate_tests::policy_requests::realistic("cheap"), context(r#"{"aliases":{"cheap":{"pick":"cheapest"}}}"#));
     group.bench_function("aliases_fresh_instance_with_imports", |b| {
         b.to_async(&runtime).iter(|| async { policies.route(aliases_hash, view.clone(), &req, &ctx).await.expect("route") })
     });

@@ -14,23 +14,11 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::catalog::Catalog;
 use tollgate::metering::Metering;
-use tollgate::policy::{Api, Context, Message, Operation, PolicyLimits, Request};
+use tollgate::policy::{Context, PolicyLimits};
 use tollgate::sealing::{Key, Vault};
 use tollgate::tenant_scope::ScopeServices;
 use tollgate::{PolicyRuntime, Store};
 use tollgate_tests::language_guests::{self, Language};
-
-fn request() -> Request {
-    let messages = (0..20)
-        .map(|i| Message {
-            role: if i % 2 == 0 { "user".into() } else { "assistant".into() },
-            text: format!("message {i}: {}", "a realistic sentence of conversation. ".repeat(4)),
-            image_count: 0,
-            tool_call_count: 0,
-        })
-        .collect();
-    Request { operation: Operation::Chat, api: Api::OpenaiChatCompletions, model: "demo-small".into(), messages, max_tokens: Some(512), temperature: Some(0.7), stream: false, tool_count: 0, end_user: Some("user-42".into()), metadata: vec![("team".into(), "search".into())], prompt_token_estimate: 900 }
-}
 
 /// Resident set size of this process, from /proc (0 where there is none).
 fn rss_bytes() -> u64 {
@@ -48,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let limits = PolicyLimits { upload_bytes: 32 << 20, max_core_instances_per_component: 40, cpu_deadline_ms: 1000, tenant_cpu_ms_per_second: 0, ..PolicyLimits::default() };
     let policies = PolicyRuntime::new(limits, store).expect("runtime");
     let view = Arc::new(services.scope("bench", None, 1));
-    let request = request();
+    let request = tollgate_tests::policy_requests::realistic("demo-small");
     let context = Context { tenant_id: "bench".into(), request_id: "r".into(), session_id: None, unix_millis: 1, config: r#"{"provider":"demo","model":"demo-small","max_tokens":2000}"#.into() };
 
     let languages = [

@@ -4,4 +4,5 @@
 pub mod guests;
 pub mod language_guests;
 pub mod mock;
+pub mod policy_requests;
 pub mod postgres;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::policy::{Context, Decision, DryRunView, LogLine, PolicyError, PolicyHash, Request, RouteOutcome};
+use crate::policy::{Context, Decision, DryRunView, Lane, LogLine, PolicyError, PolicyHash, Request, RouteOutcome};
 use crate::tenants::{CandidateMode, Tenant};
 
 /// The log level of comparison lines.
@@ -61,7 +61,7 @@ pub fn spawn(app: &Arc<App>, tenant: &Tenant, beside: Beside, acted: Acted, requ
         let app = app_for_task;
         let view = Arc::new(DryRunView::new(scope.clone(), Some(format!("[{mode} {}]", beside.policy.short()))));
         let context = Context { config: beside.config, ..context };
-        let outcome = app.policies.route_beside(beside.policy, view, &request, &context).await;
+        let outcome = app.policies.route_in(Lane::Beside, beside.policy, view, &request, &context).await;
         let decision = summary(&outcome);
         let same = decision == acted.decision;
         let message = json!({

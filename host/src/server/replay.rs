@@ -13,7 +13,7 @@ use super::compare;
 use super::tenant_api::parse_hash;
 use crate::app::App;
 use crate::error::GatewayError;
-use crate::policy::{Context, DryRunView, PolicyHash};
+use crate::policy::{Context, DryRunView, Lane, PolicyHash};
 use crate::tenants::Tenant;
 
 /// Most requests one replay runs.
@@ -55,7 +55,7 @@ pub async fn replay(app: &App, tenant: &Tenant, body: Replay) -> Result<Value, G
     for input in &inputs {
         let view = Arc::new(DryRunView::new(scope.clone(), None));
         let context = Context { tenant_id: tenant.id.clone(), request_id: input.request_id.clone(), session_id: input.session_id.clone(), unix_millis: input.unix_millis, config: config.clone() };
-        let outcome = app.policies.route_replay(hash, view, &input.request.to_request(), &context).await;
+        let outcome = app.policies.route_in(Lane::Replay, hash, view, &input.request.to_request(), &context).await;
         if outcome.is_err() {
             failed += 1;
         }
