@@ -381,7 +381,7 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
         .max_tables_per_component(limits::MAX_TABLES_PER_COMPONENT)
         .max_memory_size(limits.memory_bytes)
         .total_stacks(slots)
-        .linear_memory_keep_resident(limits::KEEP_RESIDENT_MEMORY_BYTES)
+        .linear_memory_keep_resident(limits.keep_resident_memory_bytes)
         .table_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
         .async_stack_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
         .decommit_batch_size(limits::DECOMMIT_BATCH);
