@@ -84,8 +84,7 @@ pub fn log_canary_failure(app: &App, tenant: &Tenant, failed: Acted, context: &C
         "canary": {"policy": failed.policy.to_string(), "decision": failed.decision},
         "fallback": "live",
     });
-    let scope = app.services.tenant_scope(tenant, context.unix_millis);
-    crate::policy::TenantView::append_log(&scope, vec![LogLine { unix_millis: context.unix_millis, level: LEVEL.into(), message: message.to_string(), request_id: context.request_id.clone() }]);
+    app.policy_logs.tenant(tenant.storage_id()).append_detached(vec![LogLine { unix_millis: context.unix_millis, level: LEVEL.into(), message: message.to_string(), request_id: context.request_id.clone() }]);
 }
 
 /// Tallies the comparison lines of a policy log:

@@ -45,7 +45,12 @@ pub fn serve(method: &Method, path: &str) -> Option<Result<Response<Body>, Gatew
 
 fn asset(name: &str) -> Option<Response<Body>> {
     let file = Assets::get(name)?;
-    let mut response = Response::new(Full::new(Bytes::from(file.data.into_owned())).boxed_unsync());
+    // Embedded files are borrowed from the binary: served without a copy.
+    let bytes = match file.data {
+        std::borrow::Cow::Borrowed(data) => Bytes::from_static(data),
+        std::borrow::Cow::Owned(data) => Bytes::from(data),
+    };
+    let mut response = Response::new(Full::new(bytes).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_str(file.metadata.mimetype()).unwrap_or(HeaderValue::from_static("application/octet-stream")));
     // The page is small; always fresh means an upgraded gateway never serves a stale mix.

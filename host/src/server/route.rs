@@ -39,36 +39,37 @@ pub async fn route(app: &Arc<App>, caller: &Caller, request: &Request, session_i
         Some(c) => Some((c.mode, parse_stored(&c.hash)?, c.config.clone())),
         None => None,
     };
-    let (mut acting, mut beside) = match candidate {
-        None => (live.clone(), None),
-        Some((mode @ CandidateMode::Shadow, hash, config)) => (live.clone(), Some(Beside { mode, policy: hash, config })),
-        Some((mode @ CandidateMode::Canary, hash, config)) => ((hash, config), Some(Beside { mode, policy: live.0, config: live.1.clone() })),
+    // The acting policy and its config; for a canary, the live policy to fall back on.
+    let (mut acting, config, mut beside, fallback) = match candidate {
+        None => (live.0, live.1, None, None),
+        Some((mode @ CandidateMode::Shadow, hash, config)) => (live.0, live.1, Some(Beside { mode, policy: hash, config }), None),
+        Some((mode @ CandidateMode::Canary, hash, config)) => (hash, config, Some(Beside { mode, policy: live.0, config: live.1.clone() }), Some(live)),
     };
-    let context = Context { tenant_id: tenant.id.clone(), request_id: caller.request_id.clone(), session_id, unix_millis: caller.unix_millis, config: acting.1.clone() };
-    let mut outcome = decide(app, tenant, acting.0, request, &context).await;
-    if let (Err(failure), Some(Beside { mode: CandidateMode::Canary, .. })) = (&outcome, &beside) {
+    let mut context = Context { tenant_id: tenant.id.clone(), request_id: caller.request_id.clone(), session_id, unix_millis: caller.unix_millis, config };
+    let mut outcome = decide(app, tenant, acting, request, &context).await;
+    if let (Err(failure), Some((live_hash, live_config))) = (&outcome, fallback) {
         // A canary that fails (not one that refuses) hands the request to the live policy.
-        tracing::warn!(tenant = %tenant.id, policy = %acting.0.short(), error = %failure, "canary policy failed; the live policy decides");
-        let failed = Acted { policy: acting.0, decision: compare::summary(&outcome) };
-        compare::log_canary_failure(app, tenant, failed, &context);
-        acting = live;
-        beside = None;
-        outcome = decide(app, tenant, acting.0, request, &Context { config: acting.1.clone(), ..context.clone() }).await;
+        tracing::warn!(tenant = %tenant.id, policy = %acting.short(), error = %failure, "canary policy failed; the live policy decides");
+        compare::log_canary_failure(app, tenant, Acted { policy: acting, decision: compare::summary(&outcome) }, &context);
+        (acting, context.config, beside) = (live_hash, live_config, None);
+        outcome = decide(app, tenant, acting, request, &context).await;
     }
-    let context = Context { config: acting.1, ..context };
-    if outcome.is_ok() && app.decision_inputs.enabled() {
-        // Kept for replays, written after the answer.
-        let line = DecisionInput::line(request, &context, &acting.0.to_string(), compare::summary(&outcome));
-        let journal = app.decision_inputs.tenant(tenant.storage_id());
-        app.after_response.spawn(async move { journal.append_detached(vec![line]) });
-    }
-    if let Some(beside) = beside {
-        let acted = Acted { policy: acting.0, decision: compare::summary(&outcome) };
-        compare::spawn(app, tenant, beside, acted, request.clone(), context.clone());
+    let record = outcome.is_ok() && app.decision_inputs.enabled();
+    if record || beside.is_some() {
+        let decision = compare::summary(&outcome);
+        if record {
+            // Kept for replays, written after the answer.
+            let line = DecisionInput::line(request, &context, &acting.to_string(), decision.clone());
+            let journal = app.decision_inputs.tenant(tenant.storage_id());
+            app.after_response.spawn(async move { journal.append_detached(vec![line]) });
+        }
+        if let Some(beside) = beside {
+            compare::spawn(app, tenant, beside, Acted { policy: acting, decision }, request.clone(), context.clone());
+        }
     }
     match outcome?.decision {
         Decision::Reject(rejection) => Err(GatewayError::PolicyRejected(rejection)),
-        Decision::Route(plan) => Ok(Routed { hash: acting.0, plan, context }),
+        Decision::Route(plan) => Ok(Routed { hash: acting, plan, context }),
     }
 }
 
