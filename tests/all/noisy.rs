@@ -87,14 +87,23 @@ struct Noise {
     hostile_suspended: AtomicUsize,
     heavy_served: AtomicUsize,
     flood_refused: AtomicUsize,
-    unexpected: AtomicUsize,
+    /// Answers no neighbour should get: (neighbour, status, error code).
+    unexpected: std::sync::Mutex<Vec<(&'static str, u16, String)>>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Neighbour {
     Spinner,
     Heavy,
     Flooder,
+}
+
+fn kind_name(kind: Neighbour) -> &'static str {
+    match kind {
+        Neighbour::Spinner => "spinner",
+        Neighbour::Heavy => "heavy",
+        Neighbour::Flooder => "flooder",
+    }
 }
 
 /// Runs the neighbours' clients on their own thread until `noise.stop`.
@@ -113,15 +122,25 @@ fn start_noise(gw: Arc<Gateway>, hostile: String, heavy: String, flooder: String
                         let body = chat_body(model);
                         while !noise.stop.load(Ordering::Relaxed) {
                             let reply = gw.call("POST", "/v1/chat/completions", Some(&token), &[], body.clone()).await;
-                            match (kind, reply.status) {
-                                (Neighbour::Spinner, 500) => noise.hostile_failed.fetch_add(1, Ordering::Relaxed),
+                            let code = reply.error_code();
+                            match (kind, reply.status, code.as_str()) {
+                                (Neighbour::Spinner, 500, "policy_failed") => noise.hostile_failed.fetch_add(1, Ordering::Relaxed),
                                 // After a few deadline hits in a row its policy is suspended.
-                                (Neighbour::Spinner, 503) if reply.error_code() == "policy_suspended" => noise.hostile_suspended.fetch_add(1, Ordering::Relaxed),
-                                (Neighbour::Heavy, 200) => noise.heavy_served.fetch_add(1, Ordering::Relaxed),
-                                (Neighbour::Flooder, 429) => noise.flood_refused.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Spinner, 503, "policy_suspended") => noise.hostile_suspended.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Heavy, 200, _) => noise.heavy_served.fetch_add(1, Ordering::Relaxed),
+                                // 8 ms of a 10 ms deadline leaves little room: on a loaded
+                                // machine a call can pass its deadline. That is the heavy
+                                // tenant's own error, which is what isolation promises.
+                                (Neighbour::Heavy, 500, "policy_failed") | (Neighbour::Heavy, 503, "policy_suspended") => 0,
+                                // Either policy tenant may be held to its CPU share.
+                                (Neighbour::Spinner | Neighbour::Heavy, 429, "policy_cpu_share_exceeded") => 0,
+                                (Neighbour::Flooder, 429, "rate_limit_exceeded") => noise.flood_refused.fetch_add(1, Ordering::Relaxed),
                                 // The flooder's first few requests are within its limit.
-                                (Neighbour::Flooder, 200) => 0,
-                                _ => noise.unexpected.fetch_add(1, Ordering::Relaxed),
+                                (Neighbour::Flooder, 200, _) => 0,
+                                _ => {
+                                    noise.unexpected.lock().unwrap().push((kind_name(kind), reply.status, code));
+                                    0
+                                }
                             };
                         }
                     }));
@@ -196,11 +215,11 @@ fn run(rounds: usize, requests: usize, heavy_clients: usize) -> Measured {
             noise.hostile_suspended.load(Ordering::Relaxed),
             noise.heavy_served.load(Ordering::Relaxed),
             noise.flood_refused.load(Ordering::Relaxed),
-            noise.unexpected.load(Ordering::Relaxed),
+            noise.unexpected.lock().unwrap().clone(),
         );
         assert!(h + s > 0 && (b > 0 || heavy_clients == 0) && f > 0, "round {round}: the noise did not run (hostile {h} + {s} suspended, heavy {b}, flood {f})");
         assert!(s > 0, "round {round}: the spinning policy was never suspended ({h} deadline hits)");
-        assert_eq!(u, 0, "round {round}: noise requests got answers other than 500 policy_failed / 503 policy_suspended (spinner), 200 (heavy), 429 (flooder)");
+        assert!(u.is_empty(), "round {round}: neighbours got answers other than their own errors: {u:?}");
         hostile_total += h;
         heavy_total += b;
         flood_total += f;
