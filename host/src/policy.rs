@@ -384,7 +384,10 @@ fn engine_for(limits: &PolicyLimits) -> Result<Engine, PolicyError> {
         .linear_memory_keep_resident(limits.keep_resident_memory_bytes)
         .table_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
         .async_stack_keep_resident(limits::KEEP_RESIDENT_STACK_BYTES)
-        .decommit_batch_size(limits::DECOMMIT_BATCH);
+        .decommit_batch_size(limits::DECOMMIT_BATCH)
+        // Reset only the pages a call dirtied (Linux 6.7+), not the whole kept-resident
+        // prefix of each memory and table: see HOTPATH.md, the policy call.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config
         .epoch_interruption(true)

@@ -7,8 +7,10 @@
 //! ([`EmbeddedLog`], sled) or the shared one ([`PgPolicyLog`], PostgreSQL).
 
 mod embedded;
+mod line_counts;
 
 pub use embedded::EmbeddedLog;
+use line_counts::LineCounts;
 
 use crate::policy::LogLine;
 use crate::postgres::policy_log::PgPolicyLog;
@@ -53,14 +55,14 @@ impl Stream {
 
 #[derive(Clone)]
 enum Place {
-    Embedded(Store),
+    Embedded(Store, std::sync::Arc<LineCounts>),
     Shared(PgPolicyLog),
 }
 
 impl PolicyLogs {
     /// In the embedded store.
     pub fn embedded(store: Store, keep: usize) -> Self {
-        Self { place: Place::Embedded(store), keep, stream: Stream::PolicyLog }
+        Self { place: Place::Embedded(store, Default::default()), keep, stream: Stream::PolicyLog }
     }
 
     /// In the shared store (PostgreSQL).
@@ -81,17 +83,20 @@ impl PolicyLogs {
     /// The log of the tenant stored under `storage_id` (its incarnation).
     pub fn tenant(&self, storage_id: &str) -> PolicyLog {
         let arm = match &self.place {
-            Place::Embedded(store) => Arm::Embedded(EmbeddedLog::new(store.clone(), TenantKey::of(storage_id), self.keep, self.stream.kind())),
+            Place::Embedded(store, counts) => Arm::Embedded(EmbeddedLog::new(store.clone(), TenantKey::of(storage_id), self.keep, self.stream.kind(), counts.clone())),
             Place::Shared(table) => Arm::Shared { table: table.clone(), keep: self.keep },
         };
         PolicyLog { tenant_id: self.stream.shared_key(storage_id), arm }
     }
 
-    /// Removes every line of a deleted tenant: shared, its rows; embedded, nothing (its
-    /// records go with the store's purge of the tenant).
+    /// Removes every line of a deleted tenant: shared, its rows; embedded, only its line
+    /// count (its records go with the store's purge of the tenant).
     pub async fn purge_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
         match &self.place {
-            Place::Embedded(_) => Ok(()),
+            Place::Embedded(_, counts) => {
+                counts.forget(&TenantKey::of(storage_id).prefix(self.stream.kind()));
+                Ok(())
+            }
             Place::Shared(table) => table.purge_tenant(&self.stream.shared_key(storage_id)).await,
         }
     }
