@@ -54,8 +54,11 @@ fn init_logging(telemetry: Option<&Telemetry>) {
     use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let json = std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Colour codes only for a terminal: in a log file they are noise, and each line paid
+    // for writing them.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let Some(telemetry) = telemetry else {
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
         if json {
             builder.json().init();
         } else {
@@ -66,7 +69,7 @@ fn init_logging(telemetry: Option<&Telemetry>) {
     let logs = if json {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).boxed()
     };
     tracing_subscriber::registry().with(logs.with_filter(filter)).with(telemetry.layer()).init();
 }
