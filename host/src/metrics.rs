@@ -84,7 +84,7 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition. `vault_cache` is the shared store's credential cache
+    /// The Prometheus text exposition. `vault_cache` is the vault's credential cache
     /// (hits, misses); the embedded store has none.
     pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>) -> String {
         let mut out = String::new();

@@ -4,7 +4,7 @@
 //!
 //! This module connects and migrates; each submodule keeps one domain on it ([`budgets`],
 //! [`tenants`], [`tombstones`], [`audit`], [`policies`], [`memory`], [`sessions`],
-//! [`responses`], [`policy_log`], the vault with its per-replica `vault_cache`), and [`changes`] carries
+//! [`responses`], [`policy_log`], the vault with its per-replica cache, `sealing/cache.rs`), and [`changes`] carries
 //! writes to the other replicas' caches. The schema is keyed by `tenant_id` first, so
 //! Citus can distribute it by tenant; the few global tables say so in their `COMMENT`
 //! (which the schema test reads).
@@ -21,7 +21,6 @@ pub mod tombstones;
 mod migrate;
 pub mod policies;
 pub(crate) mod vault;
-pub(crate) mod vault_cache;
 
 use std::str::FromStr;
 

@@ -14,6 +14,7 @@
 //! creation and rotation apart differ. Neither keeper ever stores plaintext or an unwrapped
 //! key.
 
+pub(crate) mod cache;
 mod embedded;
 
 use std::path::{Path, PathBuf};
@@ -368,11 +369,11 @@ impl Vault {
         }
     }
 
-    /// On the shared store, how many opens and listings this replica served from its cache
-    /// and how many it read from the database (`None` on the embedded store).
+    /// How many opens and listings this process served from its cache (`sealing/cache.rs`)
+    /// and how many it read from the store.
     pub fn cache_counts(&self) -> Option<(u64, u64)> {
         match &self.keeper {
-            Keeper::Embedded(_) => None,
+            Keeper::Embedded(e) => Some(e.cache_counts()),
             Keeper::Shared(p) => Some(p.cache_counts()),
         }
     }

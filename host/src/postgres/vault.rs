@@ -25,7 +25,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
 use super::changes::Change;
-use super::vault_cache::VaultCache;
+use crate::sealing::cache::VaultCache;
 use super::DbError;
 use crate::sealing::{opens_master_check, seal_master_check, unwrap_data_key, wrap_data_key, CredentialMeta, CredentialRecord, Key, MasterKeys, SealError, Sealed};
 use crate::store::StoreError;

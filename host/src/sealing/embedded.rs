@@ -2,13 +2,15 @@
 //! sled's `tenant` tree (`Kind::Credential`, `Kind::DataKey`), the master-key version in
 //! `meta`, and the master key in memory, staged through `master.key.next` during a
 //! rotation when it lives in the data dir. In-process locks keep data-key creation, shred
-//! and re-wrap apart.
+//! and re-wrap apart. Opens and listings are served from [`VaultCache`] after the first
+//! read; every write here evicts its tenant.
 
 use std::path::PathBuf;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
+use super::cache::VaultCache;
 use super::{unwrap_data_key, wrap_data_key, write_private, CredentialMeta, CredentialRecord, Key, MasterKeys, SealError, Sealed, NEXT_MASTER_KEY_FILE};
 use crate::store::{decode, encode, Kind, Store, StoreError, TenantKey};
 
@@ -34,6 +36,7 @@ pub(super) struct Embedded {
     /// Held for a whole rotation (key file, re-wrap, flush, promotion): two interleaved
     /// rotations could leave `master.key` naming a key that wraps no data key.
     rotation: tokio::sync::Mutex<()>,
+    cache: VaultCache,
 }
 
 impl Embedded {
@@ -42,7 +45,7 @@ impl Embedded {
     pub(super) fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
         let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
         let pending = keys.previous.is_some() && keys.file.is_some();
-        let keeper = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()) };
+        let keeper = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()), cache: VaultCache::in_process() };
         if pending {
             keeper.rewrap(keys.primary)?;
             keeper.store.flush_blocking()?;
@@ -123,12 +126,17 @@ impl Embedded {
     pub(super) async fn put(&self, tenant_id: &str, record: &CredentialRecord) -> Result<(), SealError> {
         let key = TenantKey::of(tenant_id).record(Kind::Credential, record.name.as_bytes());
         self.store.tenant.insert(key, encode(record)).map_err(StoreError::from)?;
+        self.cache.evict(tenant_id);
         self.store.flush().await?;
         Ok(())
     }
 
     /// One credential's record and its tenant's data key (`None` once shredded).
     pub(super) fn credential(&self, tenant_id: &str, name: &str) -> Result<(CredentialRecord, Option<Key>), SealError> {
+        if let Some((record, dek)) = self.cache.credential(tenant_id, name) {
+            return Ok((record, Some(dek)));
+        }
+        let start = self.cache.read_start();
         let tenant = TenantKey::of(tenant_id);
         let bytes = self.store.tenant.get(tenant.record(Kind::Credential, name.as_bytes())).map_err(StoreError::from)?.ok_or_else(|| SealError::NotFound(name.into()))?;
         let record: CredentialRecord = decode("credentials", &bytes)?;
@@ -137,13 +145,21 @@ impl Embedded {
             Some(stored) => Some(self.unwrap_dek(&master.0, &decode("data keys", &stored)?)?),
             None => None,
         };
+        if let (Some(start), Some(dek)) = (start, &dek) {
+            self.cache.keep_credential(start, tenant_id, &record, dek);
+        }
         Ok((record, dek))
     }
 
     /// A tenant's credentials, by name.
     pub(super) fn list(&self, tenant_id: &str) -> Result<Vec<CredentialMeta>, SealError> {
+        if let Some(listing) = self.cache.listing(tenant_id) {
+            return Ok(listing);
+        }
+        let start = self.cache.read_start();
         let prefix = TenantKey::of(tenant_id).prefix(Kind::Credential);
-        self.store
+        let listing = self
+            .store
             .tenant
             .scan_prefix(prefix)
             .values()
@@ -151,13 +167,23 @@ impl Embedded {
                 let record: CredentialRecord = decode("credentials", &v.map_err(StoreError::from)?)?;
                 Ok(CredentialMeta::from(&record))
             })
-            .collect()
+            .collect::<Result<Vec<_>, SealError>>()?;
+        if let Some(start) = start {
+            self.cache.keep_listing(start, tenant_id, &listing);
+        }
+        Ok(listing)
+    }
+
+    /// Opens and listings served from the cache, and those read from the store.
+    pub(super) fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
     }
 
     /// Deletes one credential; `false` if there was none.
     pub(super) async fn delete(&self, tenant_id: &str, name: &str) -> Result<bool, SealError> {
         let key = TenantKey::of(tenant_id).record(Kind::Credential, name.as_bytes());
         let existed = self.store.tenant.remove(key).map_err(StoreError::from)?.is_some();
+        self.cache.evict(tenant_id);
         self.store.flush().await?;
         Ok(existed)
     }
@@ -168,6 +194,7 @@ impl Embedded {
             // Not during a re-wrap, which would write back the key it had read.
             let _master = self.master.read().unwrap_or_else(|p| p.into_inner());
             self.store.tenant.remove(TenantKey::of(tenant_id).prefix(Kind::DataKey)).map_err(StoreError::from)?;
+            self.cache.evict(tenant_id);
         }
         self.store.flush().await?;
         Ok(())
@@ -221,6 +248,9 @@ impl Embedded {
             count += 1;
         }
         self.store.tenant.apply_batch(batch).map_err(StoreError::from)?;
+        // The data keys themselves are unchanged, but nothing cached should outlive a
+        // rotation's reasoning.
+        self.cache.clear();
         self.store.meta.insert("master-version", &new_version.to_be_bytes()).map_err(StoreError::from)?;
         *current = (new_master, new_version);
         Ok(count)
@@ -264,8 +294,11 @@ mod tests {
     async fn flipped_byte_fails_and_rotation_keeps_secrets() -> Result<(), Box<dyn std::error::Error>> {
         let (store, vault) = vault()?;
         vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        vault.put("a", "second", "openai", &Secret::new("sk-2".into())).await?;
         assert_eq!(vault.rotate(Key::random()).await?, 1);
-        assert_eq!(vault.open("a", "main").await?.1.expose(), "sk-1");
+        assert_eq!(vault.open("a", "second").await?.1.expose(), "sk-2");
+        // `main` was not opened since the rotation, so its open reads the flipped bytes
+        // (an opened credential is served from the cache until its tenant's next write).
         let key = TenantKey::of("a").record(Kind::Credential, b"main");
         let mut record: CredentialRecord = decode("t", &store.tenant.get(&key)?.ok_or("missing")?)?;
         record.sealed.ciphertext[0] ^= 1;
@@ -369,6 +402,33 @@ mod tests {
         drop(running);
         assert_eq!(vault.rotate(Key::random()).await?, 1);
         assert_eq!(vault.open("a", "main").await?.1.expose(), "sk-1");
+        Ok(())
+    }
+
+    /// Opens are served from the cache after the first; every write through the vault is
+    /// seen by the next open at once.
+    #[tokio::test]
+    async fn writes_are_seen_at_once_by_cached_opens() -> Result<(), Box<dyn std::error::Error>> {
+        let (_store, vault) = vault()?;
+        vault.put("a", "main", "openai", &Secret::new("sk-1".into())).await?;
+        assert_eq!(vault.open("a", "main").await?.1.expose(), "sk-1");
+        assert_eq!(vault.open("a", "main").await?.1.expose(), "sk-1");
+        assert_eq!(vault.list("a").await?.len(), 1);
+        assert_eq!(vault.list("a").await?.len(), 1);
+        let (hits, misses) = vault.cache_counts().ok_or("no cache")?;
+        assert_eq!((hits, misses), (2, 2), "the second open and listing come from the cache");
+
+        vault.put("a", "main", "anthropic", &Secret::new("sk-replaced".into())).await?;
+        let (provider, secret) = vault.open("a", "main").await?;
+        assert_eq!((provider.as_str(), secret.expose()), ("anthropic", "sk-replaced"));
+        vault.put("a", "extra", "openai", &Secret::new("sk-3".into())).await?;
+        assert_eq!(vault.list("a").await?.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["extra", "main"]);
+        assert!(vault.delete("a", "main").await?);
+        assert!(matches!(vault.open("a", "main").await, Err(SealError::NotFound(_))));
+        assert_eq!(vault.list("a").await?.len(), 1);
+        assert_eq!(vault.open("a", "extra").await?.1.expose(), "sk-3");
+        vault.shred("a").await?;
+        assert!(matches!(vault.open("a", "extra").await, Err(SealError::Tampered)), "a shredded tenant's cached key is gone");
         Ok(())
     }
 

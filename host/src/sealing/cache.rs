@@ -1,7 +1,8 @@
-//! Each replica's cache of what the shared vault's request-path reads need, so a chat
-//! opens its credential without a database round trip. Per tenant (storage id): its
-//! unwrapped data key, the sealed records of the credentials opened, and its listing (what
-//! a policy's `credentials::list` and `/v1/models` read).
+//! Each process's cache of what the vault's request-path reads need, so a chat opens its
+//! credential without a store read: on the shared store without a database round trip,
+//! on the embedded one without two sled reads and two decodes. Per tenant (storage id):
+//! its unwrapped data key, the sealed records of the credentials opened, and its listing
+//! (what a policy's `credentials::list` and `/v1/models` read).
 //!
 //! What it holds is safe to hold: credentials stay sealed (ciphertext, opened per request,
 //! so a plaintext secret only ever lives in that request's [`crate::Secret`]), and the data
@@ -9,15 +10,17 @@
 //! cached, so a credential put on another replica is found at once.
 //!
 //! Kept honest three ways:
-//! - this replica's own writes evict their tenant before they return ([`VaultCache::evict`]);
-//! - other replicas' writes arrive on the change feed within a second, as rows the
-//!   triggers of `migrations/0008_credential_changes.sql` emit ([`VaultCache::follow`]),
-//!   and a stretch of the feed missed drops everything;
+//! - this process's own writes evict their tenant before they return ([`VaultCache::evict`]);
+//! - on the shared store, other replicas' writes arrive on the change feed within a second,
+//!   as rows the triggers of `migrations/0008_credential_changes.sql` emit
+//!   ([`VaultCache::follow`]), and a stretch of the feed missed drops everything;
 //! - every entry expires after [`TTL`], should the feed stall.
 //!
 //! A read that raced a write is not kept: every eviction moves a generation on, and a fill
-//! whose read began at an older generation is dropped. Until the cache follows a feed it
-//! keeps nothing, since nothing would evict what other replicas change.
+//! whose read began at an older generation is dropped. A shared vault's cache keeps
+//! nothing until it follows a feed, since nothing would evict what other replicas change;
+//! an embedded vault's keeps from the start ([`VaultCache::in_process`]): no other process
+//! writes its store.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::broadcast;
 
-use super::changes::Change;
+use crate::postgres::changes::Change;
 use crate::sealing::{CredentialMeta, CredentialRecord, Key};
 
 /// How long an entry is trusted without hearing of a change: the backstop should the
@@ -90,9 +93,16 @@ impl VaultCache {
         Self { ttl, state: Mutex::new(State { following: false, generation: 0, tenants: LruCache::new(tenants) }), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
-    /// The cache with the defaults above.
+    /// The cache with the defaults above, keeping nothing until it follows a feed.
     pub(crate) fn standard() -> Self {
         Self::new(TTL, NonZeroUsize::new(MAX_TENANTS).unwrap_or(NonZeroUsize::MIN))
+    }
+
+    /// The cache of a store only this process writes, keeping from the start.
+    pub(crate) fn in_process() -> Self {
+        let cache = Self::standard();
+        cache.set_following(true);
+        cache
     }
 
     /// A credential's sealed record and its tenant's data key, if both are cached.
