@@ -439,11 +439,15 @@ impl Vault {
         }
     }
 
-    /// Removes what is left of a deleted tenant: embedded, nothing (its records go with the
-    /// store's purge of the tenant); shared, its credential rows and data key.
+    /// Removes what is left of a deleted tenant: embedded, what is cached of it (its
+    /// records go with the store's purge of the tenant); shared, its credential rows and
+    /// data key.
     pub async fn forget_tenant(&self, tenant_id: &str) -> Result<(), SealError> {
         match &self.keeper {
-            Keeper::Embedded(_) => Ok(()),
+            Keeper::Embedded(e) => {
+                e.forget_tenant(tenant_id);
+                Ok(())
+            }
             Keeper::Shared(p) => p.forget_tenant(tenant_id).await,
         }
     }

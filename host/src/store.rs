@@ -222,6 +222,10 @@ pub struct Store {
     pub meta: sled::Tree,
     /// The audit chain.
     pub audit: sled::Tree,
+    /// The vault's cache of this store's credentials and data keys, shared by every vault
+    /// over it (one per process, but tests open several as if they were replicas): one
+    /// vault's write evicts what another cached.
+    pub(crate) vault_cache: std::sync::Arc<crate::sealing::cache::VaultCache>,
 }
 
 impl Store {
@@ -259,6 +263,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
             flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
+            vault_cache: std::sync::Arc::new(crate::sealing::cache::VaultCache::in_process()),
             db,
         })
     }

@@ -27,6 +27,11 @@ fn is_data_key(key: &[u8]) -> bool {
     key.len() == 17 && key[16] == Kind::DataKey as u8
 }
 
+/// The version of the master key the store's data keys are wrapped under.
+fn stored_master_version(store: &Store) -> Result<u32, StoreError> {
+    Ok(store.meta.get("master-version")?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1))
+}
+
 /// Credentials and data keys in sled, for one process.
 pub(super) struct Embedded {
     store: Store,
@@ -36,16 +41,18 @@ pub(super) struct Embedded {
     /// Held for a whole rotation (key file, re-wrap, flush, promotion): two interleaved
     /// rotations could leave `master.key` naming a key that wraps no data key.
     rotation: tokio::sync::Mutex<()>,
-    cache: VaultCache,
+    /// The store's (see [`Store`]'s `vault_cache`).
+    cache: std::sync::Arc<VaultCache>,
 }
 
 impl Embedded {
     /// The keeper over `store` with `keys`; finishes a rotation a crash interrupted, then
     /// checks the keys open the store's data keys.
     pub(super) fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
-        let version = store.meta.get("master-version").map_err(StoreError::from)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes).unwrap_or(1);
+        let version = stored_master_version(&store)?;
         let pending = keys.previous.is_some() && keys.file.is_some();
-        let keeper = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()), cache: VaultCache::in_process() };
+        let cache = store.vault_cache.clone();
+        let keeper = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()), cache };
         if pending {
             keeper.rewrap(keys.primary)?;
             keeper.store.flush_blocking()?;
@@ -133,8 +140,13 @@ impl Embedded {
 
     /// One credential's record and its tenant's data key (`None` once shredded).
     pub(super) fn credential(&self, tenant_id: &str, name: &str) -> Result<(CredentialRecord, Option<Key>), SealError> {
-        if let Some((record, dek)) = self.cache.credential(tenant_id, name) {
-            return Ok((record, Some(dek)));
+        // The cache is the store's, shared by every vault over it: one still holding a
+        // master key a rotation retired must not open from it (tests open such vaults as
+        // if they were replicas; in a gateway the one vault rotates its own key).
+        if stored_master_version(&self.store)? == self.master.read().unwrap_or_else(|p| p.into_inner()).1 {
+            if let Some((record, dek)) = self.cache.credential(tenant_id, name) {
+                return Ok((record, Some(dek)));
+            }
         }
         let start = self.cache.read_start();
         let tenant = TenantKey::of(tenant_id);
@@ -177,6 +189,11 @@ impl Embedded {
     /// Opens and listings served from the cache, and those read from the store.
     pub(super) fn cache_counts(&self) -> (u64, u64) {
         self.cache.counts()
+    }
+
+    /// Forgets what is cached of a purged tenant (its records went with the store's purge).
+    pub(super) fn forget_tenant(&self, tenant_id: &str) {
+        self.cache.evict(tenant_id);
     }
 
     /// Deletes one credential; `false` if there was none.
