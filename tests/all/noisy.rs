@@ -88,7 +88,7 @@ struct Noise {
     heavy_served: AtomicUsize,
     flood_refused: AtomicUsize,
     /// Answers no neighbour should get: (neighbour, status, error code).
-    unexpected: std::sync::Mutex<Vec<(&'static str, u16, String)>>,
+    unexpected: std::sync::Mutex<Vec<(Neighbour, u16, String)>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,14 +96,6 @@ enum Neighbour {
     Spinner,
     Heavy,
     Flooder,
-}
-
-fn kind_name(kind: Neighbour) -> &'static str {
-    match kind {
-        Neighbour::Spinner => "spinner",
-        Neighbour::Heavy => "heavy",
-        Neighbour::Flooder => "flooder",
-    }
 }
 
 /// Runs the neighbours' clients on their own thread until `noise.stop`.
@@ -138,7 +130,7 @@ fn start_noise(gw: Arc<Gateway>, hostile: String, heavy: String, flooder: String
                                 // The flooder's first few requests are within its limit.
                                 (Neighbour::Flooder, 200, _) => 0,
                                 _ => {
-                                    noise.unexpected.lock().unwrap().push((kind_name(kind), reply.status, code));
+                                    noise.unexpected.lock().unwrap().push((kind, reply.status, code));
                                     0
                                 }
                             };
