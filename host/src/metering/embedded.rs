@@ -35,28 +35,54 @@ fn rollup_cells(record: &LedgerRecord) -> (Vec<(&'static str, String)>, Rollup) 
     (cells, delta)
 }
 
-/// Adds a record to its day's rollups. Returns false when a rollup did not decode: it is
-/// left alone and the caller rebuilds that day from the ledger (never restarted at zero).
-fn tx_rollups(tx: &TransactionalTree, tenant: &TenantKey, record: &LedgerRecord) -> TxResult<bool> {
-    let day = day_of(record.unix_millis);
-    let (cells, delta) = rollup_cells(record);
-    let mut intact = true;
-    for (dimension, value) in cells {
-        let key = rollup_key(tenant, &day, dimension, &value);
-        let mut rollup: Rollup = match tx.get(&key)? {
-            Some(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(rollup) => rollup,
-                Err(_) => {
-                    intact = false;
-                    continue;
-                }
-            },
-            None => Rollup::default(),
-        };
-        rollup.add(&delta);
-        tx.insert(key, encode(&rollup))?;
+/// The rollup cells a group of ledger records adds to, summed per cell, so a batch of
+/// settlements reads and writes each cell once however many of its requests share it.
+#[derive(Default)]
+struct RollupDeltas {
+    cells: std::collections::BTreeMap<Vec<u8>, (TenantKey, u64, Rollup)>,
+}
+
+impl RollupDeltas {
+    fn add(&mut self, tenant: &TenantKey, record: &LedgerRecord) {
+        let day = day_of(record.unix_millis);
+        let (cells, delta) = rollup_cells(record);
+        for (dimension, value) in cells {
+            let key = rollup_key(tenant, &day, dimension, &value);
+            self.cells.entry(key).or_insert_with(|| (*tenant, record.unix_millis, Rollup::default())).2.add(&delta);
+        }
     }
-    Ok(intact)
+
+    /// Adds every cell's sum to its stored rollup. Returns the (tenant, time) of each
+    /// rollup that did not decode: it is left alone and the caller rebuilds that day from
+    /// the ledger (never restarted at zero).
+    fn write(&self, tx: &TransactionalTree) -> TxResult<Vec<(TenantKey, u64)>> {
+        let mut broken = Vec::new();
+        for (key, (tenant, unix_millis, delta)) in &self.cells {
+            let mut rollup: Rollup = match tx.get(key)? {
+                Some(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(rollup) => rollup,
+                    Err(_) => {
+                        broken.push((*tenant, *unix_millis));
+                        continue;
+                    }
+                },
+                None => Rollup::default(),
+            };
+            rollup.add(delta);
+            tx.insert(key.as_slice(), encode(&rollup))?;
+        }
+        Ok(broken)
+    }
+}
+
+/// Rebuilds each day whose rollup did not decode, once per tenant and day.
+fn rebuild_broken_rollups(store: &Store, mut broken: Vec<(TenantKey, u64)>) -> Result<(), StoreError> {
+    broken.sort_by_key(|(tenant, unix_millis)| (tenant.0, unix_millis / DAY_MILLIS));
+    broken.dedup_by_key(|(tenant, unix_millis)| (tenant.0, *unix_millis / DAY_MILLIS));
+    for (tenant, unix_millis) in broken {
+        rebuild_rollups(store, &tenant, unix_millis)?;
+    }
+    Ok(())
 }
 
 const DAY_MILLIS: u64 = 86_400_000;
@@ -128,8 +154,10 @@ pub struct Embedded {
     writer: Arc<Writer>,
 }
 /// Writes settlements in one transaction and then brings the counters in memory up to
-/// date, all under the counters' lock. Settling twice (a retry after a crash) counts once:
-/// a request with a ledger record is settled.
+/// date, all under the counters' lock. Settling twice (a retry after a crash, or the same
+/// request twice in one batch) counts once: a request with a ledger record is settled.
+/// Spend counters and rollups shared by several settlements of the batch are summed first
+/// and written once each.
 pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements: &[(Reservation, LedgerRecord)]) -> Result<(), BudgetError> {
     struct Keys {
         tenant: TenantKey,
@@ -153,31 +181,36 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
         })
         .collect();
     let mut cells = counters.lock(store);
-    let applied = from_tx(store.tenant.transaction(|tx| {
+    let (applied, broken) = from_tx(store.tenant.transaction(|tx| {
         let mut applied = Vec::with_capacity(settlements.len());
+        let mut spend: std::collections::BTreeMap<&[u8], u64> = std::collections::BTreeMap::new();
+        let mut rollups = RollupDeltas::default();
         for ((_, record), keys) in settlements.iter().zip(&keys) {
+            // A transaction reads its own writes: the same request twice in a batch is seen.
             if tx.get(&keys.ledger)?.is_some() {
-                applied.push((false, true));
+                applied.push(false);
                 continue;
             }
             for key in &keys.spend {
-                tx_add(tx, key, record.cost_microdollars as i128)?;
+                let sum = spend.entry(key.as_slice()).or_default();
+                *sum = sum.saturating_add(record.cost_microdollars);
             }
             tx.remove(keys.record.as_slice())?;
             tx.insert(keys.ledger.as_slice(), keys.encoded.as_slice())?;
-            let intact = tx_rollups(tx, &keys.tenant, record)?;
-            applied.push((true, intact));
+            rollups.add(&keys.tenant, record);
+            applied.push(true);
         }
-        Ok(applied)
+        for (key, sum) in spend {
+            tx_add(tx, key, sum as i128)?;
+        }
+        Ok((applied, rollups.write(tx)?))
     }))?;
-    for ((reservation, record), (applied, intact)) in settlements.iter().zip(applied) {
-        let tenant = TenantKey::of(&reservation.tenant_id);
-        if !intact {
-            rebuild_rollups(store, &tenant, record.unix_millis)?;
-        }
+    rebuild_broken_rollups(store, broken)?;
+    for ((reservation, record), applied) in settlements.iter().zip(applied) {
         if !applied {
             continue;
         }
+        let tenant = TenantKey::of(&reservation.tenant_id);
         for (scope, period) in reservation.held_cells() {
             if let Some(cell) = cells.loaded(&tenant, scope, &period) {
                 cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
@@ -307,13 +340,13 @@ impl Embedded {
         let tenant = TenantKey::of(storage_id);
         let key = ledger_key(&tenant, record.unix_millis, &record.request_id);
         let encoded = encode(record);
-        let intact = from_tx(self.store.tenant.transaction(|tx| {
+        let mut rollups = RollupDeltas::default();
+        rollups.add(&tenant, record);
+        let broken = from_tx(self.store.tenant.transaction(|tx| {
             tx.insert(key.as_slice(), encoded.as_slice())?;
-            tx_rollups(tx, &tenant, record)
+            rollups.write(tx)
         }))?;
-        if !intact {
-            rebuild_rollups(&self.store, &tenant, record.unix_millis)?;
-        }
+        rebuild_broken_rollups(&self.store, broken)?;
         Ok(())
     }
 
@@ -569,6 +602,59 @@ mod tests {
         let metering = Embedded::new(store)?;
         let budget = Some(Budget { limit_microdollars: 1_000, period: Period::Month });
         assert!(matches!(metering.reserve("t", budget, "r", 1, now), Err(BudgetError::Store(StoreError::Corrupt { .. }))));
+        Ok(())
+    }
+
+    #[test]
+    fn one_batch_sums_shared_cells_and_counts_a_repeated_request_once() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let metering = Embedded::new(store.clone())?;
+        let now = 1_764_460_800_000; // 2025-11-30
+        let month = Period::Month.id_at(now);
+        let settle_at = |tenant: &str, request: &str, cost: u64, user: &str| -> Result<(Reservation, LedgerRecord), BudgetError> {
+            let reservation = metering.reserve_for(Hold { tenant_id: tenant, end_user: Some(user.into()), ..hold(request, None, 100, now) })?;
+            let mut r = record(tenant, request, cost);
+            r.unix_millis = now;
+            r.end_user = Some(user.into());
+            Ok((reservation, r))
+        };
+        let earlier = settle_at("a", "a0", 1, "alice")?;
+        metering.settle(&earlier.0, &earlier.1)?;
+        let a1 = settle_at("a", "a1", 10, "alice")?;
+        let a2 = settle_at("a", "a2", 20, "bob")?;
+        let b1 = settle_at("b", "b1", 300, "alice")?;
+        // a1 twice in one batch, and a0 again after it was settled: each counts once.
+        apply_settlements(&store, &metering.counters, &[a1.clone(), a2, b1, a1, earlier])?;
+        for fresh in [false, true] {
+            let m = if fresh { Embedded::new(store.clone())? } else { metering.clone() };
+            let (a, b) = (TenantKey::of("a"), TenantKey::of("b"));
+            assert_eq!(m.status(&a, None, now)?.spent_microdollars, 31, "fresh start: {fresh}");
+            assert_eq!(m.status(&a, None, now)?.reserved_microdollars, 0, "fresh start: {fresh}");
+            assert_eq!(m.status(&b, None, now)?.spent_microdollars, 300, "fresh start: {fresh}");
+            assert_eq!(m.scope_spend(&a, "user:alice", &month)?, 11);
+            assert_eq!(m.scope_spend(&a, "user:bob", &month)?, 20);
+            assert_eq!(m.scope_spend(&a, "tag:x", &month)?, 31);
+            assert_eq!(m.scope_spend(&b, "user:alice", &month)?, 300);
+        }
+        let day = day_of(now);
+        let by_user = metering.usage("a", &day, &day, GroupBy::User)?;
+        assert_eq!(by_user.iter().map(|(k, r)| (k.as_str(), r.requests, r.cost_microdollars)).collect::<Vec<_>>(), vec![("alice", 2, 11), ("bob", 1, 20)]);
+        assert_eq!(metering.totals("b", &day, &day)?.requests, 1);
+        assert_eq!(metering.ledger("a", 0, u64::MAX, 10)?.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_corrupt_rollup_met_in_a_batch_is_rebuilt_with_the_whole_batch() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::temporary()?;
+        let metering = Embedded::new(store.clone())?;
+        metering.record("t", &record("t", "r0", 5))?;
+        store.tenant.insert(rollup_key(&TenantKey::of("t"), "1970-01-01", "user", "alice"), b"{not a rollup".to_vec())?;
+        let batch: Vec<_> = (1..4).map(|i| Ok::<_, BudgetError>((metering.reserve("t", None, &format!("r{i}"), 1, 1)?, record("t", &format!("r{i}"), 10)))).collect::<Result<_, _>>()?;
+        apply_settlements(&store, &metering.counters, &batch)?;
+        let by_user = metering.usage("t", "1970-01-01", "1970-01-01", GroupBy::User)?;
+        assert_eq!(by_user.iter().map(|(k, r)| (k.as_str(), r.requests, r.cost_microdollars)).collect::<Vec<_>>(), vec![("alice", 4, 35)]);
+        assert_eq!(metering.totals("t", "1970-01-01", "1970-01-01")?.requests, 4);
         Ok(())
     }
 

@@ -45,14 +45,13 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new().name("tollgate-ledger".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-                let pairs: Vec<(Reservation, LedgerRecord)> = batch.iter().map(|j| (j.reservation.clone(), j.record.clone())).collect();
-                let result = apply_settlements(&store, &counters, &pairs)
+                let (settlements, waiters): (Vec<_>, Vec<_>) =
+                    std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)).map(|job| ((job.reservation, job.record), job.done)).unzip();
+                let result = apply_settlements(&store, &counters, &settlements)
                     .map_err(|e| e.to_string())
                     .and_then(|()| store.flush_blocking().map_err(|e| e.to_string()));
-                for job in batch {
-                    let _ = job.done.send(result.clone());
+                for done in waiters {
+                    let _ = done.send(result.clone());
                 }
             }
         })?;
