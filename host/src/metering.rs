@@ -19,6 +19,7 @@ mod writer;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::Embedded;
+pub use writer::LedgerStats;
 
 use crate::policy::BudgetStatus;
 use crate::postgres::budgets::PgBudgets;
@@ -351,6 +352,11 @@ impl Metering {
             Authority::Embedded(embedded) => Some(embedded),
             Authority::Shared(_) => None,
         }
+    }
+
+    /// The embedded settlement thread's figures; `None` on the shared authority.
+    pub fn ledger_stats(&self) -> Option<&LedgerStats> {
+        self.embedded().map(Embedded::ledger_stats)
     }
 
     /// Budget and spend of the period containing `now_millis`, for the tenant stored

@@ -6,33 +6,51 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::metering::LedgerStats;
 use crate::policy::PolicyStats;
 
-/// Latency bucket bounds, in seconds.
+/// Latency bucket bounds of a request, in seconds.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// A fixed-bucket histogram.
-#[derive(Debug, Default)]
+/// Bucket bounds of a store operation (a ledger batch's commit or disk sync), in seconds:
+/// these take tens of microseconds to a few milliseconds, below a request's first bucket.
+pub const STORE_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A fixed-bucket histogram (at most 15 bounds, plus `+Inf`).
+#[derive(Debug)]
 pub struct Histogram {
+    bounds: &'static [f64],
     counts: [AtomicU64; 16],
     sum_micros: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::with_bounds(BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram over `bounds` (ascending, at most 15).
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        assert!(bounds.len() < 16, "a histogram has at most 15 bounds");
+        Self { bounds, counts: Default::default(), sum_micros: AtomicU64::new(0) }
+    }
+
     /// Records one observation.
     pub fn observe(&self, seconds: f64) {
-        let index = BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len());
+        let index = self.bounds.iter().position(|b| seconds <= *b).unwrap_or(self.bounds.len());
         self.counts[index].fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
+        for (i, bound) in self.bounds.iter().enumerate() {
             cumulative += self.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
-        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum{{{}}} {}", labels.trim_end_matches(','), self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{{}}} {cumulative}", labels.trim_end_matches(','));
@@ -85,8 +103,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition. `vault_cache` is the vault's credential cache
-    /// (hits, misses); the embedded store has none.
-    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>) -> String {
+    /// (hits, misses); `ledger` the embedded store's settlement thread (PostgreSQL
+    /// settles in the database).
+    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>, ledger: Option<&LedgerStats>) -> String {
         let mut out = String::new();
         out.push_str("# TYPE tollgate_requests_total counter\n");
         if let Ok(map) = self.requests.lock() {
@@ -133,6 +152,19 @@ impl Metrics {
                 "# TYPE tollgate_vault_cache_hits_total counter\ntollgate_vault_cache_hits_total {hits}\n\
                  # TYPE tollgate_vault_cache_misses_total counter\ntollgate_vault_cache_misses_total {misses}\n"
             );
+        }
+        if let Some(ledger) = ledger {
+            let _ = write!(
+                out,
+                "# TYPE tollgate_ledger_batches_total counter\ntollgate_ledger_batches_total {}\n\
+                 # TYPE tollgate_ledger_settlements_total counter\ntollgate_ledger_settlements_total {}\n",
+                load(&ledger.batches),
+                load(&ledger.settlements),
+            );
+            out.push_str("# TYPE tollgate_ledger_commit_seconds histogram\n");
+            ledger.commit.render(&mut out, "tollgate_ledger_commit_seconds", "");
+            out.push_str("# TYPE tollgate_ledger_sync_seconds histogram\n");
+            ledger.sync.render(&mut out, "tollgate_ledger_sync_seconds", "");
         }
         out
     }

@@ -163,7 +163,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
         (Method::GET, "/metrics") => Ok(text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts()),
+            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts(), app.metering.ledger_stats()),
         )),
         (Method::POST, "/v1/messages/count_tokens") => {
             let Principal::Tenant(..) = authenticate(&app, &request).await? else {

@@ -144,6 +144,27 @@ async fn credentials_are_listed_without_secrets_and_operator_routes_need_the_adm
 }
 
 #[tokio::test]
+async fn metrics_count_the_ledger_batches_each_answer_waited_for() {
+    let gw = Gateway::start().await;
+    let token = gw.demo_tenant("t", 10.0).await;
+    for _ in 0..3 {
+        assert_eq!(gw.chat(&token, hello("default")).await.status, 200);
+    }
+    let metrics = gw.call("GET", "/metrics", None, &[], Vec::new()).await.text();
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.split_whitespace().next().map(|n| n.trim_end_matches("{}")) == Some(name)).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    // Each answer waited for its settlement to be committed and synced.
+    assert_eq!(value("tollgate_ledger_settlements_total"), 3.0, "{metrics}");
+    let batches = value("tollgate_ledger_batches_total");
+    assert!((1.0..=3.0).contains(&batches), "{metrics}");
+    assert_eq!(value("tollgate_ledger_commit_seconds_count"), batches, "{metrics}");
+    assert_eq!(value("tollgate_ledger_sync_seconds_count"), batches, "{metrics}");
+    assert!(metrics.contains("tollgate_ledger_commit_seconds_bucket{le=\"0.0001\"}"), "{metrics}");
+}
+
+#[tokio::test]
 async fn a_trapping_policy_fails_only_its_tenant_with_a_clear_error() {
     let gw = Gateway::start().await;
     let good = gw.demo_tenant("good", 10.0).await;

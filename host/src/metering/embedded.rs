@@ -323,6 +323,11 @@ impl Embedded {
         self.writer.settle(reservation, record).await
     }
 
+    /// What the settlement thread has done (batches, their commit and sync times).
+    pub fn ledger_stats(&self) -> &super::LedgerStats {
+        &self.writer.stats
+    }
+
     /// Counter cells held in memory (bounded; see `metering/counters.rs`).
     pub fn cells_len(&self) -> usize {
         self.counters.cells_len()
