@@ -160,7 +160,8 @@ async fn metrics_count_the_ledger_batches_each_answer_waited_for() {
     let batches = value("tollgate_ledger_batches_total");
     assert!((1.0..=3.0).contains(&batches), "{metrics}");
     assert_eq!(value("tollgate_ledger_commit_seconds_count"), batches, "{metrics}");
-    assert_eq!(value("tollgate_ledger_sync_seconds_count"), batches, "{metrics}");
+    // One sync covers every batch committed before it began.
+    assert!((1.0..=batches).contains(&value("tollgate_ledger_sync_seconds_count")), "{metrics}");
     assert!(metrics.contains("tollgate_ledger_commit_seconds_bucket{le=\"0.0001\"}"), "{metrics}");
 }
 

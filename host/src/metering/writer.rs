@@ -1,63 +1,77 @@
-//! Group settlement: one thread writes the settlements of every request waiting, in one
-//! sled transaction, then makes them durable with one flush, then answers them all.
+//! Group settlement in two stages, each on its own thread:
+//!
+//! 1. the committer writes the settlements of every request waiting in one sled
+//!    transaction (the counters in memory follow), then hands the batch on;
+//! 2. the syncer makes every batch handed to it durable with one flush, then answers
+//!    their requests.
+//!
+//! A request is answered only after the flush that began after its batch committed, so
+//! its ledger record is on disk first. The stages overlap: the next batch commits while
+//! the previous one syncs, so a request arriving during a sync waits for one commit and
+//! one sync, not for the tail of a whole cycle before its own.
 //!
 //! sled 0.34 rolls its log buffer twice per transaction and once per flush, and each roll
-//! wakes every thread of its IO pool; per request that was most of the gateway's CPU.
-//! Batching makes the cost per batch instead of per request.
+//! starts an IO job; batching makes that cost per batch instead of per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::counters::Counters;
-use crate::metrics::{Histogram, STORE_BUCKETS};
 use super::embedded::apply_settlements;
 use super::{LedgerRecord, Reservation};
+use crate::metrics::{Histogram, STORE_BUCKETS};
 use crate::store::Store;
 
 /// The most settlements written in one transaction.
 const MAX_BATCH: usize = 256;
 
+type Answer = oneshot::Sender<Result<(), String>>;
+
 struct Job {
     reservation: Reservation,
     record: LedgerRecord,
-    done: oneshot::Sender<Result<(), String>>,
+    done: Answer,
 }
 
-/// What the settlement thread has done, for `/metrics`. Each batch's transaction holds
+/// What the settlement threads have done, for `/metrics`. Each batch's transaction holds
 /// sled's process-wide write lock (every other sled read and write waits for it), so its
 /// commit time is also how long the store stalls the rest of the gateway.
 #[derive(Debug)]
 pub struct LedgerStats {
-    /// Batches written.
-    pub batches: std::sync::atomic::AtomicU64,
-    /// Settlements written, over all batches.
-    pub settlements: std::sync::atomic::AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Settlements committed, over all batches.
+    pub settlements: AtomicU64,
     /// One batch's transaction.
     pub commit: Histogram,
-    /// One batch's disk sync (sled's flush), after its transaction.
+    /// One disk sync (sled's flush), covering every batch committed before it began.
     pub sync: Histogram,
 }
 
 impl Default for LedgerStats {
     fn default() -> Self {
-        Self { batches: Default::default(), settlements: Default::default(), commit: Histogram::with_bounds(STORE_BUCKETS), sync: Histogram::with_bounds(STORE_BUCKETS) }
+        Self { batches: AtomicU64::new(0), settlements: AtomicU64::new(0), commit: Histogram::with_bounds(STORE_BUCKETS), sync: Histogram::with_bounds(STORE_BUCKETS) }
     }
 }
 
-/// Handle to the settlement thread. Dropping it waits for the thread to finish, so the
-/// store (and its lock file) is released when the last handle goes.
+/// Handle to the settlement threads. Dropping it waits for both to finish (every batch
+/// committed is synced and answered first), so the store (and its lock file) is released
+/// when the last handle goes.
 pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     pub(super) stats: Arc<LedgerStats>,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        // The committer first: its end closes the syncer's queue.
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -65,30 +79,18 @@ impl Drop for Writer {
 
 impl Writer {
     pub(super) fn start(store: Store, counters: Arc<Counters>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (jobs, queued) = mpsc::channel::<Job>();
+        let (committed, to_sync) = mpsc::channel::<Vec<Answer>>();
         let stats = Arc::new(LedgerStats::default());
-        let counted = stats.clone();
-        let thread = std::thread::Builder::new().name("tollgate-ledger".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let (settlements, waiters): (Vec<_>, Vec<_>) =
-                    std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)).map(|job| ((job.reservation, job.record), job.done)).unzip();
-                let started = std::time::Instant::now();
-                let committed = apply_settlements(&store, &counters, &settlements).map_err(|e| e.to_string());
-                let commit_time = started.elapsed();
-                counted.commit.observe(commit_time.as_secs_f64());
-                let result = committed.and_then(|()| {
-                    store.flush_blocking().map_err(|e| e.to_string())?;
-                    counted.sync.observe((started.elapsed() - commit_time).as_secs_f64());
-                    Ok(())
-                });
-                counted.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                counted.settlements.fetch_add(settlements.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for done in waiters {
-                    let _ = done.send(result.clone());
-                }
-            }
-        })?;
-        Ok(Self { jobs: Some(tx), thread: Some(thread), stats })
+        let committer = {
+            let (store, stats) = (store.clone(), stats.clone());
+            std::thread::Builder::new().name("tollgate-ledger".into()).spawn(move || commit_batches(&store, &counters, &stats, &queued, &committed))?
+        };
+        let syncer = {
+            let stats = stats.clone();
+            std::thread::Builder::new().name("tollgate-ledger-sync".into()).spawn(move || sync_batches(&store, &stats, &to_sync))?
+        };
+        Ok(Self { jobs: Some(jobs), threads: vec![committer, syncer], stats })
     }
 
     /// Settles and waits until the ledger record is on disk.
@@ -98,5 +100,48 @@ impl Writer {
             return Err("the ledger thread has stopped".into());
         }
         answer.await.unwrap_or_else(|_| Err("the ledger thread has stopped".into()))
+    }
+}
+
+/// Stage 1: one transaction per batch of waiting settlements. A batch that fails is
+/// answered at once; one that commits goes to the syncer.
+fn commit_batches(store: &Store, counters: &Counters, stats: &LedgerStats, queued: &mpsc::Receiver<Job>, committed: &mpsc::Sender<Vec<Answer>>) {
+    while let Ok(first) = queued.recv() {
+        let (settlements, answers): (Vec<_>, Vec<_>) =
+            std::iter::once(first).chain(queued.try_iter().take(MAX_BATCH - 1)).map(|job| ((job.reservation, job.record), job.done)).unzip();
+        let started = Instant::now();
+        let result = apply_settlements(store, counters, &settlements);
+        stats.commit.observe(started.elapsed().as_secs_f64());
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.settlements.fetch_add(settlements.len() as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                if let Err(unsent) = committed.send(answers) {
+                    answer_all(unsent.0, &Err("the ledger's sync thread has stopped".into()));
+                }
+            }
+            Err(e) => answer_all(answers, &Err(e.to_string())),
+        }
+    }
+}
+
+/// Stage 2: one flush for every batch committed by the time it begins.
+fn sync_batches(store: &Store, stats: &LedgerStats, to_sync: &mpsc::Receiver<Vec<Answer>>) {
+    while let Ok(first) = to_sync.recv() {
+        let batches: Vec<Vec<Answer>> = std::iter::once(first).chain(to_sync.try_iter()).collect();
+        let started = Instant::now();
+        let result = store.flush_blocking().map_err(|e| e.to_string());
+        if result.is_ok() {
+            stats.sync.observe(started.elapsed().as_secs_f64());
+        }
+        for answers in batches {
+            answer_all(answers, &result);
+        }
+    }
+}
+
+fn answer_all(answers: Vec<Answer>, result: &Result<(), String>) {
+    for done in answers {
+        let _ = done.send(result.clone());
     }
 }

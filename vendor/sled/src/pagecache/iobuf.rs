@@ -1009,8 +1009,14 @@ pub(in crate::pagecache) fn make_stable_inner(
 /// to flush some pending writes. Returns the number
 /// of bytes written during this call.
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
-    let _cc = concurrency_control::read();
-    let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
+    // Tollgate: the concurrency-control read guard covers reading the
+    // LSN (so it falls between transactions, never inside one) and not
+    // the wait for the disk: held across `make_stable`, it kept every
+    // transaction (which takes the write side) waiting for a whole sync.
+    let max_reserved_lsn = {
+        let _cc = concurrency_control::read();
+        iobufs.max_reserved_lsn.load(Acquire)
+    };
     make_stable(iobufs, max_reserved_lsn)
 }
 
