@@ -335,7 +335,7 @@ enum Authority {
 }
 
 impl Metering {
-    /// The embedded authority over `store`, with its settlement thread.
+    /// The embedded authority over `store`, with its settlement threads.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         Ok(Self { authority: Authority::Embedded(Embedded::new(store)?) })
     }
@@ -354,7 +354,7 @@ impl Metering {
         }
     }
 
-    /// The embedded settlement thread's figures; `None` on the shared authority.
+    /// The embedded settlement threads' figures; `None` on the shared authority.
     pub fn ledger_stats(&self) -> Option<&LedgerStats> {
         self.embedded().map(Embedded::ledger_stats)
     }

@@ -103,7 +103,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition. `vault_cache` is the vault's credential cache
-    /// (hits, misses); `ledger` the embedded store's settlement thread (PostgreSQL
+    /// (hits, misses); `ledger` the embedded store's settlement threads (PostgreSQL
     /// settles in the database).
     pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>, ledger: Option<&LedgerStats>) -> String {
         let mut out = String::new();

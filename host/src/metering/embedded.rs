@@ -228,10 +228,10 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
 }
 
 impl Embedded {
-    /// The embedded authority over `store`, with its settlement thread.
+    /// The embedded authority over `store`, with its settlement threads.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
-        let writer = Writer::start(store.clone(), counters.clone()).map_err(|e| StoreError::Aborted(format!("starting the ledger thread: {e}")))?;
+        let writer = Writer::start(store.clone(), counters.clone()).map_err(|e| StoreError::Aborted(format!("starting the ledger threads: {e}")))?;
         Ok(Self { store, counters, writer: Arc::new(writer) })
     }
 
@@ -317,13 +317,13 @@ impl Embedded {
         apply_settlements(&self.store, &self.counters, &[(reservation.clone(), record.clone())])
     }
 
-    /// [`Embedded::settle`] through the settlement thread, returning once the ledger
+    /// [`Embedded::settle`] through the settlement threads, returning once the ledger
     /// record is on disk. Concurrent requests share one transaction and one flush.
     pub async fn settle_durably(&self, reservation: Reservation, record: LedgerRecord) -> Result<(), String> {
         self.writer.settle(reservation, record).await
     }
 
-    /// What the settlement thread has done (batches, their commit and sync times).
+    /// What the settlement threads have done (batches, their commit and sync times).
     pub fn ledger_stats(&self) -> &super::LedgerStats {
         &self.writer.stats
     }

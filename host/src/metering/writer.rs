@@ -84,11 +84,11 @@ impl Writer {
         let stats = Arc::new(LedgerStats::default());
         let committer = {
             let (store, stats) = (store.clone(), stats.clone());
-            std::thread::Builder::new().name("tollgate-ledger".into()).spawn(move || commit_batches(&store, &counters, &stats, &queued, &committed))?
+            std::thread::Builder::new().name("tollgate-commit".into()).spawn(move || commit_batches(&store, &counters, &stats, &queued, &committed))?
         };
         let syncer = {
             let stats = stats.clone();
-            std::thread::Builder::new().name("tollgate-ledger-sync".into()).spawn(move || sync_batches(&store, &stats, &to_sync))?
+            std::thread::Builder::new().name("tollgate-sync".into()).spawn(move || sync_batches(&store, &stats, &to_sync))?
         };
         Ok(Self { jobs: Some(jobs), threads: vec![committer, syncer], stats })
     }
