@@ -164,6 +164,8 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
         record: Vec<u8>,
         ledger: Vec<u8>,
         spend: Vec<Vec<u8>>,
+        /// The (scope, period) of each key in `spend`, for the counters in memory.
+        spend_cells: Vec<(String, String)>,
         encoded: Vec<u8>,
     }
     let keys: Vec<Keys> = settlements
@@ -171,11 +173,13 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
         .map(|(reservation, record)| {
             let tenant = TenantKey::of(&reservation.tenant_id);
             let periods = reservation.period_ids();
+            let spend_cells: Vec<(String, String)> = spend_scopes(record).into_iter().flat_map(|s| periods.iter().map(move |p| (s.clone(), p.clone()))).collect();
             Keys {
                 tenant,
                 record: tenant.record(Kind::Reservation, reservation.request_id.as_bytes()),
                 ledger: ledger_key(&tenant, record.unix_millis, &record.request_id),
-                spend: spend_scopes(record).iter().flat_map(|s| periods.iter().map(|p| counter_key(&tenant, s, p))).collect(),
+                spend: spend_cells.iter().map(|(s, p)| counter_key(&tenant, s, p)).collect(),
+                spend_cells,
                 encoded: encode(record),
             }
         })
@@ -206,21 +210,19 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
         Ok((applied, rollups.write(tx)?))
     }))?;
     rebuild_broken_rollups(store, broken)?;
-    for ((reservation, record), applied) in settlements.iter().zip(applied) {
+    for (((reservation, record), keys), applied) in settlements.iter().zip(&keys).zip(applied) {
         if !applied {
             continue;
         }
-        let tenant = TenantKey::of(&reservation.tenant_id);
+        let tenant = keys.tenant;
         for (scope, period) in reservation.held_cells() {
             if let Some(cell) = cells.loaded(&tenant, scope, &period) {
                 cell.reserved = cell.reserved.saturating_sub(reservation.microdollars);
             }
         }
-        for scope in spend_scopes(record) {
-            for period in reservation.period_ids() {
-                if let Some(cell) = cells.loaded(&tenant, &scope, &period) {
-                    cell.spent = cell.spent.saturating_add(record.cost_microdollars);
-                }
+        for (scope, period) in &keys.spend_cells {
+            if let Some(cell) = cells.loaded(&tenant, scope, period) {
+                cell.spent = cell.spent.saturating_add(record.cost_microdollars);
             }
         }
     }
