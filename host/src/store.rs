@@ -226,6 +226,9 @@ pub struct Store {
     /// over it (one per process, but tests open several as if they were replicas): one
     /// vault's write evicts what another cached.
     pub(crate) vault_cache: std::sync::Arc<crate::sealing::cache::VaultCache>,
+    /// The master-key version `meta` records, as the vault last read or wrote it, so a
+    /// cached open need not read `meta` (0 until a vault opens the store).
+    pub(crate) vault_master_version: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Store {
@@ -264,6 +267,7 @@ impl Store {
             audit: db.open_tree("audit")?,
             flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
             vault_cache: std::sync::Arc::new(crate::sealing::cache::VaultCache::in_process()),
+            vault_master_version: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)),
             db,
         })
     }

@@ -50,6 +50,7 @@ impl Embedded {
     /// checks the keys open the store's data keys.
     pub(super) fn with_keys(store: Store, keys: MasterKeys) -> Result<Self, SealError> {
         let version = stored_master_version(&store)?;
+        store.vault_master_version.store(version, std::sync::atomic::Ordering::SeqCst);
         let pending = keys.previous.is_some() && keys.file.is_some();
         let cache = store.vault_cache.clone();
         let keeper = Self { store, master: RwLock::new((keys.primary.clone(), version)), previous: RwLock::new(keys.previous), key_file: keys.file, rotation: tokio::sync::Mutex::new(()), cache };
@@ -143,7 +144,7 @@ impl Embedded {
         // The cache is the store's, shared by every vault over it: one still holding a
         // master key a rotation retired must not open from it (tests open such vaults as
         // if they were replicas; in a gateway the one vault rotates its own key).
-        if stored_master_version(&self.store)? == self.master.read().unwrap_or_else(|p| p.into_inner()).1 {
+        if self.store.vault_master_version.load(std::sync::atomic::Ordering::SeqCst) == self.master.read().unwrap_or_else(|p| p.into_inner()).1 {
             if let Some((record, dek)) = self.cache.credential(tenant_id, name) {
                 return Ok((record, Some(dek)));
             }
@@ -269,6 +270,7 @@ impl Embedded {
         // rotation's reasoning.
         self.cache.clear();
         self.store.meta.insert("master-version", &new_version.to_be_bytes()).map_err(StoreError::from)?;
+        self.store.vault_master_version.store(new_version, std::sync::atomic::Ordering::SeqCst);
         *current = (new_master, new_version);
         Ok(count)
     }
