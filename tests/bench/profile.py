@@ -3,8 +3,8 @@
 tenant through harness.py (the bench's own setup: token, stock policy, sealed key),
 perf-records the tollgate process for a few seconds at 16 connections, then measures one
 connection. Prints `c16 rps p50_ms p99_ms` and `c1 rps p50_ms p99_ms`, each followed by the ledger
-thread's figures from `/metrics` over that load (batches, settlements per batch, mean
-commit and sync time of a batch).
+threads' figures from `/metrics` over that load (batches, settlements per batch, mean
+commit time of a batch; syncs and the mean time of one).
 
     python3 tests/bench/profile.py --out target/prof        # perf.data there
     perf script -i target/prof/perf.data | inferno-collapse-perf | inferno-flamegraph > flame.svg
@@ -57,7 +57,8 @@ def main():
         h.stop_all()
 
 
-LEDGER = ["tollgate_ledger_batches_total", "tollgate_ledger_settlements_total", "tollgate_ledger_commit_seconds_sum", "tollgate_ledger_sync_seconds_sum"]
+LEDGER = ["tollgate_ledger_batches_total", "tollgate_ledger_settlements_total", "tollgate_ledger_commit_seconds_sum",
+          "tollgate_ledger_sync_seconds_sum", "tollgate_ledger_sync_seconds_count"]
 
 
 def ledger_figures(port):
@@ -72,10 +73,12 @@ def ledger_figures(port):
 
 
 def describe_ledger(before, after):
-    batches, settlements, commit, sync = (after.get(k, 0) - before.get(k, 0) for k in LEDGER)
-    if not batches:
+    batches, settlements, commit, sync, syncs = (after.get(k, 0) - before.get(k, 0) for k in LEDGER)
+    if not batches or not syncs:
         return "no batches"
-    return f"{batches:.0f} batches, {settlements / batches:.2f} settlements each, commit {commit / batches * 1e6:.0f} us, sync {sync / batches * 1e6:.0f} us (means)"
+    # One sync can cover several batches: its mean is per sync, not per batch.
+    return (f"{batches:.0f} batches, {settlements / batches:.2f} settlements each, commit {commit / batches * 1e6:.0f} us a batch; "
+            f"{syncs:.0f} syncs, {sync / syncs * 1e6:.0f} us each (means)")
 
 
 if __name__ == "__main__":
