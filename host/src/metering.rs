@@ -14,6 +14,7 @@
 
 mod counters;
 mod embedded;
+mod journal;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -442,10 +443,7 @@ impl Metering {
     /// were purged with the tenant's); shared, every row stored under it.
     pub async fn forget_tenant(&self, storage_id: &str) -> Result<(), StoreError> {
         match &self.authority {
-            Authority::Embedded(e) => {
-                e.forget_tenant(storage_id);
-                Ok(())
-            }
+            Authority::Embedded(e) => e.forget_tenant(storage_id).await,
             Authority::Shared(p) => p.purge_tenant(storage_id).await,
         }
     }

@@ -157,9 +157,11 @@ impl Metrics {
             let _ = write!(
                 out,
                 "# TYPE tollgate_ledger_batches_total counter\ntollgate_ledger_batches_total {}\n\
-                 # TYPE tollgate_ledger_settlements_total counter\ntollgate_ledger_settlements_total {}\n",
+                 # TYPE tollgate_ledger_settlements_total counter\ntollgate_ledger_settlements_total {}\n\
+                 # TYPE tollgate_ledger_checkpoints_total counter\ntollgate_ledger_checkpoints_total {}\n",
                 load(&ledger.batches),
                 load(&ledger.settlements),
+                load(&ledger.checkpoints),
             );
             out.push_str("# TYPE tollgate_ledger_commit_seconds histogram\n");
             ledger.commit.render(&mut out, "tollgate_ledger_commit_seconds", "");

@@ -229,6 +229,8 @@ pub struct Store {
     /// The master-key version `meta` records, as the vault last read or wrote it, so a
     /// cached open need not read `meta` (0 until a vault opens the store).
     pub(crate) vault_master_version: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// sled's directory; `None` for a temporary store.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -246,7 +248,7 @@ impl Store {
                     std::thread::sleep(LOCK_RETRY);
                     waited += LOCK_RETRY;
                 }
-                opened => return Self::from_db(opened?),
+                opened => return Ok(Self { dir: Some(dir.join("db")), ..Self::from_db(opened?)? }),
             }
         }
     }
@@ -268,8 +270,15 @@ impl Store {
             flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
             vault_cache: std::sync::Arc::new(crate::sealing::cache::VaultCache::in_process()),
             vault_master_version: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            dir: None,
             db,
         })
+    }
+
+    /// The path of a file kept beside sled's own in its directory (so a backup of the
+    /// data dir or a restore takes it along); `None` for a temporary store.
+    pub fn file_beside(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join(name))
     }
 
     /// Names of every tree (including sled's default one).

@@ -1,6 +1,6 @@
 //! The budget authority embedded in one process: counters in memory (`counters.rs`) over
 //! sled, a reservation record per request, settlements batched into one sled transaction
-//! and one flush (`writer.rs`). The key layout of spend counters, reservations, the ledger
+//! and one journal sync (`writer.rs`, `journal.rs`). The key layout of spend counters, reservations, the ledger
 //! and rollups is here.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::counters::Counters;
+use super::journal::{self, Journal};
 use super::writer::Writer;
 use super::{day_of, describe_scope, spend_scopes, Budget, BudgetError, GroupBy, Hold, LedgerRecord, Reservation, Rollup};
 use crate::policy::BudgetStatus;
@@ -231,9 +232,14 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
 
 impl Embedded {
     /// The embedded authority over `store`, with its settlement threads.
+    /// Settlements the journal holds from before a crash are applied first.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
-        let writer = Writer::start(store.clone(), counters.clone()).map_err(|e| StoreError::Aborted(format!("starting the ledger threads: {e}")))?;
+        let journal = match store.file_beside(journal::FILE_NAME) {
+            Some(path) => Some(replay_journal(&store, &counters, &path)?),
+            None => None,
+        };
+        let writer = Writer::start(store.clone(), counters.clone(), journal).map_err(|e| StoreError::Aborted(format!("starting the ledger threads: {e}")))?;
         Ok(Self { store, counters, writer: Arc::new(writer) })
     }
 
@@ -335,10 +341,13 @@ impl Embedded {
         self.counters.cells_len()
     }
 
-    /// Forgets a deleted tenant's counters (its records were purged from the store).
-    pub fn forget_tenant(&self, tenant_id: &str) {
+    /// Forgets a deleted tenant's counters (its records were purged from the store), after
+    /// a checkpoint: the journal would otherwise bring its settlements back at a restart.
+    pub async fn forget_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        self.writer.checkpoint().await.map_err(|e| StoreError::Aborted(format!("ledger checkpoint: {e}")))?;
         let tenant = TenantKey::of(tenant_id);
         self.counters.lock_tenant(&self.store, &tenant).forget(&tenant);
+        Ok(())
     }
 
     /// Writes a ledger record for a request that reserved nothing (rejected, failed early),
@@ -446,6 +455,38 @@ impl Embedded {
         apply_settlements(&self.store, &self.counters, &settlements)?;
         Ok(settlements.len())
     }
+}
+
+/// Opens the ledger journal and applies every batch it holds (settling counts once, so a
+/// batch already in the store changes nothing), then flushes and empties it. A batch
+/// that will not apply is applied settlement by settlement; any that still fail are
+/// logged and kept in a copy of the journal, never silently dropped.
+fn replay_journal(store: &Store, counters: &Counters, path: &std::path::Path) -> Result<Journal, StoreError> {
+    let opening = |e: std::io::Error| StoreError::Aborted(format!("opening the ledger journal {}: {e}", path.display()));
+    let (mut journal, batches) = Journal::open(path).map_err(opening)?;
+    if journal.len() == 0 {
+        return Ok(journal);
+    }
+    let mut failed = 0;
+    for batch in &batches {
+        if apply_settlements(store, counters, batch).is_ok() {
+            continue;
+        }
+        for settlement in batch {
+            if let Err(e) = apply_settlements(store, counters, std::slice::from_ref(settlement)) {
+                failed += 1;
+                tracing::error!(tenant = %settlement.1.tenant_id, request_id = %settlement.1.request_id, error = %e, "a journaled settlement could not be applied at start");
+            }
+        }
+    }
+    if failed > 0 {
+        let copy = journal.keep_copy().map_err(opening)?;
+        tracing::error!(failed, copy = %copy.display(), "journaled settlements that could not be applied are kept in a copy of the ledger journal");
+    }
+    store.flush_blocking()?;
+    journal.truncate().map_err(opening)?;
+    tracing::info!(batches = batches.len(), "the ledger journal was replayed into the store");
+    Ok(journal)
 }
 
 fn ledger_key(tenant: &TenantKey, unix_millis: u64, request_id: &str) -> Vec<u8> {
@@ -692,6 +733,64 @@ mod tests {
         let status = fresh.status(&TenantKey::of("t"), budget, now)?;
         assert_eq!((status.spent_microdollars, status.reserved_microdollars), (350, 300));
         assert_eq!(fresh.scope_spend(&TenantKey::of("t"), "tag:x", &held.period_id)?, 350);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_answer_waits_for_its_journaled_frame_and_a_start_replays_what_the_store_lost() -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, lost) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let journal_in = |dir: &tempfile::TempDir| dir.path().join("db").join(journal::FILE_NAME);
+        let now = crate::clock::unix_millis();
+        let mut settled = record("t", "r1", 7);
+        settled.unix_millis = now;
+        let frame = {
+            let metering = Embedded::new(Store::open(dir.path())?)?;
+            let reservation = metering.reserve("t", None, "r1", 100, now)?;
+            metering.settle_durably(reservation.clone(), settled.clone()).await?;
+            // Answered only once the frame was in the journal.
+            let (_, batches) = Journal::open(&journal_in(&dir))?;
+            assert_eq!(batches, vec![vec![(reservation, settled.clone())]]);
+            std::fs::read(journal_in(&dir))?
+        };
+        // A clean stop ends with a checkpoint: nothing left to replay.
+        assert_eq!(std::fs::metadata(journal_in(&dir))?.len(), 0);
+
+        let spend = |metering: &Embedded| metering.status(&TenantKey::of("t"), None, now).map(|s| (s.spent_microdollars, s.reserved_microdollars));
+        // A store that lost the batch (a crash before sled's flush): the journal brings it back.
+        drop(Store::open(lost.path())?);
+        std::fs::write(journal_in(&lost), &frame)?;
+        {
+            let metering = Embedded::new(Store::open(lost.path())?)?;
+            assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?, vec![settled.clone()]);
+            assert_eq!(spend(&metering)?, (7, 0));
+            assert_eq!(metering.totals("t", &day_of(now), &day_of(now))?.cost_microdollars, 7);
+        }
+        assert_eq!(std::fs::metadata(journal_in(&lost))?.len(), 0, "a replayed journal is emptied");
+        // A store that already has it: the replay counts it once.
+        std::fs::write(journal_in(&dir), &frame)?;
+        let metering = Embedded::new(Store::open(dir.path())?)?;
+        assert_eq!(metering.ledger("t", 0, u64::MAX, 10)?.len(), 1);
+        assert_eq!(spend(&metering)?, (7, 0));
+        assert_eq!(metering.totals("t", &day_of(now), &day_of(now))?.requests, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_deleted_tenant_empties_the_journal_so_nothing_of_it_comes_back() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join("db").join(journal::FILE_NAME);
+        let store = Store::open(dir.path())?;
+        let metering = Embedded::new(store.clone())?;
+        let reservation = metering.reserve("gone", None, "r1", 10, 1)?;
+        metering.settle_durably(reservation, record("gone", "r1", 5)).await?;
+        assert!(std::fs::metadata(&journal_path)?.len() > 0);
+        store.purge_tenant(&TenantKey::of("gone"))?;
+        metering.forget_tenant("gone").await?;
+        assert_eq!(std::fs::metadata(&journal_path)?.len(), 0);
+        assert_eq!(metering.ledger_stats().checkpoints.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop((metering, store));
+        let restarted = Embedded::new(Store::open(dir.path())?)?;
+        assert!(restarted.ledger("gone", 0, u64::MAX, 10)?.is_empty());
         Ok(())
     }
 }
