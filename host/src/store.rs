@@ -231,6 +231,8 @@ pub struct Store {
     pub(crate) vault_master_version: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// sled's directory; `None` for a temporary store.
     dir: Option<std::path::PathBuf>,
+    /// Whether a ledger writer holds the journal beside this store (one at a time).
+    journal_claimed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -271,6 +273,7 @@ impl Store {
             vault_cache: std::sync::Arc::new(crate::sealing::cache::VaultCache::in_process()),
             vault_master_version: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)),
             dir: None,
+            journal_claimed: std::sync::Arc::default(),
             db,
         })
     }
@@ -279,6 +282,16 @@ impl Store {
     /// data dir or a restore takes it along); `None` for a temporary store.
     pub fn file_beside(&self, name: &str) -> Option<std::path::PathBuf> {
         self.dir.as_ref().map(|dir| dir.join(name))
+    }
+
+    /// Claims the ledger journal for one writer: false if another holds it.
+    pub(crate) fn claim_journal(&self) -> bool {
+        !self.journal_claimed.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Gives the ledger journal back (its writer has stopped and emptied it).
+    pub(crate) fn release_journal(&self) {
+        self.journal_claimed.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Names of every tree (including sled's default one).

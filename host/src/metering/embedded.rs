@@ -235,8 +235,8 @@ impl Embedded {
     /// Settlements the journal holds from before a crash are applied first.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
-        let journal = match store.file_beside(journal::FILE_NAME) {
-            Some(path) => Some(replay_journal(&store, &counters, &path)?),
+        let journal = match store.file_beside(journal::FILE_NAME).filter(|_| store.claim_journal()) {
+            Some(path) => Some(replay_journal(&store, &counters, &path).inspect_err(|_| store.release_journal())?),
             None => None,
         };
         let writer = Writer::start(store.clone(), counters.clone(), journal).map_err(|e| StoreError::Aborted(format!("starting the ledger threads: {e}")))?;

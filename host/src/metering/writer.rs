@@ -101,8 +101,9 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Starts the threads over `store`, appending to `journal` (`None` for a temporary
-    /// store, where nothing outlives the process anyway).
+    /// Starts the threads over `store`, appending to `journal`: `None` for a temporary
+    /// store, or one whose journal another authority holds (tests open several over one
+    /// store), where each sync is a flush of sled instead.
     pub(super) fn start(store: Store, counters: Arc<Counters>, journal: Option<Journal>) -> std::io::Result<Self> {
         let (jobs, queued) = mpsc::channel::<Job>();
         let (to_sync, inbox) = mpsc::channel::<ToSync>();
@@ -204,7 +205,7 @@ impl Syncer {
             }
             // Every outcome received had its frame received first, so after this sync each
             // committed batch is durable.
-            let synced = self.sync(&frames);
+            let synced = self.sync(&frames, !committed.is_empty());
             frames.clear();
             for answers in committed.drain(..) {
                 answer_all(answers, &synced);
@@ -220,23 +221,28 @@ impl Syncer {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "the ledger's last checkpoint failed; the journal is replayed at the next start");
         }
+        if self.journal.is_some() {
+            self.store.release_journal();
+        }
     }
 
-    /// Appends `frames` and waits for the disk. If the journal cannot be written, a flush
-    /// of sled makes the committed batches durable instead.
-    fn sync(&mut self, frames: &[u8]) -> Result<(), String> {
-        let Some(journal) = self.journal.as_mut().filter(|_| !frames.is_empty()) else { return Ok(()) };
+    /// Makes the batches committed so far durable: appends `frames` and waits for the
+    /// disk. Without a journal (a second authority over one store) a flush of sled does it
+    /// instead, as it does when the journal cannot be written.
+    fn sync(&mut self, frames: &[u8], any_committed: bool) -> Result<(), String> {
         let started = Instant::now();
-        match journal.append(frames) {
-            Ok(()) => {
-                self.stats.sync.observe(started.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Err(e) => {
+        let result = match self.journal.as_mut() {
+            Some(journal) if !frames.is_empty() => journal.append(frames).or_else(|e| {
                 tracing::error!(error = %e, "appending to the ledger journal failed; flushing the store instead");
                 self.store.flush_blocking().map_err(|e| e.to_string())
-            }
+            }),
+            None if any_committed => self.store.flush_blocking().map_err(|e| e.to_string()),
+            _ => return Ok(()),
+        };
+        if result.is_ok() {
+            self.stats.sync.observe(started.elapsed().as_secs_f64());
         }
+        result
     }
 
     /// Flushes sled, then empties the journal: every frame in it is committed (the caller
