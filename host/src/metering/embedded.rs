@@ -458,7 +458,8 @@ impl Embedded {
 }
 
 /// Opens the ledger journal and applies every batch it holds (settling counts once, so a
-/// batch already in the store changes nothing), then flushes and empties it. A batch
+/// batch already in the store changes nothing), then flushes the store and starts the
+/// journal's next generation. A batch
 /// that will not apply is applied settlement by settlement; any that still fail are
 /// logged and kept in a copy of the journal, never silently dropped.
 fn replay_journal(store: &Store, counters: &Counters, path: &std::path::Path) -> Result<Journal, StoreError> {
@@ -484,7 +485,7 @@ fn replay_journal(store: &Store, counters: &Counters, path: &std::path::Path) ->
         tracing::error!(failed, copy = %copy.display(), "journaled settlements that could not be applied are kept in a copy of the ledger journal");
     }
     store.flush_blocking()?;
-    journal.truncate().map_err(opening)?;
+    journal.restart().map_err(opening)?;
     tracing::info!(batches = batches.len(), "the ledger journal was replayed into the store");
     Ok(journal)
 }
@@ -753,7 +754,7 @@ mod tests {
             std::fs::read(journal_in(&dir))?
         };
         // A clean stop ends with a checkpoint: nothing left to replay.
-        assert_eq!(std::fs::metadata(journal_in(&dir))?.len(), 0);
+        assert!(Journal::open(&journal_in(&dir))?.1.is_empty());
 
         let spend = |metering: &Embedded| metering.status(&TenantKey::of("t"), None, now).map(|s| (s.spent_microdollars, s.reserved_microdollars));
         // A store that lost the batch (a crash before sled's flush): the journal brings it back.
@@ -765,7 +766,7 @@ mod tests {
             assert_eq!(spend(&metering)?, (7, 0));
             assert_eq!(metering.totals("t", &day_of(now), &day_of(now))?.cost_microdollars, 7);
         }
-        assert_eq!(std::fs::metadata(journal_in(&lost))?.len(), 0, "a replayed journal is emptied");
+        assert!(Journal::open(&journal_in(&lost))?.1.is_empty(), "a replayed journal starts again");
         // A store that already has it: the replay counts it once.
         std::fs::write(journal_in(&dir), &frame)?;
         let metering = Embedded::new(Store::open(dir.path())?)?;
@@ -783,10 +784,10 @@ mod tests {
         let metering = Embedded::new(store.clone())?;
         let reservation = metering.reserve("gone", None, "r1", 10, 1)?;
         metering.settle_durably(reservation, record("gone", "r1", 5)).await?;
-        assert!(std::fs::metadata(&journal_path)?.len() > 0);
+        assert_eq!(Journal::open(&journal_path)?.1.len(), 1);
         store.purge_tenant(&TenantKey::of("gone"))?;
         metering.forget_tenant("gone").await?;
-        assert_eq!(std::fs::metadata(&journal_path)?.len(), 0);
+        assert!(Journal::open(&journal_path)?.1.is_empty());
         assert_eq!(metering.ledger_stats().checkpoints.load(std::sync::atomic::Ordering::Relaxed), 1);
         drop((metering, store));
         let restarted = Embedded::new(Store::open(dir.path())?)?;

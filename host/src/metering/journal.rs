@@ -7,12 +7,19 @@
 //! (settling is idempotent: a request with a ledger record counts once), and a checkpoint
 //! (sled flushed, then the journal emptied) bounds what a restart replays.
 //!
-//! A frame is `len: u32 LE | blake3(payload) | payload`, the payload the batch's
-//! `(reservation, record)` pairs as JSON. A frame cut short or damaged ends the journal:
-//! only a crash mid-append leaves one, and that batch was never answered.
+//! The file starts with a header, `TGLEDGR1 | generation: u64 LE`, then frames of
+//! `len: u32 LE | blake3(generation LE ‖ payload) | payload`, the payload the batch's
+//! `(reservation, record)` pairs as JSON. The file is written once at full size and then
+//! only overwritten, so each sync is of data alone: an append that grew the file would
+//! also sync its size, an ext4 journal commit each time. A checkpoint starts the next
+//! generation in the header instead of cutting the file, and the frames of the last one
+//! left behind no longer hash. The first frame that is cut short, damaged, or of another
+//! generation ends the journal: only a crash mid-append leaves one, and that batch was
+//! never answered.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{LedgerRecord, Reservation};
@@ -24,86 +31,117 @@ pub(super) type Batch = Vec<(Reservation, LedgerRecord)>;
 /// the directory whole).
 pub(super) const FILE_NAME: &str = "ledger.journal";
 
-/// Bytes the journal may reach before the next checkpoint empties it: at about 500 bytes
-/// a settlement, some 30,000 settlements to replay after a crash, a second or two.
+/// Bytes of frames the journal may hold before the next checkpoint starts it again: at
+/// about 500 bytes a settlement, some 30,000 settlements to replay after a crash, a
+/// second or two.
 pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-const HASH_LEN: usize = 32;
-const HEADER_LEN: usize = 4 + HASH_LEN;
+/// The file's size as written at creation: room for a checkpoint's worth and the frames
+/// that arrive while it waits for batches in flight (past it, appends grow the file).
+const FILE_BYTES: u64 = CHECKPOINT_BYTES + (4 << 20);
 
-/// One batch as a frame, ready to append.
-pub(super) fn frame(batch: &[(Reservation, LedgerRecord)]) -> Vec<u8> {
-    let payload = serde_json::to_vec(batch).unwrap_or_default();
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(blake3::hash(&payload).as_bytes());
-    frame.extend_from_slice(&payload);
-    frame
+const MAGIC: &[u8; 8] = b"TGLEDGR1";
+const FILE_HEADER_LEN: u64 = 16;
+const HASH_LEN: usize = 32;
+const FRAME_HEADER_LEN: usize = 4 + HASH_LEN;
+
+/// A batch's payload, encoded on the committer's thread; [`Journal::frame`] frames it.
+pub(super) fn payload(batch: &[(Reservation, LedgerRecord)]) -> Vec<u8> {
+    serde_json::to_vec(batch).unwrap_or_default()
 }
 
-/// The batches of every whole frame at the start of `bytes`, and how many bytes they span.
-fn parse(bytes: &[u8]) -> (Vec<Batch>, usize) {
+fn frame_hash(generation: u64, payload: &[u8]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&generation.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The batches of every whole frame of `generation` at the start of `bytes`, and how many
+/// bytes they span.
+fn parse(bytes: &[u8], generation: u64) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= HEADER_LEN {
+    while bytes.len() - at >= FRAME_HEADER_LEN {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
-        let Some(payload) = bytes.get(at + HEADER_LEN..at + HEADER_LEN + len) else { break };
-        if blake3::hash(payload).as_bytes() != &bytes[at + 4..at + HEADER_LEN] {
+        let Some(payload) = bytes.get(at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + len) else { break };
+        if frame_hash(generation, payload).as_bytes() != &bytes[at + 4..at + FRAME_HEADER_LEN] {
             break;
         }
         let Ok(batch) = serde_json::from_slice::<Batch>(payload) else { break };
         batches.push(batch);
-        at += HEADER_LEN + len;
+        at += FRAME_HEADER_LEN + len;
     }
     (batches, at)
 }
 
-/// The journal file, open for appending.
+/// The journal file, open for writing at the end of its frames.
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
-    len: u64,
+    generation: u64,
+    /// Where the next frame goes: the header and every frame of this generation.
+    end: u64,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`, returning the batches it holds. A damaged
-    /// tail is logged and left in place until the next checkpoint empties the file.
+    /// Opens the journal at `path`, creating it at full size if it is new, and returns the
+    /// batches it holds.
     pub(super) fn open(path: &Path) -> std::io::Result<(Self, Vec<Batch>)> {
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (batches, whole) = parse(&bytes);
-        if whole < bytes.len() {
-            tracing::warn!(journal = %path.display(), ignored_bytes = bytes.len() - whole, "the ledger journal ends in a frame cut short by a crash; it was never acknowledged and is ignored");
+        if bytes.is_empty() {
+            let mut journal = Self { file, path: path.to_path_buf(), generation: 0, end: FILE_HEADER_LEN };
+            journal.file.write_all_at(&vec![0; FILE_BYTES as usize], 0)?;
+            journal.file.sync_all()?;
+            journal.restart()?;
+            return Ok((journal, Vec::new()));
         }
-        Ok((Self { file, path: path.to_path_buf(), len: bytes.len() as u64 }, batches))
+        let header = bytes.get(..FILE_HEADER_LEN as usize).filter(|h| h.starts_with(MAGIC));
+        let Some(generation) = header.map(|h| u64::from_le_bytes(h[8..16].try_into().unwrap_or_default())) else {
+            return Err(std::io::Error::other(format!("{} is not a Tollgate ledger journal (its header is not {MAGIC:?}); move it aside", path.display())));
+        };
+        let (batches, span) = parse(&bytes[FILE_HEADER_LEN as usize..], generation);
+        Ok((Self { file, path: path.to_path_buf(), generation, end: FILE_HEADER_LEN + span as u64 }, batches))
     }
 
-    /// Appends frames and waits until they are on disk. On failure the file is cut back
-    /// to where it was, so a half-written frame never hides the frames after it.
+    /// Frames a batch's payload for this generation, onto the end of `frames`.
+    pub(super) fn frame(&self, payload: &[u8], frames: &mut Vec<u8>) {
+        frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frames.extend_from_slice(frame_hash(self.generation, payload).as_bytes());
+        frames.extend_from_slice(payload);
+    }
+
+    /// Writes frames after the last and waits until they are on disk. A write that fails
+    /// leaves the end where it was, so the next one overwrites whatever part landed.
     pub(super) fn append(&mut self, frames: &[u8]) -> std::io::Result<()> {
-        if let Err(e) = self.file.write_all(frames).and_then(|()| self.file.sync_data()) {
-            let _ = self.file.set_len(self.len);
-            return Err(e);
-        }
-        self.len += frames.len() as u64;
+        self.file.write_all_at(frames, self.end)?;
+        self.file.sync_data()?;
+        self.end += frames.len() as u64;
         Ok(())
     }
 
-    /// Bytes in the file.
+    /// Bytes of frames held.
     pub(super) fn len(&self) -> u64 {
-        self.len
+        self.end - FILE_HEADER_LEN
     }
 
-    /// Empties the journal: only once every batch in it is in a flushed sled store.
-    pub(super) fn truncate(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.len = 0;
-        self.file.sync_data()
+    /// Starts the next generation: every frame written so far stops counting. Only once
+    /// every batch in it is in a flushed sled store.
+    pub(super) fn restart(&mut self) -> std::io::Result<()> {
+        let generation = self.generation + 1;
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&generation.to_le_bytes());
+        self.file.write_all_at(&header, 0)?;
+        self.file.sync_data()?;
+        self.generation = generation;
+        self.end = FILE_HEADER_LEN;
+        Ok(())
     }
 
     /// Keeps a copy of the journal as it is (`ledger.journal.kept-<millis>`), for batches a
-    /// replay could not apply: an operator can read them before the journal is emptied.
+    /// replay could not apply: an operator can read them before the journal restarts.
     pub(super) fn keep_copy(&self) -> std::io::Result<PathBuf> {
         let copy = self.path.with_extension(format!("journal.kept-{}", crate::clock::unix_millis()));
         std::fs::copy(&self.path, &copy)?;
@@ -128,38 +166,50 @@ mod tests {
         vec![(reservation, record)]
     }
 
+    fn frames(journal: &Journal, batches: &[Batch]) -> Vec<u8> {
+        let mut frames = Vec::new();
+        for b in batches {
+            journal.frame(&payload(b), &mut frames);
+        }
+        frames
+    }
+
     #[test]
-    fn frames_read_back_in_order_and_a_torn_or_damaged_tail_ends_the_journal() -> std::io::Result<()> {
+    fn frames_read_back_in_order_and_a_torn_damaged_or_older_frame_ends_the_journal() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(FILE_NAME);
         {
             let (mut journal, batches) = Journal::open(&path)?;
             assert!(batches.is_empty());
-            journal.append(&[frame(&batch("a")), frame(&batch("b"))].concat())?;
+            assert_eq!(std::fs::metadata(&path)?.len(), FILE_BYTES, "written at full size once");
+            let both = frames(&journal, &[batch("a"), batch("b")]);
+            journal.append(&both)?;
         }
-        let (_, batches) = Journal::open(&path)?;
-        assert_eq!(batches, vec![batch("a"), batch("b")]);
-
-        // A third frame cut short, as a crash mid-append leaves it.
-        let whole = std::fs::metadata(&path)?.len();
-        let third = frame(&batch("c"));
-        OpenOptions::new().append(true).open(&path)?.write_all(&third[..third.len() - 3])?;
         let (journal, batches) = Journal::open(&path)?;
         assert_eq!(batches, vec![batch("a"), batch("b")]);
-        assert_eq!(journal.len(), whole + third.len() as u64 - 3);
+        let first_len = frames(&journal, &[batch("a")]).len();
+
+        // A third frame cut short, as a crash mid-write leaves it.
+        let third = frames(&journal, &[batch("c")]);
+        journal.file.write_all_at(&third[..third.len() - 3], journal.end)?;
+        let (journal, batches) = Journal::open(&path)?;
+        assert_eq!(batches, vec![batch("a"), batch("b")]);
 
         // A flipped byte in the second frame's payload ends the journal before it.
-        let mut bytes = std::fs::read(&path)?;
-        let second_payload = frame(&batch("a")).len() + HEADER_LEN + 2;
-        bytes[second_payload] ^= 0x20;
-        std::fs::write(&path, &bytes)?;
+        journal.file.write_all_at(&[b'X'], FILE_HEADER_LEN + (first_len + FRAME_HEADER_LEN + 2) as u64)?;
         let (mut journal, batches) = Journal::open(&path)?;
         assert_eq!(batches, vec![batch("a")]);
 
-        journal.truncate()?;
-        assert_eq!(std::fs::metadata(&path)?.len(), 0);
-        journal.append(&frame(&batch("d")))?;
+        // A restart leaves the old frames in place, but they no longer count.
+        journal.restart()?;
+        assert!(Journal::open(&path)?.1.is_empty());
+        assert_eq!(std::fs::metadata(&path)?.len(), FILE_BYTES);
+        let next = frames(&journal, &[batch("d")]);
+        journal.append(&next)?;
         assert_eq!(Journal::open(&path)?.1, vec![batch("d")]);
+
+        std::fs::write(&path, b"something else")?;
+        assert!(Journal::open(&path).is_err(), "a file that is not a journal is refused, not overwritten");
         Ok(())
     }
 }

@@ -42,7 +42,7 @@ struct Job {
 
 /// What the syncer is told, in order: a batch's frame always before its outcome.
 enum ToSync {
-    /// A batch's journal frame, sent before its transaction runs.
+    /// A batch's journal payload, sent before its transaction runs.
     Frame(Vec<u8>),
     /// How the batch's transaction went, and who waits for it.
     Committed { answers: Vec<Answer>, result: Result<(), String> },
@@ -148,7 +148,7 @@ fn commit_batches(store: &Store, counters: &Counters, stats: &LedgerStats, journ
     while let Ok(first) = queued.recv() {
         let (settlements, answers): (Vec<_>, Vec<_>) =
             std::iter::once(first).chain(queued.try_iter().take(MAX_BATCH - 1)).map(|job| ((job.reservation, job.record), job.done)).unzip();
-        if journaled && to_sync.send(ToSync::Frame(journal::frame(&settlements))).is_err() {
+        if journaled && to_sync.send(ToSync::Frame(journal::payload(&settlements))).is_err() {
             answer_all(answers, &Err("the ledger's sync thread has stopped".into()));
             continue;
         }
@@ -186,8 +186,10 @@ impl Syncer {
         while let Ok(first) = self.inbox.recv() {
             for message in std::iter::once(first).chain(self.inbox.try_iter()) {
                 match message {
-                    ToSync::Frame(frame) => {
-                        frames.extend_from_slice(&frame);
+                    ToSync::Frame(payload) => {
+                        if let Some(journal) = &self.journal {
+                            journal.frame(&payload, &mut frames);
+                        }
                         framed += 1;
                     }
                     ToSync::Committed { answers, result } => {
@@ -250,7 +252,7 @@ impl Syncer {
     fn checkpoint(&mut self) -> Result<(), String> {
         self.store.flush_blocking().map_err(|e| e.to_string())?;
         if let Some(journal) = self.journal.as_mut() {
-            journal.truncate().map_err(|e| format!("emptying the ledger journal: {e}"))?;
+            journal.restart().map_err(|e| format!("restarting the ledger journal: {e}"))?;
         }
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
