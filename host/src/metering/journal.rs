@@ -9,8 +9,8 @@
 //!
 //! The file starts with a header, `TGLEDGR1 | generation: u64 LE`, then frames of
 //! `len: u32 LE | blake3(generation LE ‖ payload) | payload`, the payload the batch's
-//! `(reservation, record)` pairs as JSON. The file is written once at full size and then
-//! only overwritten, so each sync is of data alone: an append that grew the file would
+//! `(reservation, record)` pairs as JSON. The file is written ahead in zeros and the frames
+//! overwrite them, so each sync is of data alone: an append that grew the file would
 //! also sync its size, an ext4 journal commit each time. A checkpoint starts the next
 //! generation in the header instead of cutting the file, and the frames of the last one
 //! left behind no longer hash. The first frame that is cut short, damaged, or of another
@@ -36,9 +36,10 @@ pub(super) const FILE_NAME: &str = "ledger.journal";
 /// second or two.
 pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-/// The file's size as written at creation: room for a checkpoint's worth and the frames
-/// that arrive while it waits for batches in flight (past it, appends grow the file).
-const FILE_BYTES: u64 = CHECKPOINT_BYTES + (4 << 20);
+/// The file's size as written at creation, and the least it grows by: a data dir that
+/// settles little keeps a small file, a busy one grows it a few times up to a
+/// checkpoint's worth and then only overwrites.
+const GROW_BYTES: u64 = 1 << 20;
 
 const MAGIC: &[u8; 8] = b"TGLEDGR1";
 const FILE_HEADER_LEN: u64 = 16;
@@ -82,6 +83,8 @@ pub(super) struct Journal {
     generation: u64,
     /// Where the next frame goes: the header and every frame of this generation.
     end: u64,
+    /// The file's size, zeros past the frames.
+    size: u64,
 }
 
 impl Journal {
@@ -92,9 +95,8 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         if bytes.is_empty() {
-            let mut journal = Self { file, path: path.to_path_buf(), generation: 0, end: FILE_HEADER_LEN };
-            journal.file.write_all_at(&vec![0; FILE_BYTES as usize], 0)?;
-            journal.file.sync_all()?;
+            let mut journal = Self { file, path: path.to_path_buf(), generation: 0, end: FILE_HEADER_LEN, size: 0 };
+            journal.grow(GROW_BYTES)?;
             journal.restart()?;
             return Ok((journal, Vec::new()));
         }
@@ -103,7 +105,7 @@ impl Journal {
             return Err(std::io::Error::other(format!("{} is not a Tollgate ledger journal (its header is not {MAGIC:?}); move it aside", path.display())));
         };
         let (batches, span) = parse(&bytes[FILE_HEADER_LEN as usize..], generation);
-        Ok((Self { file, path: path.to_path_buf(), generation, end: FILE_HEADER_LEN + span as u64 }, batches))
+        Ok((Self { file, path: path.to_path_buf(), generation, end: FILE_HEADER_LEN + span as u64, size: bytes.len() as u64 }, batches))
     }
 
     /// Frames a batch's payload for this generation, onto the end of `frames`.
@@ -116,9 +118,22 @@ impl Journal {
     /// Writes frames after the last and waits until they are on disk. A write that fails
     /// leaves the end where it was, so the next one overwrites whatever part landed.
     pub(super) fn append(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        let needed = self.end + frames.len() as u64;
+        if needed > self.size {
+            self.grow((needed - self.size).max(self.size).max(GROW_BYTES))?;
+        }
         self.file.write_all_at(frames, self.end)?;
         self.file.sync_data()?;
         self.end += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Adds `bytes` of zeros at the end of the file and syncs its new size, so the writes
+    /// that land there later sync data alone.
+    fn grow(&mut self, bytes: u64) -> std::io::Result<()> {
+        self.file.write_all_at(&vec![0; bytes as usize], self.size)?;
+        self.file.sync_all()?;
+        self.size += bytes;
         Ok(())
     }
 
@@ -181,7 +196,7 @@ mod tests {
         {
             let (mut journal, batches) = Journal::open(&path)?;
             assert!(batches.is_empty());
-            assert_eq!(std::fs::metadata(&path)?.len(), FILE_BYTES, "written at full size once");
+            assert_eq!(std::fs::metadata(&path)?.len(), GROW_BYTES, "written ahead, in zeros");
             let both = frames(&journal, &[batch("a"), batch("b")]);
             journal.append(&both)?;
         }
@@ -203,10 +218,18 @@ mod tests {
         // A restart leaves the old frames in place, but they no longer count.
         journal.restart()?;
         assert!(Journal::open(&path)?.1.is_empty());
-        assert_eq!(std::fs::metadata(&path)?.len(), FILE_BYTES);
+        assert_eq!(std::fs::metadata(&path)?.len(), GROW_BYTES);
         let next = frames(&journal, &[batch("d")]);
         journal.append(&next)?;
         assert_eq!(Journal::open(&path)?.1, vec![batch("d")]);
+
+        // Frames past the end grow the file ahead of them.
+        let big: Batch = std::iter::repeat_n(batch("e"), 4000).flatten().collect();
+        let big_frame = frames(&journal, std::slice::from_ref(&big));
+        assert!(big_frame.len() as u64 > GROW_BYTES);
+        journal.append(&big_frame)?;
+        assert!(std::fs::metadata(&path)?.len() >= journal.end);
+        assert_eq!(Journal::open(&path)?.1, vec![batch("d"), big]);
 
         std::fs::write(&path, b"something else")?;
         assert!(Journal::open(&path).is_err(), "a file that is not a journal is refused, not overwritten");
