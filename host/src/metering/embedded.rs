@@ -777,6 +777,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn forgetting_a_tenant_after_settlements_on_a_store_without_a_journal_returns() -> Result<(), Box<dyn std::error::Error>> {
+        let metering = Embedded::new(Store::temporary()?)?;
+        let reservation = metering.reserve("gone", None, "r1", 10, 1)?;
+        metering.settle_durably(reservation, record("gone", "r1", 5)).await?;
+        tokio::time::timeout(std::time::Duration::from_secs(10), metering.forget_tenant("gone")).await??;
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn forgetting_a_deleted_tenant_empties_the_journal_so_nothing_of_it_comes_back() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join("db").join(journal::FILE_NAME);
