@@ -115,7 +115,7 @@ impl Writer {
         };
         let syncer = {
             let stats = stats.clone();
-            std::thread::Builder::new().name("tollgate-sync".into()).spawn(move || Syncer { store, journal, stats, inbox }.run())?
+            std::thread::Builder::new().name("tollgate-sync".into()).spawn(move || Syncer { store, journal, stats, inbox, flush_owed: false }.run())?
         };
         Ok(Self { jobs: Some(jobs), control: Some(to_sync), threads: vec![committer, syncer], stats })
     }
@@ -170,6 +170,9 @@ struct Syncer {
     journal: Option<Journal>,
     stats: Arc<LedgerStats>,
     inbox: mpsc::Receiver<ToSync>,
+    /// A journal append failed: its batches are durable only once a flush of sled
+    /// follows their commits.
+    flush_owed: bool,
 }
 
 impl Syncer {
@@ -207,7 +210,7 @@ impl Syncer {
             }
             // Every outcome received had its frame received first, so after this sync each
             // committed batch is durable.
-            let synced = self.sync(&frames, !committed.is_empty());
+            let synced = self.sync(&frames, !committed.is_empty(), framed == settled);
             frames.clear();
             for answers in committed.drain(..) {
                 answer_all(answers, &synced);
@@ -230,22 +233,31 @@ impl Syncer {
     }
 
     /// Makes the batches committed so far durable: appends `frames` and waits for the
-    /// disk. Without a journal (a second authority over one store) a flush of sled does it
-    /// instead, as it does when the journal cannot be written.
-    fn sync(&mut self, frames: &[u8], any_committed: bool) -> Result<(), String> {
+    /// disk. Without a journal (a second authority over one store) a flush of sled does
+    /// it instead, and so it does after the journal could not be written: that flush
+    /// must come after the batches whose frames were lost have committed, so it is owed
+    /// until every batch handed over has (`all_committed`).
+    fn sync(&mut self, frames: &[u8], any_committed: bool, all_committed: bool) -> Result<(), String> {
         let started = Instant::now();
-        let result = match self.journal.as_mut() {
-            Some(journal) if !frames.is_empty() => journal.append(frames).or_else(|e| {
-                tracing::error!(error = %e, "appending to the ledger journal failed; flushing the store instead");
-                self.store.flush_blocking().map_err(|e| e.to_string())
-            }),
-            None if any_committed => self.store.flush_blocking().map_err(|e| e.to_string()),
-            _ => return Ok(()),
-        };
-        if result.is_ok() {
+        let mut synced = false;
+        if let Some(journal) = self.journal.as_mut().filter(|_| !frames.is_empty()) {
+            match journal.append(frames) {
+                Ok(()) => synced = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "appending to the ledger journal failed; flushing the store instead");
+                    self.flush_owed = true;
+                }
+            }
+        }
+        if any_committed && (self.journal.is_none() || self.flush_owed) {
+            self.store.flush_blocking().map_err(|e| e.to_string())?;
+            self.flush_owed &= !all_committed;
+            synced = true;
+        }
+        if synced {
             self.stats.sync.observe(started.elapsed().as_secs_f64());
         }
-        result
+        Ok(())
     }
 
     /// Flushes sled, then empties the journal: every frame in it is committed (the caller
