@@ -280,7 +280,7 @@ impl Store {
 
     /// The path of a file kept beside sled's own in its directory (so a backup of the
     /// data dir or a restore takes it along); `None` for a temporary store.
-    pub fn file_beside(&self, name: &str) -> Option<std::path::PathBuf> {
+    pub(crate) fn file_beside(&self, name: &str) -> Option<std::path::PathBuf> {
         self.dir.as_ref().map(|dir| dir.join(name))
     }
 

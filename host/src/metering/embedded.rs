@@ -1,7 +1,7 @@
 //! The budget authority embedded in one process: counters in memory (`counters.rs`) over
 //! sled, a reservation record per request, settlements batched into one sled transaction
-//! and one journal sync (`writer.rs`, `journal.rs`). The key layout of spend counters, reservations, the ledger
-//! and rollups is here.
+//! and one journal sync (`writer.rs`, `journal.rs`). The key layout of spend counters,
+//! reservations, the ledger and rollups is here.
 
 use std::sync::Arc;
 
@@ -231,8 +231,8 @@ pub(super) fn apply_settlements(store: &Store, counters: &Counters, settlements:
 }
 
 impl Embedded {
-    /// The embedded authority over `store`, with its settlement threads.
-    /// Settlements the journal holds from before a crash are applied first.
+    /// The embedded authority over `store`, with its settlement threads. Settlements the
+    /// journal holds from before a crash are applied first.
     pub fn new(store: Store) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
         let journal = match store.file_beside(journal::FILE_NAME).filter(|_| store.claim_journal()) {
@@ -459,9 +459,9 @@ impl Embedded {
 
 /// Opens the ledger journal and applies every batch it holds (settling counts once, so a
 /// batch already in the store changes nothing), then flushes the store and starts the
-/// journal's next generation. A batch
-/// that will not apply is applied settlement by settlement; any that still fail are
-/// logged and kept in a copy of the journal, never silently dropped.
+/// journal's next generation. A batch that will not apply is applied settlement by
+/// settlement; any that still fail are logged and kept in a copy of the journal, never
+/// silently dropped.
 fn replay_journal(store: &Store, counters: &Counters, path: &std::path::Path) -> Result<Journal, StoreError> {
     let opening = |e: std::io::Error| StoreError::Aborted(format!("opening the ledger journal {}: {e}", path.display()));
     let (mut journal, batches) = Journal::open(path).map_err(opening)?;

@@ -48,7 +48,7 @@ const FRAME_HEADER_LEN: usize = 4 + HASH_LEN;
 
 /// A batch's payload, encoded on the committer's thread; [`Journal::frame`] frames it.
 pub(super) fn payload(batch: &[(Reservation, LedgerRecord)]) -> Vec<u8> {
-    serde_json::to_vec(batch).unwrap_or_default()
+    crate::store::encode(&batch)
 }
 
 fn frame_hash(generation: u64, payload: &[u8]) -> blake3::Hash {

@@ -141,6 +141,7 @@ impl Writer {
 }
 
 const STOPPED: &str = "the ledger thread has stopped";
+const SYNCER_STOPPED: &str = "the ledger's sync thread has stopped";
 
 /// Stage 1: hands each batch's frame to the syncer, then writes the batch in one
 /// transaction while the frame syncs.
@@ -149,7 +150,7 @@ fn commit_batches(store: &Store, counters: &Counters, stats: &LedgerStats, journ
         let (settlements, answers): (Vec<_>, Vec<_>) =
             std::iter::once(first).chain(queued.try_iter().take(MAX_BATCH - 1)).map(|job| ((job.reservation, job.record), job.done)).unzip();
         if journaled && to_sync.send(ToSync::Frame(journal::payload(&settlements))).is_err() {
-            answer_all(answers, &Err("the ledger's sync thread has stopped".into()));
+            answer_all(answers, &Err(SYNCER_STOPPED.into()));
             continue;
         }
         let started = Instant::now();
@@ -158,7 +159,7 @@ fn commit_batches(store: &Store, counters: &Counters, stats: &LedgerStats, journ
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.settlements.fetch_add(settlements.len() as u64, Ordering::Relaxed);
         if let Err(ToSync::Committed { answers, .. }) = to_sync.send(ToSync::Committed { answers, result }).map_err(|unsent| unsent.0) {
-            answer_all(answers, &Err("the ledger's sync thread has stopped".into()));
+            answer_all(answers, &Err(SYNCER_STOPPED.into()));
         }
     }
 }
