@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(batches, vec![batch("a"), batch("b")]);
 
         // A flipped byte in the second frame's payload ends the journal before it.
-        journal.file.write_all_at(&[b'X'], FILE_HEADER_LEN + (first_len + FRAME_HEADER_LEN + 2) as u64)?;
+        journal.file.write_all_at(b"X", FILE_HEADER_LEN + (first_len + FRAME_HEADER_LEN + 2) as u64)?;
         let (mut journal, batches) = Journal::open(&path)?;
         assert_eq!(batches, vec![batch("a")]);
 
