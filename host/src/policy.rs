@@ -11,7 +11,6 @@ mod decision;
 mod dry_run;
 mod host;
 pub mod limits;
-mod reaper;
 mod ticker;
 mod upload;
 pub mod uploads;
@@ -250,8 +249,7 @@ pub struct PolicyRuntime {
     /// Uploaded wasm and who holds it.
     blobs: PolicyBlobs,
     cache: Mutex<LruCache<PolicyHash, Arc<Pre>>>,
-    /// A call's slot in the instance pool, handed back once its store is gone (`reaper.rs`).
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: tokio::sync::Semaphore,
     /// Compiles running at once (the rest queue): see `limits::COMPILE_SLOTS`.
     compiles: tokio::sync::Semaphore,
     /// Tenants with a compile queued or running: one each.
@@ -302,8 +300,7 @@ struct Call<'a> {
     /// The tenant's share key (see [`Lane`]).
     tenant: &'a str,
     hash: PolicyHash,
-    /// Dropped off the caller's path, its pool slot with it (`reaper.rs`).
-    store: reaper::Reaped<CallState>,
+    store: wasmtime::Store<CallState>,
     started: Instant,
     settled: bool,
 }
@@ -422,7 +419,7 @@ impl PolicyRuntime {
         let ticker = ticker::EpochTicker::start(engine.clone()).map_err(|e| PolicyError::Setup(format!("epoch ticker: {e}")))?;
         let cache_size = NonZeroUsize::new(limits.compiled_cache).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(limits.pool_instances as usize)),
+            permits: tokio::sync::Semaphore::new(limits.pool_instances as usize),
             compiles: tokio::sync::Semaphore::new(limits::COMPILE_SLOTS),
             compiling: Mutex::new(std::collections::HashSet::new()),
             blobs,
@@ -631,7 +628,7 @@ impl PolicyRuntime {
             Lane::Beside => self.cpu_share_now(&share_key)?,
         }
         let pre = self.load(hash).await?;
-        let slot = match lane {
+        let _permit = match lane {
             Lane::Acting | Lane::Replay => self.slot().await?,
             Lane::Beside => self.permits.try_acquire().map_err(|_| {
                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
@@ -639,7 +636,7 @@ impl PolicyRuntime {
             })?,
         };
         let started = Instant::now();
-        let mut call = self.begin(hash, view, context, &share_key, slot);
+        let mut call = self.begin(hash, view, context, &share_key);
         let result = pre.route(&mut call.store, request, context).await;
         let raw = self.finish(call, result)?;
         let decision = Decision::validate(raw, &self.limits).map_err(|reason| {
@@ -660,8 +657,8 @@ impl PolicyRuntime {
         self.not_suspended(&context.tenant_id, hash)?;
         self.cpu_share_of(&context.tenant_id).await?;
         let pre = self.load(hash).await?;
-        let slot = self.slot().await?;
-        let mut call = self.begin(hash, view, context, &context.tenant_id, slot);
+        let _permit = self.slot().await?;
+        let mut call = self.begin(hash, view, context, &context.tenant_id);
         let result = pre.on_complete(&mut call.store, completion, context).await;
         self.finish(call, result)
     }
@@ -703,7 +700,7 @@ impl PolicyRuntime {
 
     /// A fresh store for one call of `hash` in `context`'s tenant, with its limiter and
     /// epoch deadline.
-    fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context, share_key: &'a str, slot: tokio::sync::SemaphorePermit<'a>) -> Call<'a> {
+    fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context, share_key: &'a str) -> Call<'a> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), context.request_id.clone()));
         store.limiter(|state| &mut state.limiter);
@@ -761,7 +758,7 @@ impl PolicyRuntime {
         // Counted in flight from here; the `Call` brings the gauge down however it ends.
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.ticker.call_started();
-        Call { runtime: self, tenant: share_key, hash, store: reaper::Reaped::new(store, slot, &self.permits), started: Instant::now(), settled: false }
+        Call { runtime: self, tenant: share_key, hash, store, started: Instant::now(), settled: false }
     }
 
     /// Ends a call: settles its accounting (see [`Call`]), hands its log lines to the
