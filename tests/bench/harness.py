@@ -595,6 +595,23 @@ def policy_variants(count):
 
 # ---------------------------------------------------------------------------- scenarios
 
+def one_tenant_gateway(out, tollgate_class=None):
+    """The profiling scripts' setup (profile.py, io_per_request.py): a fresh work dir under
+    `out`, the mock upstream and one Tollgate (of `tollgate_class`, default Tollgate) with
+    one tenant on the stock policy, warmed up. Returns (oha, tollgate, token); stop
+    everything with stop_all()."""
+    work = os.path.join(out, "work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    oha = Oha(shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    _, mock_port = start_mock(work)
+    tg = (tollgate_class or Tollgate)("tg", work, os.path.join(work, "data"), mock_port)
+    variants, _, _ = policy_variants(1)
+    token = setup_tenants(tg, 1, variants)[0][0]
+    oha.run(tg.port, "/v1/chat/completions", token, 8, 2)  # warm-up
+    return oha, tg, token
+
+
 def fmt(value, digits=2):
     if value is None:
         return "—"

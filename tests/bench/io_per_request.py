@@ -19,7 +19,6 @@ import argparse
 import collections
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -93,17 +92,9 @@ def main():
     parser.add_argument("--config", action="append", default=[], help="a TOML line appended to Tollgate's config (repeatable)")
     parser.add_argument("--strace", action="store_true", help="also break the write calls down by file at c1 (strace slows the process)")
     args = parser.parse_args()
-    work = os.path.join(args.out, "work")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    oha = h.Oha(shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
     ConfiguredTollgate.extra = args.config
     try:
-        _, mock_port = h.start_mock(work)
-        tg = ConfiguredTollgate("tg", work, os.path.join(work, "data"), mock_port)
-        variants, _, _ = h.policy_variants(1)
-        token = h.setup_tenants(tg, 1, variants)[0][0]
-        oha.run(tg.port, "/v1/chat/completions", token, 8, 2)  # warm-up
+        oha, tg, token = h.one_tenant_gateway(args.out, ConfiguredTollgate)
         pid = tg.service.proc.pid
         for c in args.concurrency or [1, 16]:
             before, sectors = io_counters(pid), device_sectors_written()

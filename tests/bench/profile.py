@@ -14,7 +14,6 @@ TOLLGATE_BIN=/path/to/tollgate profiles another build (before/after runs)."""
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 
@@ -29,16 +28,8 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--no-perf", action="store_true", help="measure only")
     args = parser.parse_args()
-    work = os.path.join(args.out, "work")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    oha = h.Oha(shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
     try:
-        _, mock_port = h.start_mock(work)
-        tg = h.Tollgate("tg", work, os.path.join(work, "data"), mock_port)
-        variants, _, _ = h.policy_variants(1)
-        token = h.setup_tenants(tg, 1, variants)[0][0]
-        oha.run(tg.port, "/v1/chat/completions", token, 8, 2)  # warm-up
+        oha, tg, token = h.one_tenant_gateway(args.out)
         perf = None
         if not args.no_perf:
             perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "--call-graph", "dwarf,16384", "-p", str(tg.service.proc.pid),
