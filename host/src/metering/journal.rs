@@ -88,8 +88,8 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal at `path`, creating it at full size if it is new, and returns the
-    /// batches it holds.
+    /// Opens the journal at `path`, creating it (`GROW_BYTES` of zeros after the header)
+    /// if it is new, and returns the batches it holds.
     pub(super) fn open(path: &Path) -> std::io::Result<(Self, Vec<Batch>)> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
