@@ -196,7 +196,11 @@ pub fn restore(data_dir: &Path, mut input: impl Read) -> Result<BackupStats, Bac
             db.flush().map_err(StoreError::from)?;
             drop((tree, db));
             wait_until_closed(&staging)?;
+            // On disk before it takes the store's place, and the move itself too: sled's
+            // flush alone does not survive a power cut (`store/durable.rs`).
+            crate::store::sync_files_in(&staging)?;
             std::fs::rename(&staging, data_dir.join("db"))?;
+            std::fs::File::open(data_dir)?.sync_all()?;
             Ok(stats)
         }
         Err(e) => {

@@ -87,6 +87,18 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
 }
 
+
+/// What `/metrics` reports of the stores.
+#[derive(Default)]
+pub struct StoreFigures<'a> {
+    /// The vault's credential cache: hits, misses.
+    pub vault_cache: Option<(u64, u64)>,
+    /// The embedded store's settlement threads (PostgreSQL settles in the database).
+    pub ledger: Option<&'a LedgerStats>,
+    /// Durable flushes of the embedded store (sled's flush and the `fsync`s after it).
+    pub durable_syncs: Option<u64>,
+}
+
 impl Metrics {
     /// Counts a finished request by endpoint and status class.
     pub fn request(&self, endpoint: &'static str, status: u16) {
@@ -102,10 +114,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition. `vault_cache` is the vault's credential cache
-    /// (hits, misses); `ledger` the embedded store's settlement threads (PostgreSQL
-    /// settles in the database).
-    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, vault_cache: Option<(u64, u64)>, ledger: Option<&LedgerStats>) -> String {
+    /// The Prometheus text exposition, with the stores' figures (`StoreFigures`).
+    pub fn render(&self, policy: &PolicyStats, cached_components: usize, pool_size: u32, tenants: usize, stores: StoreFigures<'_>) -> String {
+        let StoreFigures { vault_cache, ledger, durable_syncs } = stores;
         let mut out = String::new();
         out.push_str("# TYPE tollgate_requests_total counter\n");
         if let Ok(map) = self.requests.lock() {
@@ -152,6 +163,9 @@ impl Metrics {
                 "# TYPE tollgate_vault_cache_hits_total counter\ntollgate_vault_cache_hits_total {hits}\n\
                  # TYPE tollgate_vault_cache_misses_total counter\ntollgate_vault_cache_misses_total {misses}\n"
             );
+        }
+        if let Some(syncs) = durable_syncs {
+            let _ = write!(out, "# TYPE tollgate_store_syncs_total counter\ntollgate_store_syncs_total {syncs}\n");
         }
         if let Some(ledger) = ledger {
             let _ = write!(

@@ -163,7 +163,13 @@ async fn route(app: Arc<App>, request: Request<Incoming>, request_id: &str, star
         (Method::GET, "/metrics") => Ok(text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            app.metrics.render(&app.policies.stats, app.policies.cached_components(), app.policies.limits().pool_instances, app.tenants.len(), app.vault.cache_counts(), app.metering.ledger_stats()),
+            app.metrics.render(
+                &app.policies.stats,
+                app.policies.cached_components(),
+                app.policies.limits().pool_instances,
+                app.tenants.len(),
+                crate::metrics::StoreFigures { vault_cache: app.vault.cache_counts(), ledger: app.metering.ledger_stats(), durable_syncs: app.store.durable_syncs() },
+            ),
         )),
         (Method::POST, "/v1/messages/count_tokens") => {
             let Principal::Tenant(..) = authenticate(&app, &request).await? else {

@@ -14,8 +14,12 @@
 //! blake3 of the tenant id), so no prefix scan of one tenant can reach another
 //! (`ab` vs `abc`).
 
-use std::path::Path;
+mod durable;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use durable::DurableFiles;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A store operation failed. The message names the operation, never the data.
@@ -38,6 +42,10 @@ pub enum StoreError {
     /// A transaction aborted on purpose, e.g. a quota check.
     #[error("{0}")]
     Aborted(String),
+    /// sled flushed, but its files could not be synced to the disk: the writes are not
+    /// known to be durable.
+    #[error("syncing the store's files to disk: {0}")]
+    Sync(std::io::Error),
 }
 
 /// Fixed-width key that prefixes every per-tenant record.
@@ -103,7 +111,7 @@ pub enum Kind {
 }
 
 /// Group commit: one flushing thread serves every waiting writer. Each batch of waiters
-/// shares one `sled::Db::flush`. (sled 0.34's own `flush_async` deadlocks when called
+/// shares one `sled::Db::flush` and the `fsync`s that make it durable (`store/durable.rs`). (sled 0.34's own `flush_async` deadlocks when called
 /// concurrently — spacejam/sled#1308 — which hung the gateway under load.)
 struct Flusher {
     requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>>,
@@ -123,8 +131,24 @@ impl Drop for Flusher {
     }
 }
 
+/// sled's flush, then the `fsync`s that make it survive a power cut (none for a
+/// temporary store).
+fn flush_durably(db: &sled::Db, files: Option<&DurableFiles>) -> Result<(), StoreError> {
+    db.flush()?;
+    if let Some(files) = files {
+        files.sync().map_err(StoreError::Sync)?;
+    }
+    Ok(())
+}
+
+/// Syncs the files of a closed or flushed sled database in `dir` (a restore's, before it
+/// is moved into place), as a durable flush does for an open store.
+pub(crate) fn sync_files_in(dir: &Path) -> std::io::Result<()> {
+    DurableFiles::in_dir(dir.to_path_buf()).sync()
+}
+
 impl Flusher {
-    fn start(db: sled::Db) -> Result<Self, StoreError> {
+    fn start(db: sled::Db, files: Option<Arc<DurableFiles>>) -> Result<Self, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
         let thread = std::thread::Builder::new()
             .name("tollgate-flush".into())
@@ -133,7 +157,7 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut waiters = vec![first];
                     waiters.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    let result = flush_durably(&db, files.as_deref()).map_err(|e| e.to_string());
                     for waiter in waiters {
                         let _ = waiter.send(result.clone());
                     }
@@ -231,6 +255,8 @@ pub struct Store {
     pub(crate) vault_master_version: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// sled's directory; `None` for a temporary store.
     dir: Option<std::path::PathBuf>,
+    /// sled's files, synced after each flush; `None` for a temporary store.
+    files: Option<Arc<DurableFiles>>,
     /// Whether a ledger writer holds the journal beside this store (one at a time).
     journal_claimed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -250,17 +276,19 @@ impl Store {
                     std::thread::sleep(LOCK_RETRY);
                     waited += LOCK_RETRY;
                 }
-                opened => return Ok(Self { dir: Some(dir.join("db")), ..Self::from_db(opened?)? }),
+                opened => return Self::from_db(opened?, Some(dir.join("db"))),
             }
         }
     }
 
     /// A throwaway in-memory store, for tests and benchmarks.
     pub fn temporary() -> Result<Self, StoreError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
+        Self::from_db(sled::Config::new().temporary(true).open()?, None)
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+    /// Over `db`, whose files are in `dir` (`None` for a temporary store).
+    fn from_db(db: sled::Db, dir: Option<std::path::PathBuf>) -> Result<Self, StoreError> {
+        let files = dir.clone().map(|dir| Arc::new(DurableFiles::in_dir(dir)));
         Ok(Self {
             tenants: db.open_tree("tenants")?,
             tokens: db.open_tree("tokens")?,
@@ -269,10 +297,11 @@ impl Store {
             tenant: TenantTree { tree: db.open_tree("tenant")?, gate: std::sync::Arc::default() },
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
-            flusher: std::sync::Arc::new(Flusher::start(db.clone())?),
+            flusher: std::sync::Arc::new(Flusher::start(db.clone(), files.clone())?),
+            files,
             vault_cache: std::sync::Arc::new(crate::sealing::cache::VaultCache::in_process()),
             vault_master_version: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)),
-            dir: None,
+            dir,
             journal_claimed: std::sync::Arc::default(),
             db,
         })
@@ -329,10 +358,15 @@ impl Store {
         self.flusher.flush().await
     }
 
-    /// Flushes synchronously (startup, shutdown, tests).
+    /// Flushes synchronously (startup, shutdown, a ledger checkpoint, tests).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        flush_durably(&self.db, self.files.as_deref())
+    }
+
+    /// How many durable flushes have completed (`None` for a temporary store, which has
+    /// no files to sync).
+    pub fn durable_syncs(&self) -> Option<u64> {
+        self.files.as_ref().map(|files| files.syncs())
     }
 }
 

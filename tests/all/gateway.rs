@@ -151,10 +151,7 @@ async fn metrics_count_the_ledger_batches_each_answer_waited_for() {
         assert_eq!(gw.chat(&token, hello("default")).await.status, 200);
     }
     let metrics = gw.call("GET", "/metrics", None, &[], Vec::new()).await.text();
-    let value = |name: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.split_whitespace().next().map(|n| n.trim_end_matches("{}")) == Some(name)).unwrap_or_else(|| panic!("no {name} in {metrics}"));
-        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     // Each answer waited for its settlement to be committed and synced.
     assert_eq!(value("tollgate_ledger_settlements_total"), 3.0, "{metrics}");
     let batches = value("tollgate_ledger_batches_total");
@@ -163,6 +160,34 @@ async fn metrics_count_the_ledger_batches_each_answer_waited_for() {
     // One sync covers every batch committed before it began.
     assert!((1.0..=batches).contains(&value("tollgate_ledger_sync_seconds_count")), "{metrics}");
     assert!(metrics.contains("tollgate_ledger_commit_seconds_bucket{le=\"0.0001\"}"), "{metrics}");
+}
+
+/// A sample's value in a `/metrics` text.
+fn metric(metrics: &str, name: &str) -> f64 {
+    let line = metrics.lines().find(|l| l.split_whitespace().next().map(|n| n.trim_end_matches("{}")) == Some(name)).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test]
+async fn writes_answered_as_stored_and_ledger_checkpoints_wait_for_the_store_files_to_sync() {
+    // sled's own flush never calls fsync on Linux: what it wrote could sit in the disk's
+    // cache, and its blob files were never synced at all.
+    let dir = tempfile::tempdir().expect("dir");
+    let store = tollgate::Store::open(dir.path()).expect("store");
+    let app = tollgate::App::with_store(tollgate::Config::embedded(), store, tollgate::sealing::Key::random(), &tollgate::Secret::new(ADMIN.into())).await.expect("app");
+    let gw = Gateway::serving(app).await;
+    let syncs = |metrics: String| metric(&metrics, "tollgate_store_syncs_total");
+    let before = syncs(gw.call("GET", "/metrics", None, &[], Vec::new()).await.text());
+    let token = gw.demo_tenant("t", 10.0).await;
+    let after_create = syncs(gw.call("GET", "/metrics", None, &[], Vec::new()).await.text());
+    assert!(after_create > before, "creating a tenant and its token is answered once synced: {before} -> {after_create}");
+    assert_eq!(gw.chat(&token, hello("default")).await.status, 200);
+    // Deleting a tenant checkpoints the ledger (sled flushed, then the journal emptied):
+    // the journal's frames may only go once sled's files are synced.
+    assert_eq!(gw.admin("DELETE", "/admin/v1/tenants/t", json!({})).await.status, 200);
+    let metrics = gw.call("GET", "/metrics", None, &[], Vec::new()).await.text();
+    assert!(metric(&metrics, "tollgate_ledger_checkpoints_total") >= 1.0, "{metrics}");
+    assert!(syncs(metrics) >= after_create + 2.0, "the deletion's own write and the checkpoint each synced");
 }
 
 #[tokio::test]

@@ -98,6 +98,10 @@ impl Journal {
             let mut journal = Self { file, path: path.to_path_buf(), generation: 0, end: FILE_HEADER_LEN, size: 0 };
             journal.grow(GROW_BYTES)?;
             journal.restart()?;
+            // The new file's name, so a power cut cannot take the file with its frames.
+            if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
             return Ok((journal, Vec::new()));
         }
         let header = bytes.get(..FILE_HEADER_LEN as usize).filter(|h| h.starts_with(MAGIC));
