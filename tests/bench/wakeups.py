@@ -37,6 +37,20 @@ def tids_of(pids):
     return tids
 
 
+def by_thread_name(pids):
+    """The thread ids of the processes `pids`, grouped by thread name (digits dropped, so
+    `sled-io-0`..`sled-io-6` are one group)."""
+    groups = collections.defaultdict(set)
+    for pid in pids:
+        for tid in tids_of([pid]):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    groups[re.sub(r"\d+$", "N", f.read().strip())].add(tid)
+            except FileNotFoundError:
+                pass
+    return groups
+
+
 def per_process(perf_data, groups):
     """Switch-ins, sch delay and run time (ms) summed over the threads of each group."""
     out = subprocess.run(["perf", "sched", "timehist", "-i", perf_data], capture_output=True, text=True, check=True).stdout
@@ -82,10 +96,14 @@ def main():
                 groups[name] = tids_of(service.pids())
             totals = per_process(data, groups)
             requests = r["rps"] * args.seconds
+            describe = lambda c: (f"{c['switch_ins'] / requests:4.1f} switch-ins, {c['delay_ms'] * 1000 / requests:5.1f} delay, "  # noqa: E731
+                                  f"{c['run_ms'] * 1000 / requests:6.1f} run")
             row = [f"{name:9} {r['rps']:7.1f} req/s p50 {r['p50_ms'] * 1000:6.0f} µs"]
-            for group, c in totals.items():
-                row.append(f"{group}: {c['switch_ins'] / requests:4.1f} switch-ins, {c['delay_ms'] * 1000 / requests:5.1f} delay, {c['run_ms'] * 1000 / requests:6.1f} run")
+            row += [f"{group}: {describe(c)}" for group, c in totals.items()]
             print(" | ".join(row))
+            if name == "tollgate":
+                for thread, c in sorted(per_process(data, by_thread_name(service.pids())).items(), key=lambda kv: -kv[1]["run_ms"]):
+                    print(f"    {thread:20} {describe(c)}")
     finally:
         h.stop_all()
 
