@@ -87,7 +87,6 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
 }
 
-
 /// What `/metrics` reports of the stores.
 #[derive(Default)]
 pub struct StoreFigures<'a> {

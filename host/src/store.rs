@@ -111,7 +111,8 @@ pub enum Kind {
 }
 
 /// Group commit: one flushing thread serves every waiting writer. Each batch of waiters
-/// shares one `sled::Db::flush` and the `fsync`s that make it durable (`store/durable.rs`). (sled 0.34's own `flush_async` deadlocks when called
+/// shares one `sled::Db::flush` and the `fsync`s that make it durable
+/// (`store/durable.rs`). (sled 0.34's own `flush_async` deadlocks when called
 /// concurrently — spacejam/sled#1308 — which hung the gateway under load.)
 struct Flusher {
     requests: std::sync::Mutex<Option<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>>,
