@@ -200,7 +200,7 @@ pub fn restore(data_dir: &Path, mut input: impl Read) -> Result<BackupStats, Bac
             // flush alone does not survive a power cut (`store/durable.rs`).
             crate::store::sync_files_in(&staging)?;
             std::fs::rename(&staging, data_dir.join("db"))?;
-            std::fs::File::open(data_dir)?.sync_all()?;
+            crate::store::sync_dir(data_dir)?;
             Ok(stats)
         }
         Err(e) => {

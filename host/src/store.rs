@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use durable::DurableFiles;
+pub(crate) use durable::sync_dir;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A store operation failed. The message names the operation, never the data.

@@ -100,7 +100,7 @@ impl Journal {
             journal.restart()?;
             // The new file's name, so a power cut cannot take the file with its frames.
             if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
+                crate::store::sync_dir(dir)?;
             }
             return Ok((journal, Vec::new()));
         }

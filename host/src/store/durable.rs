@@ -40,15 +40,15 @@ impl DurableFiles {
         for (lsn, len, path) in &present {
             if synced.get(lsn) != Some(len) {
                 // A blob sled has dropped since the listing is gone: nothing to keep.
-                match File::open(path).and_then(|f| f.sync_all()) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {
-                        synced.insert(*lsn, *len);
-                    }
+                if let Err(e) = File::open(path).and_then(|f| f.sync_all())
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    return Err(e);
                 }
             }
         }
-        synced.retain(|lsn, _| present.iter().any(|(p, ..)| p == lsn));
+        // Every blob listed is now synced at its listed length, or gone.
+        *synced = present.iter().map(|(lsn, len, _)| (*lsn, *len)).collect();
         if blobs.is_dir() {
             sync_dir(&blobs)?;
         }
@@ -86,7 +86,7 @@ fn blob_files(blobs: &Path) -> io::Result<Vec<(u64, u64, PathBuf)>> {
 }
 
 /// Syncs a directory's entries (the files created or renamed in it).
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
