@@ -11,6 +11,7 @@ mod decision;
 mod dry_run;
 mod host;
 pub mod limits;
+mod run_time;
 mod ticker;
 mod upload;
 pub mod uploads;
@@ -37,6 +38,7 @@ pub use view::{BoxFuture, LogLine, TenantView, Unavailable};
 
 use crate::store::{Store, StoreError};
 use host::CallState;
+use run_time::RunTime;
 
 /// Host bindings generated from `wit/policy.wit` (the current contract; 0.1.0 components
 /// are served through `v0_1.rs`).
@@ -313,11 +315,8 @@ impl Call<'_> {
         }
         let runtime = self.runtime;
         let state = self.store.data_mut();
-        // Run time in wasm, sampled: a tick lands in a call with a chance proportional to
-        // its length, so ticks x tick estimates the guest's run time without bias and
-        // counts nothing while the call is yielded (a loaded machine's queueing, which
-        // wall time would bill); plus the measured time inside imports.
-        runtime.cpu_share.charge(self.tenant, state.run_time());
+        // What the call ran (`run_time.rs`): none of the time it spent yielded.
+        runtime.cpu_share.charge(self.tenant, state.run.finish());
         flush_log(state);
         runtime.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         runtime.ticker.call_ended();
@@ -702,52 +701,36 @@ impl PolicyRuntime {
     /// epoch deadline.
     fn begin<'a>(&'a self, hash: PolicyHash, view: Arc<dyn TenantView>, context: &'a Context, share_key: &'a str) -> Call<'a> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), context.request_id.clone()));
+        let run = RunTime::new(self.ticker.ticks().clone());
+        let mut store = wasmtime::Store::new(&self.engine, CallState::new(view, self.limits.clone(), context.request_id.clone(), run));
         store.limiter(|state| &mut state.limiter);
         // Check in on every epoch tick: a long call yields its worker thread to other
         // requests between ticks (a guest spinning to its deadline would otherwise hold a
-        // tokio worker for the whole deadline). The deadline counts the ticks the guest ran
-        // through, not the time it spent yielded, so a busy gateway does not kill a
-        // well-behaved call that merely waited its turn.
+        // tokio worker for the whole deadline). The deadline counts the call's run time
+        // (`run_time.rs`), not the time it spent yielded, so a busy gateway does not kill
+        // a well-behaved call that merely waited its turn.
         // The budget is the deadline plus one tick: the first tick may arrive just after
         // the call starts.
         let budget = limits::EPOCH_TICK * u32::try_from(self.limits.deadline_ticks()).unwrap_or(u32::MAX);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
-            let state = context.data_mut();
-            // This callback runs inside the epoch libcall, which the call hook below sees
-            // as a host call; its time (a yield: waiting for a worker, not running) is not
-            // the guest's to pay.
-            state.host_entered = None;
-            // A tick that fell inside an import is not wasm time: the call hook measured
-            // that time already.
-            if !std::mem::take(&mut state.tick_in_host) {
-                state.ticks_run += 1;
-            }
+            let run = &mut context.data_mut().run;
+            run.tick();
             // Yield on every tick, also the first: letting a call run on through its first
             // tick saved 2 µs a call on average but let a heavy policy hold its worker for
             // two ticks, and its neighbours' p99 rose by a third (tests/RELIABILITY.md).
-            Ok(if state.run_time() >= budget { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::Yield(1) })
+            Ok(if run.total() >= budget { wasmtime::UpdateDeadline::Interrupt } else { wasmtime::UpdateDeadline::YieldCustom(1, run.yield_now()) })
         });
         // Epoch interruption only fires in wasm: time inside imports (copying a huge
         // argument, a slow store read) is measured here and counts against the same
-        // budget. An import that returns past it ends the call as a timeout. Measured on
-        // the thread's CPU clock, not the wall clock: like the ticks, which count nothing
-        // while the call is yielded, it must not bill the guest for the time the OS ran
-        // other threads (on a loaded machine that failed a policy well within its
-        // deadline). Capped by the wall time, in case an import moved threads.
-        let ticks = self.ticker.ticks().clone();
+        // budget. An import that returns past it ends the call as a timeout.
         store.call_hook(move |mut context, hook| {
-            let state = context.data_mut();
+            let run = &mut context.data_mut().run;
             match hook {
-                wasmtime::CallHook::CallingHost => state.host_entered = Some(host::ImportClock::start(&ticks)),
+                wasmtime::CallHook::CallingHost => run.entering_host(),
                 wasmtime::CallHook::ReturningFromHost => {
-                    if let Some(entered) = state.host_entered.take() {
-                        let (spent, tick_inside) = entered.stop(&ticks);
-                        state.host_time += spent;
-                        state.tick_in_host |= tick_inside;
-                    }
-                    if state.run_time() >= budget {
+                    run.returned_from_host();
+                    if run.total() >= budget {
                         return Err(Trap::Interrupt.into());
                     }
                 }

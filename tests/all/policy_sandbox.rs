@@ -200,6 +200,84 @@ async fn time_inside_host_calls_counts_against_the_deadline_and_towards_suspensi
     assert_eq!(sandbox.runtime.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
 
+/// A call is billed for what it ran, not for where its worker got back to it. On a worker
+/// shared with a busy neighbour, a call that yields at a tick resumes mid-tick; a tick's
+/// worth for each stretch to the next tick billed it up to twice its run time, and a call
+/// running well within its deadline hit it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_sharing_its_worker_is_billed_for_what_it_ran() {
+    use std::time::{Duration, Instant};
+    let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 8, tenant_cpu_ms_per_second: 0, ..test_limits() }).await;
+    async fn spin_for(sandbox: &Sandbox, hash: PolicyHash, turns: u64) -> Result<Decision, PolicyError> {
+        attack(sandbox, hash, "shares-a-worker", &format!("spin-{turns}")).await
+    }
+    let spin = |turns| spin_for(&sandbox, hash, turns);
+    // This thread's CPU time (the call runs on it: one worker, and no neighbour yet).
+    let cpu = || {
+        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+        Duration::from_nanos(schedstat.split_whitespace().next().and_then(|ns| ns.parse().ok()).expect("CPU time"))
+    };
+    // Loop turns for 6 ms of run time, measured alone on the CPU clock (the least of three
+    // runs).
+    let mut turns = 100_000u64;
+    let per_turn = loop {
+        let mut quickest = Duration::MAX;
+        for _ in 0..3 {
+            let started = cpu();
+            assert_eq!(trace(spin(turns).await.expect("a call alone")), format!("spun {turns}"));
+            quickest = quickest.min(cpu() - started);
+        }
+        if quickest >= Duration::from_millis(1) {
+            break quickest.as_secs_f64() / turns as f64;
+        }
+        turns *= 4;
+    };
+    let turns = (0.006 / per_turn) as u64;
+
+    // A busy neighbour on the same (only) worker: turns of 300 to 549 µs of work, with a
+    // yield between them.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut turn = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                turn += 1;
+                let work = Duration::from_micros(300 + turn * 97 % 250);
+                let started = Instant::now();
+                while started.elapsed() < work {
+                    std::hint::black_box(0u64);
+                }
+                // Yields as the call does: wakes itself and returns pending once. (Tokio's
+                // `yield_now` would wait for the runtime to park, and the call would run on
+                // undisturbed.)
+                let mut yielded = false;
+                std::future::poll_fn(|cx| {
+                    if std::mem::replace(&mut yielded, true) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            }
+        }
+    });
+    // The calls are the test's own future, which the runtime polls after a batch of the
+    // neighbour's turns: a call resumes wherever between two ticks that batch ends. Billed
+    // a tick's worth per stretch, most calls hit the 8 ms deadline.
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.push(spin(turns).await.map(trace));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    neighbour.await.expect("neighbour");
+    for outcome in outcomes {
+        assert_eq!(outcome.expect("6 ms of run time within an 8 ms deadline"), format!("spun {turns}"));
+    }
+}
+
 /// An import argument past its limit, where the interface has no error value, traps the
 /// call with a message naming the import and the limit.
 #[tokio::test]

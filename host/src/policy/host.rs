@@ -7,18 +7,17 @@
 //! imports fail closed, never answering zero or an empty list.
 //!
 //! Time spent in imports counts against the call's deadline: the store's call hook
-//! (installed in `policy.rs`) adds it to [`CallState::host_time`] and traps with
+//! (installed in `policy.rs`) adds it to the call's [`RunTime`] and traps with
 //! `Trap::Interrupt` when an import returns past the deadline.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::tollgate::policy::{catalog, credentials, log, memory, metering, types};
 use super::limits::{self, PolicyLimits};
+use super::run_time::RunTime;
 use super::view::{LogLine, TenantView};
 
 /// Why an import trapped the call. The message reaches the policy's author through
@@ -53,15 +52,9 @@ pub struct CallState {
     pub(crate) log: Vec<LogLine>,
     pub(crate) dropped_log_lines: u64,
     pub(crate) stderr: BoundedStderr,
-    /// Epoch ticks the guest ran through in wasm (its run time there, in ticks).
-    pub(crate) ticks_run: u64,
-    /// Time spent inside imports, measured by the call hook (lifting the arguments and
-    /// lowering the results included).
-    pub(crate) host_time: Duration,
-    /// When the guest entered the import it is in, if any.
-    pub(crate) host_entered: Option<ImportClock>,
-    /// A tick fell inside an import: the next epoch callback is for time already measured.
-    pub(crate) tick_in_host: bool,
+    /// The call's run time (see `run_time.rs`), kept by the epoch callback and the call
+    /// hook.
+    pub(crate) run: RunTime,
     memory_ops: u32,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -70,7 +63,7 @@ pub struct CallState {
 impl CallState {
     /// State for one call: WASI with nothing granted (no preopens, env, args, network),
     /// stderr captured into a bounded pipe that ends up in the tenant's policy log.
-    pub(crate) fn new(view: Arc<dyn TenantView>, limits: Arc<PolicyLimits>, request_id: String) -> Self {
+    pub(crate) fn new(view: Arc<dyn TenantView>, limits: Arc<PolicyLimits>, request_id: String, run: RunTime) -> Self {
         let stderr_cap = limits.log_lines_per_call * limits.log_line_bytes;
         let stderr = BoundedStderr::new(stderr_cap);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
@@ -80,10 +73,7 @@ impl CallState {
             limits,
             request_id,
             limiter,
-            ticks_run: 0,
-            host_time: Duration::ZERO,
-            host_entered: None,
-            tick_in_host: false,
+            run,
             log: Vec::new(),
             dropped_log_lines: 0,
             stderr,
@@ -91,12 +81,6 @@ impl CallState {
             wasi,
             table: ResourceTable::new(),
         }
-    }
-
-    /// The call's run time so far: the sampled time in wasm plus the measured time in
-    /// imports.
-    pub(crate) fn run_time(&self) -> Duration {
-        limits::EPOCH_TICK * u32::try_from(self.ticks_run).unwrap_or(u32::MAX) + self.host_time
     }
 
     fn count_memory_op(&mut self) -> Result<(), memory::MemoryError> {
@@ -123,35 +107,6 @@ impl CallState {
             request_id: self.request_id.clone(),
         });
     }
-}
-
-/// When an import began: wall clock, the thread's CPU clock and the runtime's tick count.
-pub(crate) struct ImportClock {
-    wall: Instant,
-    cpu: Duration,
-    tick: u64,
-}
-
-impl ImportClock {
-    /// Reads the clocks, then the tick count: a tick while the clocks are read falls
-    /// outside the measured time, so the epoch callback samples it as usual.
-    pub(crate) fn start(ticks: &AtomicU64) -> Self {
-        let (wall, cpu) = (Instant::now(), thread_cpu_time());
-        Self { wall, cpu, tick: ticks.load(Ordering::Relaxed) }
-    }
-
-    /// The CPU time this thread spent since `start` (at most the wall time: an async
-    /// import may resume on another thread, whose clock says nothing about this one), and
-    /// whether a tick fell inside that measured time.
-    pub(crate) fn stop(self, ticks: &AtomicU64) -> (Duration, bool) {
-        let tick_inside = ticks.load(Ordering::Relaxed) != self.tick;
-        (thread_cpu_time().saturating_sub(self.cpu).min(self.wall.elapsed()), tick_inside)
-    }
-}
-
-fn thread_cpu_time() -> Duration {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
 }
 
 /// Caps linear memory and remembers that the cap was hit, so the caller can report

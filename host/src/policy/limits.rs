@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Running-time budget of one policy call, counted in epoch ticks the guest ran through
-/// (time spent yielded to other requests does not count). Defends against a guest that
+/// Running-time budget of one policy call, counted in the time the guest ran (time spent
+/// yielded to other requests does not count; see `run_time.rs`). Defends against a guest that
 /// loops forever or computes long enough to starve other requests. Ticks are wall-clock
 /// while the guest runs: 10 ms is ~400 times a typical call and leaves room for the OS to
 /// preempt a well-behaved call on a loaded host without failing it.

@@ -22,7 +22,7 @@ struct Shared {
     /// Calls in flight: the ticker runs while this is above zero.
     active: AtomicUsize,
     stop: AtomicBool,
-    /// Ticks since start (readable without the engine; see `host::ImportClock`).
+    /// Ticks since start (readable without the engine; see `run_time::StretchClock`).
     ticks: Arc<AtomicU64>,
 }
 

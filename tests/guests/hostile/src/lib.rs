@@ -38,6 +38,16 @@ impl Policy for Hostile {
                 }
                 plan(format!("burned {n}"))
             }
+            // Spins for `N` loop turns, a fixed amount of CPU (where `burn-8ms` spins for
+            // wall time, however little of it the guest ran), then routes.
+            spin if spin.starts_with("spin-") => {
+                let turns: u64 = spin["spin-".len()..].parse().unwrap_or(0);
+                let mut n: u64 = 0;
+                for _ in 0..turns {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                plan(format!("spun {n}"))
+            }
             "memory-bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
