@@ -123,7 +123,12 @@ impl RunTime {
     /// total.
     pub(crate) fn finish(&mut self) -> Duration {
         if let Some(resumed) = self.take_resumed() {
-            self.wasm_measured += self.wasm_since(resumed);
+            self.wasm_measured += match self.host_entered.take() {
+                // Dropped inside an import (its caller gave up while it waited): the
+                // stretch ended as the import began; the wait is not run time.
+                Some(entered) => entered.since(&resumed).saturating_sub(self.host_time.saturating_sub(self.host_time_at_yield)),
+                None => self.wasm_since(resumed),
+            };
         }
         self.total()
     }
@@ -153,6 +158,12 @@ impl StretchClock {
     fn start(ticks: &AtomicU64) -> Self {
         let (wall, cpu) = (Instant::now(), thread_cpu_time());
         Self { wall, cpu, tick: ticks.load(Ordering::Relaxed) }
+    }
+
+    /// The CPU time between `earlier` and this, both read on the thread that ran the
+    /// stretch between them (at most the wall time between them).
+    fn since(&self, earlier: &StretchClock) -> Duration {
+        self.cpu.saturating_sub(earlier.cpu).min(self.wall.saturating_duration_since(earlier.wall))
     }
 
     /// The CPU time this thread spent since `start` (at most the wall time: an async
@@ -214,5 +225,16 @@ mod tests {
         spin(Duration::from_millis(2));
         let total = run.finish();
         assert!(total >= after_tick + Duration::from_millis(2) && total < after_tick + Duration::from_millis(8), "{total:?}");
+
+        // A call dropped while an import waits is billed up to the import, not the wait.
+        let mut run = RunTime::new(ticks);
+        run.tick();
+        resume_after(run.yield_now(), || {});
+        spin(Duration::from_millis(2));
+        run.entering_host();
+        std::thread::sleep(Duration::from_millis(20));
+        spin(Duration::from_millis(5));
+        let total = run.finish();
+        assert!(total >= EPOCH_TICK + Duration::from_millis(2) && total < EPOCH_TICK + Duration::from_millis(5), "{total:?}");
     }
 }
