@@ -75,7 +75,7 @@ impl RunTime {
         self.host_entered = None;
         match self.take_resumed() {
             Some(resumed) => {
-                self.wasm_measured += self.wasm_since(resumed);
+                self.wasm_measured += self.wasm_between(&resumed, &StretchClock::start(&self.ticks));
                 self.tick_in_host = false;
             }
             None => {
@@ -123,12 +123,10 @@ impl RunTime {
     /// total.
     pub(crate) fn finish(&mut self) -> Duration {
         if let Some(resumed) = self.take_resumed() {
-            self.wasm_measured += match self.host_entered.take() {
-                // Dropped inside an import (its caller gave up while it waited): the
-                // stretch ended as the import began; the wait is not run time.
-                Some(entered) => entered.since(&resumed).saturating_sub(self.host_time.saturating_sub(self.host_time_at_yield)),
-                None => self.wasm_since(resumed),
-            };
+            // Dropped inside an import (its caller gave up while it waited): the stretch
+            // ended as the import began; the wait is not run time.
+            let end = self.host_entered.take().unwrap_or_else(|| StretchClock::start(&self.ticks));
+            self.wasm_measured += self.wasm_between(&resumed, &end);
         }
         self.total()
     }
@@ -137,10 +135,10 @@ impl RunTime {
         self.resumed.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
-    /// Wasm time since `resumed`: the thread's time less the imports' in that stretch.
-    fn wasm_since(&self, resumed: StretchClock) -> Duration {
-        let (ran, _) = resumed.stop(&self.ticks);
-        ran.saturating_sub(self.host_time.saturating_sub(self.host_time_at_yield))
+    /// Wasm time from `resumed` to `end`: the thread's time less the imports' in that
+    /// stretch (measured already).
+    fn wasm_between(&self, resumed: &StretchClock, end: &StretchClock) -> Duration {
+        end.since(resumed).saturating_sub(self.host_time.saturating_sub(self.host_time_at_yield))
     }
 }
 
@@ -171,7 +169,7 @@ impl StretchClock {
     /// whether a tick fell inside that time.
     fn stop(self, ticks: &AtomicU64) -> (Duration, bool) {
         let tick_inside = ticks.load(Ordering::Relaxed) != self.tick;
-        (thread_cpu_time().saturating_sub(self.cpu).min(self.wall.elapsed()), tick_inside)
+        (StretchClock::start(ticks).since(&self), tick_inside)
     }
 }
 
