@@ -55,8 +55,8 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; the
     say "rustup target add wasm32-wasip2"
     rustup target add wasm32-wasip2
 fi
-say "cargo build --release (tollgate, mock-upstream) and the policy_call bench"
-cargo build --release -p tollgate --bin tollgate -p tollgate-tests --bin mock-upstream
+say "cargo build --release (tollgate, mock-upstream, floor-proxy) and the policy_call bench"
+cargo build --release -p tollgate --bin tollgate -p tollgate-tests --bin mock-upstream --bin floor-proxy
 cargo bench -p tollgate-tests --bench policy_call --no-run
 
 # --- a quiet machine -------------------------------------------------------------------

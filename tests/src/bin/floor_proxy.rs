@@ -1,0 +1,149 @@
+//! `floor-proxy --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT [--journal FILE]`:
+//! the least a governed chat proxy built on Tollgate's fixed dependencies does, for the
+//! benchmark's S1 floor (issue 12, `tests/bench/HOTPATH.md`).
+//!
+//! Per request: hyper's server side reads the body, serde_json parses it (a gateway must
+//! read the model), hyper-util's client forwards the bytes unchanged and collects the
+//! answer, serde_json parses that (a gateway must read the usage), and, with `--journal`,
+//! a record is appended and `fdatasync`ed before the answer goes back, as Tollgate's
+//! ledger promises. No authentication, policy, budget or credentials: what Tollgate adds
+//! above this proxy is its own cost; what this adds above nginx is the dependencies'.
+//!
+//! The journal is group-committed by one thread (every record waiting is written, then one
+//! sync answers them all), as a real ledger must be under concurrency.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::oneshot;
+
+/// Serve the floor proxy on a loopback address.
+#[derive(Parser)]
+#[command(name = "floor-proxy")]
+struct Args {
+    /// Address to listen on; must be loopback (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where requests go, e.g. http://127.0.0.1:8081 (loopback only).
+    #[arg(long)]
+    upstream: String,
+    /// Append a record per answer to this file and sync it before answering.
+    #[arg(long)]
+    journal: Option<PathBuf>,
+}
+
+type Journal = mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>;
+
+struct Proxy {
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+    journal: Option<Journal>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.listen.ip().is_loopback(), "--listen must be a loopback address");
+    anyhow::ensure!(args.upstream.starts_with("http://127.0.0.1:"), "--upstream must be http://127.0.0.1:PORT");
+    let journal = match &args.journal {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+            Some(start_journal(file))
+        }
+        None => None,
+    };
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(http);
+    let proxy = std::sync::Arc::new(Proxy { client, upstream: args.upstream.trim_end_matches('/').to_string(), journal });
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", listener.local_addr()?)?;
+    stdout.flush()?;
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let _ = socket.set_nodelay(true);
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.forward(request).await.unwrap_or_else(failed)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
+
+impl Proxy {
+    async fn forward(&self, request: Request<Incoming>) -> anyhow::Result<Response<Full<Bytes>>> {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let parsed: serde_json::Value = serde_json::from_slice(&body)?;
+        let model = parsed.get("model").and_then(|m| m.as_str()).context("no model")?.to_string();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let upstream = Request::post(format!("{}{path}", self.upstream)).header("content-type", "application/json").body(Full::new(body))?;
+        let answer = self.client.request(upstream).await?;
+        let status = answer.status();
+        let answer = answer.into_body().collect().await?.to_bytes();
+        let usage: serde_json::Value = serde_json::from_slice(&answer)?;
+        if let Some(journal) = &self.journal {
+            // About the size of a Tollgate ledger record.
+            let record = serde_json::to_vec(&serde_json::json!({
+                "tenant": "floor", "model": model, "usage": usage.get("usage"), "status": status.as_u16(),
+                "request_id": format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()),
+                "padding": "x".repeat(320),
+            }))?;
+            let (done, synced) = oneshot::channel();
+            journal.send((record, done)).context("journal thread gone")?;
+            synced.await.context("journal thread gone")??;
+        }
+        Ok(Response::builder().status(status).header("content-type", "application/json").body(Full::new(answer))?)
+    }
+}
+
+fn failed(error: anyhow::Error) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("floor-proxy: {error:#}\n"))));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response
+}
+
+/// One thread appends every waiting record, syncs once, and answers them all.
+fn start_journal(mut file: File) -> Journal {
+    let (tx, rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>();
+    std::thread::Builder::new()
+        .name("floor-journal".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let mut bytes = Vec::new();
+                for (record, _) in &batch {
+                    bytes.extend_from_slice(record);
+                    bytes.push(b'\n');
+                }
+                let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+                for (_, done) in batch {
+                    let _ = done.send(written.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        })
+        .expect("spawning the journal thread");
+    tx
+}
