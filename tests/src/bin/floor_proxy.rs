@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let journal = match &args.journal {
         Some(path) => {
             let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-            Some(start_journal(file))
+            Some(start_journal(file).context("starting the journal thread")?)
         }
         None => None,
     };
@@ -125,7 +125,7 @@ fn failed(error: anyhow::Error) -> Response<Full<Bytes>> {
 }
 
 /// One thread appends every waiting record, syncs once, and answers them all.
-fn start_journal(mut file: File) -> Journal {
+fn start_journal(mut file: File) -> std::io::Result<Journal> {
     let (tx, rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>();
     std::thread::Builder::new()
         .name("floor-journal".into())
@@ -143,7 +143,6 @@ fn start_journal(mut file: File) -> Journal {
                     let _ = done.send(written.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
                 }
             }
-        })
-        .expect("spawning the journal thread");
-    tx
+        })?;
+    Ok(tx)
 }
