@@ -42,7 +42,7 @@ MODELS = ["mock", SLOW_MODEL, STREAM_MODEL, DRAIN_STREAM_MODEL]
 REQUEST_TIMEOUT_S = 15
 TARGETS = ["direct", "nginx", "litellm", "tollgate"]
 GATEWAYS = ["nginx", "litellm", "tollgate"]
-# S1 only: the least a governed proxy on Tollgate's fixed dependencies does (hyper both
+# S1 and S3 only: the least a governed proxy on Tollgate's fixed dependencies does (hyper both
 # sides, serde_json), without and with a synced record per answer (`floor-proxy`).
 FLOORS = ["hyper-proxy", "hyper-proxy+sync"]
 
@@ -742,7 +742,7 @@ def closed_loop(load, levels, label, hung=lambda conc, r: False):
 def s3(ctx):
     p = ctx["p"]
     out = {}
-    for name in TARGETS:
+    for name in TARGETS + [f for f in FLOORS if f in ctx["targets"]]:
         t = ctx["targets"][name]
         out[name] = closed_loop(
             lambda conc: ctx["oha"].run(t["port"], t["path"], t["auth"], conc, p["s3_s"]), p["s3_conc"], f"S3 {name}",
@@ -1015,11 +1015,17 @@ def report(ctx, results):
     if s3r:
         tg = s3r["tollgate"]["best_under_10ms"]
         ng = s3r["nginx"]["best_under_10ms"]
-        ll = s3r["litellm"]["peak"]
+        ll = (s3r.get("litellm") or {}).get("peak")
         tg_rps = tg["rps"] if tg else 0.0
         ng_rps = ng["rps"] if ng else 0.0
         ll_rps = ll["rps"] if ll else 0.0
         add(f"| S3 ≥ ½ of nginx (p99 < 10 ms) | {fmt(tg_rps)} vs {fmt(ng_rps)} req/s = {fmt(tg_rps / ng_rps if ng_rps else float('nan'))}× | {verdict(ng_rps and tg_rps >= 0.5 * ng_rps)} |")
+        floor = s3r.get("hyper-proxy+sync")
+        if floor and ng_rps and tg_rps < 0.5 * ng_rps:
+            f_rps = floor["best_under_10ms"]["rps"] if floor["best_under_10ms"] else 0.0
+            where = "below" if f_rps < 0.5 * ng_rps else "within"
+            add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | "
+                f"{fmt(f_rps)} req/s = {fmt(f_rps / ng_rps)}× nginx; Tollgate serves {fmt(tg_rps / f_rps if f_rps else float('nan'))}× the floor | the floor is {where} the target |")
         add(f"| S3 ≥ 50× LiteLLM (its peak, any p99) | {fmt(tg_rps)} vs {fmt(ll_rps)} req/s = {fmt(tg_rps / ll_rps if ll_rps else float('nan'))}× | {verdict(ll_rps and tg_rps >= 50 * ll_rps)} |")
     if s4r:
         worst, complete = 0.0, len(s4r["tollgate"]) == len(s4r["direct"]) and not any(t.get("hung") for t in s4r["tollgate"])
@@ -1115,13 +1121,14 @@ def report(ctx, results):
         add("## S3 max throughput, closed loop")
         add("")
         add(f"`oha -c C -z {p['s3_s']}s` for C in {p['s3_conc']}, until p99 passes 10 ms (at C ≥ 8) and throughput "
-            f"stops growing by 10% a step, or p99 passes 500 ms.")
+            f"stops growing by 10% a step, or p99 passes 500 ms."
+            + (" The floors (`floor-proxy`) are as in S1." if any(f in s3r for f in FLOORS) else ""))
         add("")
         add("| target | best req/s with p99 < 10 ms (C, p99 ms) | peak req/s (C, p99 ms) | best ÷ nginx best | best ÷ LiteLLM peak |")
         add("| --- | --- | --- | --- | --- |")
         ng = s3r["nginx"]["best_under_10ms"]
-        ll = s3r["litellm"]["peak"]
-        for name in TARGETS:
+        ll = (s3r.get("litellm") or {}).get("peak")
+        for name in [n for n in TARGETS + FLOORS if n in s3r]:
             b, pk = s3r[name]["best_under_10ms"], s3r[name]["peak"]
             best = f"{fmt(b['rps'])} ({b['conc']}, {fmt(b['p99_ms'])})" if b else "none"
             ratio_ng = fmt(b["rps"] / ng["rps"]) if b and ng else "—"
@@ -1132,7 +1139,7 @@ def report(ctx, results):
         add("")
         add("| target | C | req/s | p50 ms | p99 ms | ok |")
         add("| --- | --- | --- | --- | --- | --- |")
-        for name in TARGETS:
+        for name in [n for n in TARGETS + FLOORS if n in s3r]:
             for r in s3r[name]["levels"]:
                 mark = " **hung**" if r.get("hung") else ""
                 add(f"| {name} | {r['conc']} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['success'] * 100:.1f}%{mark} |")
@@ -1411,7 +1418,7 @@ def main():
         log("starting nginx")
         nginx, nginx_port = start_nginx(work, [mock_port])
         targets["nginx"] = {"port": nginx_port, "path": "/v1/chat/completions", "auth": "bench", "service": nginx}
-        if want("S1"):
+        if want("S1") or want("S3"):
             for name in FLOORS:
                 service, port = start_floor(work, mock_port, name, journal=name.endswith("+sync"))
                 targets[name] = {"port": port, "path": "/v1/chat/completions", "auth": "bench", "service": service}
