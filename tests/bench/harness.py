@@ -179,6 +179,20 @@ class Service:
                 continue
         return total
 
+    def cpu_s(self):
+        """CPU seconds (user + system) used so far by this service's processes; a VM's
+        stolen time is not in it, so per-request figures hold in a slow stretch."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / tick
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -672,12 +686,15 @@ def s1(ctx):
         log(f"S1 round {r + 1}/{rounds}: concurrency 1, {slice_s}s per target")
         for name in names:
             t = ctx["targets"][name]
-            runs[name].append(ctx["oha"].run(t["port"], t["path"], t["auth"], 1, slice_s))
-            after_load(ctx, name, "S1", runs[name][-1])
+            cpu = t["service"].cpu_s()
+            result = ctx["oha"].run(t["port"], t["path"], t["auth"], 1, slice_s)
+            result["cpu_us_per_request"] = (t["service"].cpu_s() - cpu) * 1e6 / max(result["ok"], 1)
+            runs[name].append(result)
+            after_load(ctx, name, "S1", result)
     rows = {}
     for name in names:
         row = {"conc": 1, "rounds": rounds, "secs": slice_s * rounds}
-        for key in ("rps", "p50_ms", "p99_ms", "success"):
+        for key in ("rps", "p50_ms", "p99_ms", "success", "cpu_us_per_request"):
             row[key] = median_of(run[key] for run in runs[name])
         row["requests"] = sum(run["requests"] for run in runs[name])
         for q in ("p50", "p99"):
@@ -1085,11 +1102,15 @@ def report(ctx, results):
                 "what the floor adds above nginx is the fixed dependencies' and the durable record's cost on this "
                 "machine, what Tollgate adds above the floor is its own.")
             add("")
-        add("| target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | p99 ÷ direct p99 |")
-        add("| --- | --- | --- | --- | --- | --- | --- |")
+        add("| target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | p99 ÷ direct p99 | CPU µs / request |")
+        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name in [n for n in TARGETS + FLOORS if n in s1r]:
             r = s1r[name]
-            add(f"| {name} | {fmt(r['rps'])} | {fmt(us(r['p50_ms']))} | {fmt(us(r['p99_ms']))} | {fmt(r['added_p50_us'])} | {fmt(r['added_p99_us'])} | {fmt(r['p99_ms'] / s1r['direct']['p99_ms'])} |")
+            add(f"| {name} | {fmt(r['rps'])} | {fmt(us(r['p50_ms']))} | {fmt(us(r['p99_ms']))} | {fmt(r['added_p50_us'])} | {fmt(r['added_p99_us'])} | {fmt(r['p99_ms'] / s1r['direct']['p99_ms'])} | {fmt(r.get('cpu_us_per_request'))} |")
+        if any(f in s1r for f in FLOORS):
+            add("")
+            add("CPU µs / request: user and system time of the target's processes over its slices (for direct, the "
+                "mock's own), divided by the requests answered; the machine's stolen time is not in it.")
         add("")
 
     s2r = results.get("S2")
