@@ -10,7 +10,10 @@
 //! above this proxy is its own cost; what this adds above nginx is the dependencies'.
 //!
 //! The journal is group-committed by one thread (every record waiting is written, then one
-//! sync answers them all), as a real ledger must be under concurrency.
+//! sync answers them all), as a real ledger must be under concurrency. `--inline-sync`
+//! instead writes and syncs on the worker that serves the request: no hand-off at all, the
+//! least one connection can wait, but it stalls the worker, so it is a floor for one
+//! connection only.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -43,9 +46,34 @@ struct Args {
     /// Append a record per answer to this file and sync it before answering.
     #[arg(long)]
     journal: Option<PathBuf>,
+    /// With --journal: write and sync on the request's own worker, not a journal thread.
+    #[arg(long, requires = "journal")]
+    inline_sync: bool,
 }
 
-type Journal = mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>;
+/// Where records go: a group-committing thread, or the file itself, synced in place.
+enum Journal {
+    Thread(mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>),
+    Inline(std::sync::Mutex<File>),
+}
+
+impl Journal {
+    async fn append(&self, mut record: Vec<u8>) -> anyhow::Result<()> {
+        record.push(b'\n');
+        match self {
+            Journal::Thread(tx) => {
+                let (done, synced) = oneshot::channel();
+                tx.send((record, done)).context("journal thread gone")?;
+                Ok(synced.await.context("journal thread gone")??)
+            }
+            Journal::Inline(file) => {
+                let mut file = file.lock().map_err(|_| anyhow::anyhow!("journal lock poisoned"))?;
+                file.write_all(&record)?;
+                Ok(file.sync_data()?)
+            }
+        }
+    }
+}
 
 struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -61,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let journal = match &args.journal {
         Some(path) => {
             let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-            Some(start_journal(file).context("starting the journal thread")?)
+            Some(if args.inline_sync { Journal::Inline(std::sync::Mutex::new(file)) } else { start_journal(file).context("starting the journal thread")? })
         }
         None => None,
     };
@@ -110,9 +138,7 @@ impl Proxy {
                 "request_id": format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()),
                 "padding": "x".repeat(320),
             }))?;
-            let (done, synced) = oneshot::channel();
-            journal.send((record, done)).context("journal thread gone")?;
-            synced.await.context("journal thread gone")??;
+            journal.append(record).await?;
         }
         Ok(Response::builder().status(status).header("content-type", "application/json").body(Full::new(answer))?)
     }
@@ -136,7 +162,6 @@ fn start_journal(mut file: File) -> std::io::Result<Journal> {
                 let mut bytes = Vec::new();
                 for (record, _) in &batch {
                     bytes.extend_from_slice(record);
-                    bytes.push(b'\n');
                 }
                 let written = file.write_all(&bytes).and_then(|()| file.sync_data());
                 for (_, done) in batch {
@@ -144,5 +169,5 @@ fn start_journal(mut file: File) -> std::io::Result<Journal> {
                 }
             }
         })?;
-    Ok(tx)
+    Ok(Journal::Thread(tx))
 }
