@@ -9,7 +9,9 @@
 //! ledger promises. No authentication, policy, budget or credentials: what Tollgate adds
 //! above this proxy is its own cost; what this adds above nginx is the dependencies'.
 //!
-//! The journal is group-committed by one thread (every record waiting is written, then one
+//! The journal file is written ahead in zeros that the records overwrite, as Tollgate's
+//! ledger journal is, so a sync carries the records alone, not the file's growing size.
+//! It is group-committed by one thread (every record waiting is written, then one
 //! sync answers them all), as a real ledger must be under concurrency. `--inline-sync`
 //! instead writes and syncs on the worker that serves the request: no hand-off at all, the
 //! least one connection can wait, but it stalls the worker, so it is a floor for one
@@ -17,6 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -54,7 +57,37 @@ struct Args {
 /// Where records go: a group-committing thread, or the file itself, synced in place.
 enum Journal {
     Thread(mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>),
-    Inline(std::sync::Mutex<File>),
+    Inline(std::sync::Mutex<ZeroedFile>),
+}
+
+/// A file written ahead in zeros (at least 1 MiB at a time, doubling), with records
+/// overwriting them from the start.
+struct ZeroedFile {
+    file: File,
+    end: u64,
+    size: u64,
+}
+
+impl ZeroedFile {
+    fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        Ok(Self { file, end: 0, size: 0 })
+    }
+
+    /// Writes `bytes` after the last record and syncs them.
+    fn append_synced(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let needed = self.end + bytes.len() as u64;
+        if needed > self.size {
+            let grow = (needed - self.size).max(self.size).max(1 << 20);
+            self.file.write_all_at(&vec![0; grow as usize], self.size)?;
+            self.file.sync_all()?;
+            self.size += grow;
+        }
+        self.file.write_all_at(bytes, self.end)?;
+        self.file.sync_data()?;
+        self.end = needed;
+        Ok(())
+    }
 }
 
 impl Journal {
@@ -66,11 +99,7 @@ impl Journal {
                 tx.send((record, done)).context("journal thread gone")?;
                 Ok(synced.await.context("journal thread gone")??)
             }
-            Journal::Inline(file) => {
-                let mut file = file.lock().map_err(|_| anyhow::anyhow!("journal lock poisoned"))?;
-                file.write_all(&record)?;
-                Ok(file.sync_data()?)
-            }
+            Journal::Inline(file) => Ok(file.lock().map_err(|_| anyhow::anyhow!("journal lock poisoned"))?.append_synced(&record)?),
         }
     }
 }
@@ -88,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.upstream.starts_with("http://127.0.0.1:"), "--upstream must be http://127.0.0.1:PORT");
     let journal = match &args.journal {
         Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file = ZeroedFile::create(path).with_context(|| format!("creating {}", path.display()))?;
             Some(if args.inline_sync { Journal::Inline(std::sync::Mutex::new(file)) } else { start_journal(file).context("starting the journal thread")? })
         }
         None => None,
@@ -151,7 +180,7 @@ fn failed(error: anyhow::Error) -> Response<Full<Bytes>> {
 }
 
 /// One thread appends every waiting record, syncs once, and answers them all.
-fn start_journal(mut file: File) -> std::io::Result<Journal> {
+fn start_journal(mut file: ZeroedFile) -> std::io::Result<Journal> {
     let (tx, rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>();
     std::thread::Builder::new()
         .name("floor-journal".into())
@@ -163,7 +192,7 @@ fn start_journal(mut file: File) -> std::io::Result<Journal> {
                 for (record, _) in &batch {
                     bytes.extend_from_slice(record);
                 }
-                let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+                let written = file.append_synced(&bytes);
                 for (_, done) in batch {
                     let _ = done.send(written.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
                 }
