@@ -42,7 +42,7 @@ MODELS = ["mock", SLOW_MODEL, STREAM_MODEL, DRAIN_STREAM_MODEL]
 REQUEST_TIMEOUT_S = 15
 TARGETS = ["direct", "nginx", "litellm", "tollgate"]
 GATEWAYS = ["nginx", "litellm", "tollgate"]
-# S1 and S3 only: the least a governed proxy on Tollgate's fixed dependencies does (hyper both
+# S1, S3 and S4 only: the least a governed proxy on Tollgate's fixed dependencies does (hyper both
 # sides, serde_json), without and with a synced record per answer (`floor-proxy`): synced by
 # a group-committing thread, or (S1 only: it stalls a worker per sync) on the request's worker.
 FLOORS = ["hyper-proxy", "hyper-proxy+sync", "hyper-proxy+inline-sync"]
@@ -775,7 +775,7 @@ def s3(ctx):
 def s4(ctx):
     p = ctx["p"]
     out = {}
-    for name in TARGETS:
+    for name in TARGETS + [f for f in FLOORS if f in ctx["targets"] and f not in S1_ONLY_FLOORS]:
         t = ctx["targets"][name]
         out[name] = []
         for level in p["s4_levels"]:
@@ -796,6 +796,33 @@ def extra_gap(r, d):
     if r is None or r["max_gap_ms"]["p99"] is None or d["max_gap_ms"]["p99"] is None:
         return None
     return r["max_gap_ms"]["p99"] - d["max_gap_ms"]["p99"]
+
+
+def worst_extra_gap(s4r, name):
+    """The largest extra gap `name` shows over direct at any level, and that level."""
+    worst, where = 0.0, None
+    for d, r in zip(s4r["direct"], s4r[name]):
+        if extra_gap(r, d) is not None and extra_gap(r, d) > worst:
+            worst, where = extra_gap(r, d), r.get("concurrency")
+    return worst, where
+
+
+def worst_ttft_ratio(s4r, name, levels):
+    """The largest ratio of `name`'s added TTFT p99 to nginx's at the same level, and
+    (level, name's added, nginx's added) there."""
+    worst_ratio, where = 0.0, None
+    for i, d in enumerate(s4r["direct"]):
+        if i >= len(s4r[name]) or i >= len(s4r["nginx"]):
+            continue
+        dp = d["ttft_ms"]["p99"]
+        tp, np_ = s4r[name][i]["ttft_ms"]["p99"], s4r["nginx"][i]["ttft_ms"]["p99"]
+        if None in (dp, tp, np_):
+            continue
+        # nginx's added TTFT can be ~0 or negative (noise): floor it at 0.1 ms.
+        ratio = (tp - dp) / max(np_ - dp, 0.1)
+        if ratio > worst_ratio:
+            worst_ratio, where = ratio, (levels[i], tp - dp, np_ - dp)
+    return worst_ratio, where
 
 
 def stall_free(r, d):
@@ -1050,27 +1077,23 @@ def report(ctx, results):
                 f"{fmt(f_rps)} req/s = {fmt(f_rps / ng_rps)}× nginx; Tollgate serves {fmt(tg_rps / f_rps if f_rps else float('nan'))}× the floor | the floor is {where} the target |")
         add(f"| S3 ≥ 50× LiteLLM (its peak, any p99) | {fmt(tg_rps)} vs {fmt(ll_rps)} req/s = {fmt(tg_rps / ll_rps if ll_rps else float('nan'))}× | {verdict(ll_rps and tg_rps >= 50 * ll_rps)} |")
     if s4r:
-        worst, complete = 0.0, len(s4r["tollgate"]) == len(s4r["direct"]) and not any(t.get("hung") for t in s4r["tollgate"])
-        for d, t in zip(s4r["direct"], s4r["tollgate"]):
-            if extra_gap(t, d) is not None:
-                worst = max(worst, extra_gap(t, d))
+        complete = len(s4r["tollgate"]) == len(s4r["direct"]) and not any(t.get("hung") for t in s4r["tollgate"])
+        worst, _ = worst_extra_gap(s4r, "tollgate")
         note = "" if complete else " (Tollgate hung before the last level)"
         add(f"| S4 no stall > 5 ms that direct does not show | worst (Tollgate − direct) p99 of per-stream max gap: {fmt(worst)} ms{note} | {verdict(worst <= 5.0 and complete)} |")
-        # Added time-to-first-token p99 at each level, against nginx's at the same level.
-        worst_ratio, where = 0.0, None
-        for i, d in enumerate(s4r["direct"]):
-            if i >= len(s4r["tollgate"]) or i >= len(s4r["nginx"]):
-                continue
-            dp = d["ttft_ms"]["p99"]
-            tp, np_ = s4r["tollgate"][i]["ttft_ms"]["p99"], s4r["nginx"][i]["ttft_ms"]["p99"]
-            if None in (dp, tp, np_):
-                continue
-            # nginx's added TTFT can be ~0 or negative (noise): floor it at 0.1 ms.
-            ratio = (tp - dp) / max(np_ - dp, 0.1)
-            if ratio > worst_ratio:
-                worst_ratio, where = ratio, (p["s4_levels"][i], tp - dp, np_ - dp)
+        floor = "hyper-proxy+sync"
+        if floor in s4r and not (worst <= 5.0 and complete):
+            f_worst, level = worst_extra_gap(s4r, floor)
+            add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | worst extra gap {fmt(f_worst)} ms"
+                f"{f' (at {level} streams)' if level else ''} | the floor is {'above' if f_worst > 5.0 else 'within'} the target |")
+        worst_ratio, where = worst_ttft_ratio(s4r, "tollgate", p["s4_levels"])
         if where:
             add(f"| S4 added TTFT p99 ≤ 2× nginx's | worst at {where[0]} streams: {fmt(where[1])} vs {fmt(where[2])} ms = {fmt(worst_ratio)}× | {verdict(worst_ratio <= 2 and complete)} |")
+            if floor in s4r and not (worst_ratio <= 2 and complete):
+                f_ratio, f_where = worst_ttft_ratio(s4r, floor, p["s4_levels"])
+                if f_where:
+                    add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | worst at {f_where[0]} streams: "
+                        f"{fmt(f_where[1])} vs {fmt(f_where[2])} ms = {fmt(f_ratio)}× | the floor is {'above' if f_ratio > 2 else 'within'} the target |")
     if s6r:
         keys = list(s6r.keys())
         one, many = s6r.get("1 tenant"), s6r.get([k for k in keys if k.endswith("tenants")][0])
@@ -1184,13 +1207,15 @@ def report(ctx, results):
             f"between two reads holding SSE events (the mock's own pacing jitter shows in direct's figures). "
             f"Columns show p50 / p99 over streams; *extra gap* is the target's p99 of per-stream max gap minus "
             f"direct's at the same level (a stall the gateway adds); *gaps > 35 ms* counts streams with a Nagle / "
-            f"delayed-ACK sized gap.")
+            f"delayed-ACK sized gap."
+            + (" The floors (`floor-proxy`, as in S1) relay the stream frame by frame; with `+sync` the frame "
+               "holding `[DONE]` waits for the record's sync." if any(f in s4r for f in FLOORS) else ""))
         add("")
         add("| streams | target | streams done | TTFT ms | added TTFT p50 ms | max gap ms | extra gap ms | gaps > 35 ms | errors |")
         add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for i, level in enumerate(p["s4_levels"]):
             d = s4r["direct"][i]
-            for name in TARGETS:
+            for name in [n for n in TARGETS + FLOORS if n in s4r]:
                 if i >= len(s4r[name]):
                     add(f"| {level} | {name} | not run: hung at a lower level | | | | | | |")
                     continue
@@ -1446,7 +1471,7 @@ def main():
         log("starting nginx")
         nginx, nginx_port = start_nginx(work, [mock_port])
         targets["nginx"] = {"port": nginx_port, "path": "/v1/chat/completions", "auth": "bench", "service": nginx}
-        if want("S1") or want("S3"):
+        if want("S1") or want("S3") or want("S4"):
             for name in FLOORS:
                 service, port = start_floor(work, mock_port, name)
                 targets[name] = {"port": port, "path": "/v1/chat/completions", "auth": "bench", "service": service}
@@ -1470,8 +1495,7 @@ def main():
             t = targets[name]
             log(f"warm-up {name}")
             oha.run(t["port"], t["path"], t["auth"], 8, p["warmup_s"])
-            if name not in FLOORS:  # the floors answer non-streamed chats only
-                oha.run(t["port"], t["path"], t["auth"], 2, 1, model=STREAM_MODEL)
+            oha.run(t["port"], t["path"], t["auth"], 2, 1, model=STREAM_MODEL)
             after_load(ctx, name, "warm-up", None)
         ctx["rss_idle"] = {name: targets[name]["service"].rss_kib() for name in TARGETS}
         import formats  # after this module is importable as `harness` (see the end)

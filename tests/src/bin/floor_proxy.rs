@@ -6,7 +6,8 @@
 //! read the model), hyper-util's client forwards the bytes unchanged and collects the
 //! answer, serde_json parses that (a gateway must read the usage), and, with `--journal`,
 //! a record is appended and `fdatasync`ed before the answer goes back, as Tollgate's
-//! ledger promises. No authentication, policy, budget or credentials: what Tollgate adds
+//! ledger promises. A streamed answer (`"stream": true`) is relayed frame by frame as it
+//! comes, and the frame holding `[DONE]` waits for the record's sync. No authentication, policy, budget or credentials: what Tollgate adds
 //! above this proxy is its own cost; what this adds above nginx is the dependencies'.
 //!
 //! The journal file is written ahead in zeros that the records overwrite, as Tollgate's
@@ -22,13 +23,14 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -104,6 +106,9 @@ impl Journal {
     }
 }
 
+/// The answer's body: collected whole, or relayed as it streams.
+type AnswerBody = BoxBody<Bytes, std::io::Error>;
+
 struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
@@ -125,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).build(http);
-    let proxy = std::sync::Arc::new(Proxy { client, upstream: args.upstream.trim_end_matches('/').to_string(), journal });
+    let proxy = Arc::new(Proxy { client, upstream: args.upstream.trim_end_matches('/').to_string(), journal });
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let mut stdout = std::io::stdout();
@@ -149,32 +154,71 @@ async fn main() -> anyhow::Result<()> {
 }
 
 impl Proxy {
-    async fn forward(&self, request: Request<Incoming>) -> anyhow::Result<Response<Full<Bytes>>> {
+    async fn forward(self: Arc<Self>, request: Request<Incoming>) -> anyhow::Result<Response<AnswerBody>> {
         let (parts, body) = request.into_parts();
         let body = body.collect().await?.to_bytes();
         let parsed: serde_json::Value = serde_json::from_slice(&body)?;
         let model = parsed.get("model").and_then(|m| m.as_str()).context("no model")?.to_string();
+        let streamed = parsed.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let upstream = Request::post(format!("{}{path}", self.upstream)).header("content-type", "application/json").body(Full::new(body))?;
         let answer = self.client.request(upstream).await?;
         let status = answer.status();
+        if streamed {
+            let (frames, mut relayed) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(self.clone().relay(answer.into_body(), model, status, frames));
+            let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| relayed.poll_recv(cx)));
+            return Ok(Response::builder().status(status).header("content-type", "text/event-stream").body(body.boxed())?);
+        }
         let answer = answer.into_body().collect().await?.to_bytes();
         let usage: serde_json::Value = serde_json::from_slice(&answer)?;
-        if let Some(journal) = &self.journal {
-            // About the size of a Tollgate ledger record.
-            let record = serde_json::to_vec(&serde_json::json!({
-                "tenant": "floor", "model": model, "usage": usage.get("usage"), "status": status.as_u16(),
-                "request_id": format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()),
-                "padding": "x".repeat(320),
-            }))?;
-            journal.append(record).await?;
+        self.record(&model, usage.get("usage"), status).await?;
+        Ok(Response::builder().status(status).header("content-type", "application/json").body(Full::new(answer).map_err(|never| match never {}).boxed())?)
+    }
+
+    /// Relays a streamed answer frame by frame; the frame holding `[DONE]` (or the end,
+    /// without one) waits for the record's sync. Stops when the client goes.
+    async fn relay(self: Arc<Self>, mut body: Incoming, model: String, status: StatusCode, frames: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>) {
+        let mut recorded = false;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    let _ = frames.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            if !recorded && frame.data_ref().is_some_and(|data| data.windows(6).any(|w| w == b"[DONE]")) {
+                recorded = true;
+                if let Err(e) = self.record(&model, None, status).await {
+                    let _ = frames.send(Err(std::io::Error::other(format!("{e:#}")))).await;
+                    return;
+                }
+            }
+            if frames.send(Ok(frame)).await.is_err() {
+                return;
+            }
         }
-        Ok(Response::builder().status(status).header("content-type", "application/json").body(Full::new(answer))?)
+        if !recorded && let Err(e) = self.record(&model, None, status).await {
+            let _ = frames.send(Err(std::io::Error::other(format!("{e:#}")))).await;
+        }
+    }
+
+    /// With a journal, appends the answer's record (about the size of a Tollgate ledger
+    /// record) and waits for its sync.
+    async fn record(&self, model: &str, usage: Option<&serde_json::Value>, status: StatusCode) -> anyhow::Result<()> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let record = serde_json::to_vec(&serde_json::json!({
+            "tenant": "floor", "model": model, "usage": usage, "status": status.as_u16(),
+            "request_id": format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()),
+            "padding": "x".repeat(320),
+        }))?;
+        journal.append(record).await
     }
 }
 
-fn failed(error: anyhow::Error) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("floor-proxy: {error:#}\n"))));
+fn failed(error: anyhow::Error) -> Response<AnswerBody> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("floor-proxy: {error:#}\n"))).map_err(|never| match never {}).boxed());
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     response
 }
