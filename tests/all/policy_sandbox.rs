@@ -122,7 +122,10 @@ async fn log_flood_is_bounded_per_call() {
 
 #[tokio::test]
 async fn memory_operations_per_call_are_bounded() {
-    let (sandbox, hash) = hostile().await;
+    // 256 store writes before the refusal: a long deadline, as for the floods above, so a
+    // slow disk or the canary sweep's TRACE logging cannot turn this into a timeout test
+    // (the sweep once timed it out at the 40 ms default).
+    let (sandbox, hash) = hostile_with(PolicyLimits { cpu_deadline_ms: 5000, ..test_limits() }).await;
     let got = trace(attack(&sandbox, hash, "hoarder", "quota-abuse").await.expect("call"));
     assert_eq!(got, "wrote 256 then: too many memory operations");
 }

@@ -1024,7 +1024,7 @@ def report(ctx, results):
     add("# Tollgate benchmark results")
     add("")
     add(f"Measured {ctx['date']} by `{ctx['command']}` ({ctx['profile']} profile, harness run took "
-        f"{ctx['elapsed_s'] / 60:.1f} min). Direct (the mock upstream itself, the floor), nginx `proxy_pass`, "
+        f"{ctx['elapsed_s'] / 60:.1f} min). Direct (the mock upstream itself, the baseline), nginx `proxy_pass`, "
         f"LiteLLM's proxy and Tollgate run side by side in this one run against the same mock upstream on loopback; "
         f"**ratios within this run are what matter**, not absolute times. The load generator, the proxy under test and "
         f"the mock share the machine's {machine['cores']} cores.")
