@@ -3,7 +3,7 @@
 Tollgate, each streaming `mock-chunks=20-pace=5` back to back for a few seconds through
 `stream_client.py`. Prints, per target, the streams done, the TTFT p50 and the user +
 system CPU of its processes per stream (from /proc; stolen time is not in it), and for
-Tollgate the same split by thread name. Loopback only; stops by itself.
+the floor and Tollgate the same split by thread name. Loopback only; stops by itself.
 
     python3 tests/bench/stream_cpu.py [--seconds 4] [--out target/stream-cpu]
 
@@ -60,7 +60,7 @@ def main():
             streams = max(r["streams"], 1)
             cpu = service.cpu_s() - cpu
             print(f"{name}: {r['streams']} streams, TTFT p50 {r['ttft_ms']['p50']:.2f} ms, CPU {cpu * 1e6 / streams:,.0f} µs per stream")
-            if name == "tollgate":
+            if name in ("floor-proxy+sync", "tollgate"):
                 print(f"  by thread (in {1e6 / tick / streams:,.0f} µs steps: one clock tick over the streams)")
                 after = thread_ticks(service.proc.pid)
                 for thread in sorted(after, key=lambda t: threads[t] - after[t]):
