@@ -48,6 +48,18 @@ GATEWAYS = ["nginx", "litellm", "tollgate"]
 FLOORS = ["hyper-proxy", "hyper-proxy+sync", "hyper-proxy+inline-sync"]
 SYNC_FLOORS = ["hyper-proxy+sync", "hyper-proxy+inline-sync"]
 S1_ONLY_FLOORS = ["hyper-proxy+inline-sync"]
+FLOOR_LABEL = "&nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance"
+
+
+def in_report_order(result):
+    """The targets and floors that `result` (a scenario's rows) holds, in report order."""
+    return [n for n in TARGETS + FLOORS if n in result]
+
+
+def loaded(ctx, s1=False):
+    """The targets a scenario loads: every target, and the floors started (the S1-only
+    ones only for S1)."""
+    return TARGETS + [f for f in FLOORS if f in ctx["targets"] and (s1 or f not in S1_ONLY_FLOORS)]
 
 PROFILES = {
     "full": {
@@ -185,16 +197,7 @@ class Service:
     def cpu_s(self):
         """CPU seconds (user + system) used so far by this service's processes; a VM's
         stolen time is not in it, so per-request figures hold in a slow stretch."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except (OSError, IndexError, ValueError):
-                continue
-        return total / tick
+        return sum(cpu_ticks(f"/proc/{pid}/stat") for pid in self.pids()) / os.sysconf("SC_CLK_TCK")
 
     def alive(self):
         return self.proc.poll() is None
@@ -406,6 +409,17 @@ http {{
     else:
         wait_ready(service, port, "/v1/chat/completions", 30, method="POST", body=BODY, headers={"Content-Type": "application/json"})
     return service, port
+
+
+def cpu_ticks(stat_path):
+    """utime + stime, in clock ticks, from a /proc `stat` file (a process's or a
+    thread's); 0 if it is gone."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def start_floor(work, mock_port, name):
@@ -684,7 +698,7 @@ def s1(ctx):
     an equal slice of `s1_s` in turn, so a slow stretch of the machine falls on all of them
     alike. Per target: the median over rounds of p50, p99 and req/s, and of the added p50
     and p99 (target − direct within the same round)."""
-    names = TARGETS + [f for f in FLOORS if f in ctx["targets"]]
+    names = loaded(ctx, s1=True)
     rounds, slice_s = ctx["p"]["s1_rounds"], max(1, ctx["p"]["s1_s"] // ctx["p"]["s1_rounds"])
     runs = {name: [] for name in names}
     for r in range(rounds):
@@ -764,7 +778,7 @@ def closed_loop(load, levels, label, hung=lambda conc, r: False):
 def s3(ctx):
     p = ctx["p"]
     out = {}
-    for name in TARGETS + [f for f in FLOORS if f in ctx["targets"] and f not in S1_ONLY_FLOORS]:
+    for name in loaded(ctx):
         t = ctx["targets"][name]
         out[name] = closed_loop(
             lambda conc: ctx["oha"].run(t["port"], t["path"], t["auth"], conc, p["s3_s"]), p["s3_conc"], f"S3 {name}",
@@ -775,7 +789,7 @@ def s3(ctx):
 def s4(ctx):
     p = ctx["p"]
     out = {}
-    for name in TARGETS + [f for f in FLOORS if f in ctx["targets"] and f not in S1_ONLY_FLOORS]:
+    for name in loaded(ctx):
         t = ctx["targets"][name]
         out[name] = []
         for level in p["s4_levels"]:
@@ -1065,7 +1079,7 @@ def report(ctx, results):
             if floors and not ok and n is not None and n > 0:
                 f, name = min(floors)
                 where = "above" if f > bound * n else "within"
-                add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (the lower of the `floor-proxy` sync floors, {name}) | "
+                add(f"| {FLOOR_LABEL} (the lower of the `floor-proxy` sync floors, {name}) | "
                     f"{fmt(f)} µs added = {fmt(f / n)}× nginx's; Tollgate adds {fmt(t - f)} µs above it | the floor is {where} the target |")
     if s3r:
         tg = s3r["tollgate"]["best_under_10ms"]
@@ -1079,7 +1093,7 @@ def report(ctx, results):
         if floor and ng_rps and tg_rps < 0.5 * ng_rps:
             f_rps = floor["best_under_10ms"]["rps"] if floor["best_under_10ms"] else 0.0
             where = "below" if f_rps < 0.5 * ng_rps else "within"
-            add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | "
+            add(f"| {FLOOR_LABEL} (`floor-proxy`) | "
                 f"{fmt(f_rps)} req/s = {fmt(f_rps / ng_rps)}× nginx; Tollgate serves {fmt(tg_rps / f_rps if f_rps else float('nan'))}× the floor | the floor is {where} the target |")
         add(f"| S3 ≥ 50× LiteLLM (its peak, any p99) | {fmt(tg_rps)} vs {fmt(ll_rps)} req/s = {fmt(tg_rps / ll_rps if ll_rps else float('nan'))}× | {verdict(ll_rps and tg_rps >= 50 * ll_rps)} |")
     if s4r:
@@ -1094,7 +1108,7 @@ def report(ctx, results):
             i = p["s4_levels"].index(level)
             f_extra = extra_gap(s4r[floor][i], s4r["direct"][i]) if i < len(s4r[floor]) else None
             if f_extra is not None:
-                add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | extra gap {fmt(f_extra)} ms at {level} streams "
+                add(f"| {FLOOR_LABEL} (`floor-proxy`) | extra gap {fmt(f_extra)} ms at {level} streams "
                     f"| the floor is {'above' if f_extra > 5.0 else 'within'} the target |")
         worst_ratio, where = worst_ttft_ratio(s4r, "tollgate", p["s4_levels"])
         if where:
@@ -1102,7 +1116,7 @@ def report(ctx, results):
             if floor in s4r and not (worst_ratio <= 2 and complete):
                 f_at = ttft_ratio_at(s4r, floor, p["s4_levels"].index(where[0]))
                 if f_at:
-                    add(f"| &nbsp;&nbsp;the floor: hyper both sides and a synced record, no governance (`floor-proxy`) | at {where[0]} streams: "
+                    add(f"| {FLOOR_LABEL} (`floor-proxy`) | at {where[0]} streams: "
                         f"{fmt(f_at[1])} vs {fmt(f_at[2])} ms = {fmt(f_at[0])}× | the floor is {'above' if f_at[0] > 2 else 'within'} the target |")
     if s6r:
         keys = list(s6r.keys())
@@ -1144,7 +1158,7 @@ def report(ctx, results):
             add("")
         add("| target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | p99 ÷ direct p99 | CPU µs / request |")
         add("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for name in [n for n in TARGETS + FLOORS if n in s1r]:
+        for name in in_report_order(s1r):
             r = s1r[name]
             add(f"| {name} | {fmt(r['rps'])} | {fmt(us(r['p50_ms']))} | {fmt(us(r['p99_ms']))} | {fmt(r['added_p50_us'])} | {fmt(r['added_p99_us'])} | {fmt(r['p99_ms'] / s1r['direct']['p99_ms'])} | {fmt(r.get('cpu_us_per_request'))} |")
         if any(f in s1r for f in FLOORS):
@@ -1189,7 +1203,7 @@ def report(ctx, results):
         add("| --- | --- | --- | --- | --- |")
         ng = s3r["nginx"]["best_under_10ms"]
         ll = (s3r.get("litellm") or {}).get("peak")
-        for name in [n for n in TARGETS + FLOORS if n in s3r]:
+        for name in in_report_order(s3r):
             b, pk = s3r[name]["best_under_10ms"], s3r[name]["peak"]
             best = f"{fmt(b['rps'])} ({b['conc']}, {fmt(b['p99_ms'])})" if b else "none"
             ratio_ng = fmt(b["rps"] / ng["rps"]) if b and ng else "—"
@@ -1200,7 +1214,7 @@ def report(ctx, results):
         add("")
         add("| target | C | req/s | p50 ms | p99 ms | ok |")
         add("| --- | --- | --- | --- | --- | --- |")
-        for name in [n for n in TARGETS + FLOORS if n in s3r]:
+        for name in in_report_order(s3r):
             for r in s3r[name]["levels"]:
                 mark = " **hung**" if r.get("hung") else ""
                 add(f"| {name} | {r['conc']} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['success'] * 100:.1f}%{mark} |")
@@ -1225,7 +1239,7 @@ def report(ctx, results):
         add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for i, level in enumerate(p["s4_levels"]):
             d = s4r["direct"][i]
-            for name in [n for n in TARGETS + FLOORS if n in s4r]:
+            for name in in_report_order(s4r):
                 if i >= len(s4r[name]):
                     add(f"| {level} | {name} | not run: hung at a lower level | | | | | | |")
                     continue
@@ -1501,7 +1515,7 @@ def main():
             TARGETS.remove("litellm")
             GATEWAYS.remove("litellm")
         ctx["targets"] = targets
-        for name in TARGETS + [f for f in FLOORS if f in targets]:
+        for name in loaded(ctx, s1=True):
             t = targets[name]
             log(f"warm-up {name}")
             oha.run(t["port"], t["path"], t["auth"], 8, p["warmup_s"])

@@ -28,11 +28,9 @@ def thread_ticks(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks[name] += int(fields[11]) + int(fields[12])
         except OSError:
             continue
+        ticks[name] += h.cpu_ticks(f"/proc/{pid}/task/{tid}/stat")
     return ticks
 
 
