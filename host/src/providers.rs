@@ -13,6 +13,7 @@ pub mod demo;
 pub mod embeddings;
 pub mod gemini;
 pub mod openai;
+pub mod relayed_chunk;
 pub mod sse;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::secret::Secret;
 
 pub use embeddings::{Embeddings, EmbeddingsCall};
+pub use relayed_chunk::{RelayedChunk, UsageField};
 pub use sse::{SseEvent, SseParser};
 
 /// Which wire format a provider speaks.
@@ -152,6 +154,12 @@ pub trait Provider: Send + Sync {
 pub trait StreamTranslator: Send {
     /// Feeds one SSE event; returns the chunks to send to the client, in order.
     fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, ProviderError>;
+    /// Feeds one SSE event for the stream pump: [`Translated::Relayed`] from a translator
+    /// whose upstream sends OpenAI chunks already, so the pump can forward their bytes;
+    /// by default the chunks [`Self::event`] builds.
+    fn translate(&mut self, event: &SseEvent) -> Result<Translated, ProviderError> {
+        self.event(event).map(Translated::Built)
+    }
     /// Usage seen so far: a cut stream is billed for what flowed.
     fn usage(&self) -> Usage;
     /// Completion bytes seen so far, text plus tool-call arguments (estimates usage when
@@ -159,6 +167,15 @@ pub trait StreamTranslator: Send {
     fn completion_bytes(&self) -> u64;
     /// Whether the upstream has signalled the end of the stream.
     fn finished(&self) -> bool;
+}
+
+/// What one upstream event becomes.
+#[derive(Debug)]
+pub enum Translated {
+    /// Chunks the translator built (none for an event that carries no chunk).
+    Built(Vec<Value>),
+    /// The upstream's own chunk, read but not rebuilt.
+    Relayed(RelayedChunk),
 }
 
 /// The `error.message` of an OpenAI/Anthropic/Gemini-shaped error body, else a generic

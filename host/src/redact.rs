@@ -41,11 +41,8 @@ impl Redactor {
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let Some(key) = &self.key else { return Cow::Borrowed(text) };
         let key = key.expose();
-        let mut min = key.len().min(MIN_KEY_PREFIX_BYTES);
-        while !key.is_char_boundary(min) {
-            min += 1;
-        }
-        let needle = &key[..min];
+        let needle = needle(key);
+        let min = needle.len();
         let (bytes, key_bytes) = (text.as_bytes(), key.as_bytes());
         let mut out = String::new();
         let (mut copied, mut from) = (0, 0);
@@ -69,6 +66,17 @@ impl Redactor {
         }
         out.push_str(&text[copied..]);
         Cow::Owned(out)
+    }
+
+    /// Whether [`Self::json`] could change the value the JSON text `json` holds. It could
+    /// not when the text holds neither the key's first [`MIN_KEY_PREFIX_BYTES`] nor a `\u`
+    /// escape (which could spell them), and the key has no character that JSON escapes
+    /// another way: then every run of the decoded strings is a run of the text. Lets a
+    /// caller forward an upstream's JSON as it came, without parsing it.
+    pub fn may_change_json(&self, json: &str) -> bool {
+        let Some(key) = &self.key else { return false };
+        let key = key.expose();
+        json.contains(needle(key)) || json.contains("\\u") || key.contains(|c: char| matches!(c, '"' | '\\' | '/') || c.is_control())
     }
 
     /// An upstream's error message as a client may see it: redacted, then cut to
@@ -109,6 +117,16 @@ impl Redactor {
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
+}
+
+/// The key's first [`MIN_KEY_PREFIX_BYTES`] (to a character's end): the run that is
+/// redacted wherever it appears.
+fn needle(key: &str) -> &str {
+    let mut min = key.len().min(MIN_KEY_PREFIX_BYTES);
+    while !key.is_char_boundary(min) {
+        min += 1;
+    }
+    &key[..min]
 }
 
 #[cfg(test)]
@@ -152,5 +170,23 @@ mod tests {
         let mut value = serde_json::json!({"error": {"message": format!("key {KEY}")}, KEY: [1, format!("{KEY}!")]});
         redactor().json(&mut value);
         assert_eq!(value, serde_json::json!({"error": {"message": "key [redacted]"}, "[redacted]": [1, "[redacted]!"]}));
+    }
+
+    #[test]
+    fn json_text_that_could_hold_the_key_is_told_apart_from_text_that_cannot() {
+        let r = redactor();
+        assert!(!r.may_change_json(r#"{"choices":[{"delta":{"content":"a \"quoted\" line\n"}}]}"#));
+        assert!(!r.may_change_json(r#"{"m":"an sk-test key"}"#), "shorter than the minimum run");
+        assert!(r.may_change_json(&format!(r#"{{"m":"bad key {}..."}}"#, &KEY[..MIN_KEY_PREFIX_BYTES])));
+        assert!(r.may_change_json(&format!(r#"{{"{KEY}":1}}"#)), "an object key");
+        // The key spelled with an escape decodes to the key.
+        let escaped = format!(r#"{{"m":"\u0073{}"}}"#, &KEY[1..]);
+        assert!(r.may_change_json(&escaped));
+        let mut value: Value = serde_json::from_str(&escaped).unwrap_or_default();
+        r.json(&mut value);
+        assert_eq!(value["m"], REDACTED);
+        // A key JSON escapes another way could hide behind that escape.
+        assert!(Redactor::new(Some(&Secret::new("sk/slash-0123456789".into()))).may_change_json("{}"));
+        assert!(!Redactor::new(None).may_change_json(&format!(r#"{{"m":"{KEY}"}}"#)));
     }
 }

@@ -16,6 +16,7 @@ mod tenancy;
 mod conformance;
 mod fallback;
 mod hostile_upstream;
+mod stream_relay;
 mod canary;
 mod shutdown;
 mod noisy;

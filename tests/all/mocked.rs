@@ -222,44 +222,34 @@ pub struct KeyEchoStub {
 
 impl KeyEchoStub {
     pub async fn start(kind: Kind) -> KeyEchoStub {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
-        let addr = listener.local_addr().expect("stub addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (h, s) = (hits.clone(), seen.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (hits, seen) = (h.clone(), s.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (hits, seen) = (hits.clone(), seen.clone());
-                        async move {
-                            hits.fetch_add(1, Ordering::SeqCst);
-                            let raw = req.headers().get(kind.auth_header).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                            let key = raw.strip_prefix("Bearer ").unwrap_or(&raw).to_string();
-                            let _ = req.into_body().collect().await;
-                            seen.lock().expect("seen").push(key.clone());
-                            let message = format!("Incorrect API key provided: {key}. You can find your API key in your account.");
-                            let body = match kind.kind {
-                                ProviderKind::Anthropic => json!({"type": "error", "error": {"type": "authentication_error", "message": message}}),
-                                ProviderKind::Gemini => json!({"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}),
-                                _ => json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
-                            };
-                            let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-                            *response.status_mut() = http::StatusCode::UNAUTHORIZED;
-                            response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
-                            // Some upstreams reflect request data in headers too.
-                            if let Ok(v) = http::HeaderValue::from_str(&format!("key={key}")) {
-                                response.headers_mut().insert("x-debug-echo", v);
-                            }
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
+        let (addr, task) = serve(move |req| {
+            let (hits, seen) = (h.clone(), s.clone());
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let raw = req.headers().get(kind.auth_header).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let key = raw.strip_prefix("Bearer ").unwrap_or(&raw).to_string();
+                let _ = req.into_body().collect().await;
+                seen.lock().expect("seen").push(key.clone());
+                let message = format!("Incorrect API key provided: {key}. You can find your API key in your account.");
+                let body = match kind.kind {
+                    ProviderKind::Anthropic => json!({"type": "error", "error": {"type": "authentication_error", "message": message}}),
+                    ProviderKind::Gemini => json!({"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}),
+                    _ => json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+                };
+                let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+                *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+                // Some upstreams reflect request data in headers too.
+                if let Ok(v) = http::HeaderValue::from_str(&format!("key={key}")) {
+                    response.headers_mut().insert("x-debug-echo", v);
+                }
+                response
             }
-        });
+        })
+        .await;
         KeyEchoStub { addr, hits, seen, task }
     }
 
@@ -281,6 +271,31 @@ impl Drop for KeyEchoStub {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves `answer` on a loopback port, one task per connection, until the returned task
+/// is aborted.
+pub async fn serve<F, Fut>(answer: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+    let addr = listener.local_addr().expect("stub addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, task)
 }
 
 /// [`Gateway::call`] for a gateway served some other way (on a real data dir, say).

@@ -5,7 +5,10 @@ Tollgate, each streaming `mock-chunks=20-pace=5` back to back for a few seconds 
 system CPU of its processes per stream (from /proc; stolen time is not in it), and for
 the floor and Tollgate the same split by thread name. Loopback only; stops by itself.
 
-    python3 tests/bench/stream_cpu.py [--seconds 4] [--out target/stream-cpu]
+    python3 tests/bench/stream_cpu.py [--seconds 4] [--out target/stream-cpu] [--only tollgate]
+
+With `TOLLGATE_BIN=/path/to/other/build` and `--only tollgate`, it compares two builds
+(tests/bench/HOTPATH.md, ninth pass).
 
 Needs the release binaries `run.sh` builds (tollgate, mock-upstream, floor-proxy).
 """
@@ -38,7 +41,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--out", default=os.path.join(h.ROOT, "target", "stream-cpu"))
+    parser.add_argument("--only", help="comma-separated targets to run (direct, nginx, floor-proxy+sync, tollgate)")
     args = parser.parse_args()
+    args.out = os.path.abspath(args.out)  # nginx reads its config relative to its own prefix
     try:
         _, tg, token = h.one_tenant_gateway(args.out)
         work = os.path.join(args.out, "work")
@@ -49,6 +54,8 @@ def main():
         targets = [("direct", mock, mock_port, "bench"), ("nginx", nginx, nginx_port, "bench"),
                    ("floor-proxy+sync", floor, floor_port, "bench"), ("tollgate", tg.service, tg.port, token)]
         tick = os.sysconf("SC_CLK_TCK")
+        if args.only:
+            targets = [t for t in targets if t[0] in args.only.split(",")]
         for name, service, port, auth in targets:
             cpu, threads = service.cpu_s(), thread_ticks(service.proc.pid)
             cmd = [sys.executable, os.path.join(h.HERE, "stream_client.py"), "--port", str(port), "--path", "/v1/chat/completions",

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{bounded_json, embeddings, header_value, join_url, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, SseEvent, StreamTranslator, UpstreamRequest, Usage};
+use super::{bounded_json, embeddings, header_value, join_url, ChatCall, Embeddings, EmbeddingsCall, Provider, ProviderError, RelayedChunk, SseEvent, StreamTranslator, Translated, UpstreamRequest, Usage, UsageField};
 use crate::secret::Secret;
 
 /// The OpenAI-compatible adapter.
@@ -85,7 +85,8 @@ impl Provider for OpenAi {
     }
 }
 
-/// Passes chunks through, noting usage and `[DONE]`.
+/// Passes chunks through, noting usage and `[DONE]`: read as [`RelayedChunk`]s, so the
+/// pump forwards their bytes, or as `Value`s when they are not one line holding an object.
 #[derive(Default)]
 struct OpenAiStream {
     usage: Usage,
@@ -119,6 +120,16 @@ impl StreamTranslator for OpenAiStream {
             }
         }
         Ok(vec![chunk])
+    }
+
+    fn translate(&mut self, event: &SseEvent) -> Result<Translated, ProviderError> {
+        let data = event.data.trim();
+        let Some(chunk) = RelayedChunk::read(data) else { return self.event(event).map(Translated::Built) };
+        if let UsageField::Present(Some(usage)) = chunk.usage {
+            self.usage = usage;
+        }
+        self.text_bytes += chunk.completion_bytes;
+        Ok(Translated::Relayed(chunk))
     }
 
     fn usage(&self) -> Usage {
@@ -175,14 +186,40 @@ mod tests {
 
     #[test]
     fn stream_collects_usage_and_done() -> Result<(), ProviderError> {
+        let events = [
+            r#"{"choices":[{"delta":{"content":"hey"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+            "[DONE]",
+        ];
+        // Read as `Value`s, and as relayed chunks (the pump's way): the same figures.
+        for relayed in [false, true] {
+            let mut s = OpenAi.stream("m", "r");
+            for data in events {
+                let event = SseEvent { event: None, data: data.into() };
+                if relayed {
+                    s.translate(&event)?;
+                } else {
+                    s.event(&event)?;
+                }
+            }
+            assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0 });
+            assert_eq!(s.completion_bytes(), 5);
+            assert!(s.finished());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn chunks_are_relayed_unless_they_need_rewriting_on_one_line() -> Result<(), ProviderError> {
         let mut s = OpenAi.stream("m", "r");
-        s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"content":"hey"}}]}"#.into() })?;
-        s.event(&SseEvent { event: None, data: r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#.into() })?;
-        s.event(&SseEvent { event: None, data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.into() })?;
-        s.event(&SseEvent { event: None, data: "[DONE]".into() })?;
-        assert_eq!(s.usage(), Usage { prompt_tokens: 3, completion_tokens: 1, cached_tokens: 0, cache_write_tokens: 0 });
-        assert_eq!(s.completion_bytes(), 5);
-        assert!(s.finished());
+        let one_line = SseEvent { event: None, data: r#"{"id":"x","choices":[{"delta":{"content":"hi"}}]}"#.into() };
+        assert!(matches!(s.translate(&one_line)?, Translated::Relayed(c) if c.json() == one_line.data));
+        // Several `data:` lines join with newlines: written out again as a `Value` on one.
+        let two_lines = SseEvent { event: None, data: "{\"id\":\"x\",\n\"choices\":[{\"delta\":{\"content\":\"yo\"}}]}".into() };
+        assert!(matches!(s.translate(&two_lines)?, Translated::Built(chunks) if chunks.len() == 1 && chunks[0]["choices"][0]["delta"]["content"] == "yo"));
+        assert!(s.translate(&SseEvent { event: None, data: "{not json".into() }).is_err());
+        assert_eq!(s.completion_bytes(), 4);
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::settle::Settlement;
 use super::Body;
 use crate::policy::PlanTarget;
-use crate::providers::{usage_chunk, SseEvent, SseParser, StreamTranslator};
+use crate::providers::{usage_chunk, RelayedChunk, SseEvent, SseParser, StreamTranslator, Translated, UsageField};
 use crate::redact::Redactor;
 
 /// Everything the pump needs.
@@ -45,8 +45,23 @@ pub struct StreamJob {
 /// Chunks buffered between the pump and the client.
 const CHANNEL_CHUNKS: usize = 64;
 
+/// One `data:` event holding `value`.
 fn sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Writing a `Value` to a `Vec` cannot fail: its keys are strings.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// One `data:` event holding `json`, JSON text on one line.
+fn sse_text(json: &str) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// Starts the pump and returns the streaming response.
@@ -81,34 +96,93 @@ struct Pump {
     text: String,
 }
 
+/// What a chunk's `usage` means for the client.
+#[derive(PartialEq, Eq)]
+enum UsageAction {
+    /// Send the chunk as it is.
+    Keep,
+    /// Send it without its `usage` field.
+    Strip,
+    /// Do not send it.
+    Drop,
+}
+
 impl Pump {
     /// Translates one event and forwards its chunks; `Err` ends the stream.
     async fn event(&mut self, event: &SseEvent) -> Result<(), End> {
-        let chunks = self.translator.event(event).map_err(|_| End::UpstreamCut)?;
-        for mut chunk in chunks {
-            self.redactor.json(&mut chunk);
-            let has_usage = chunk.get("usage").is_some_and(|u| !u.is_null());
-            if !self.include_usage {
-                // The gateway always asks upstream for usage; a client that did not ask
-                // must not get the extra chunk, nor the `"usage": null` OpenAI puts on
-                // every other chunk of a stream that asked.
-                if has_usage && chunk.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty()) {
-                    continue;
+        match self.translator.translate(event).map_err(|_| End::UpstreamCut)? {
+            Translated::Built(chunks) => {
+                for chunk in chunks {
+                    self.send_value(chunk).await?;
                 }
+                Ok(())
+            }
+            // The key may be in it: redacted in its parsed form.
+            Translated::Relayed(chunk) if self.redactor.may_change_json(chunk.json()) => self.send_value(chunk.to_value().map_err(|_| End::UpstreamCut)?).await,
+            Translated::Relayed(chunk) => self.send_relayed(chunk).await,
+        }
+    }
+
+    /// The gateway always asks upstream for usage; a client that did not ask must not get
+    /// the extra chunk, nor the `"usage": null` OpenAI puts on every other chunk of a
+    /// stream that asked.
+    fn usage_action(&mut self, usage: UsageField, choices_empty: bool) -> UsageAction {
+        let reported = matches!(usage, UsageField::Present(_));
+        if self.include_usage {
+            self.usage_sent |= reported;
+            UsageAction::Keep
+        } else if reported && choices_empty {
+            UsageAction::Drop
+        } else if usage == UsageField::Absent {
+            UsageAction::Keep
+        } else {
+            UsageAction::Strip
+        }
+    }
+
+    /// Keeps the start of the reply's text for the session turn.
+    fn note_text(&mut self, delta: &str) {
+        if self.text.len() < crate::sessions::MAX_TURN_BYTES {
+            self.text.push_str(delta);
+        }
+    }
+
+    /// Redacts, trims and sends a chunk the gateway holds as a `Value`.
+    async fn send_value(&mut self, mut chunk: Value) -> Result<(), End> {
+        self.redactor.json(&mut chunk);
+        let usage = match chunk.get("usage") {
+            None => UsageField::Absent,
+            Some(Value::Null) => UsageField::Null,
+            Some(_) => UsageField::Present(None),
+        };
+        let choices_empty = chunk.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
+        match self.usage_action(usage, choices_empty) {
+            UsageAction::Drop => return Ok(()),
+            UsageAction::Strip => {
                 if let Some(map) = chunk.as_object_mut() {
                     map.remove("usage");
                 }
-            } else if has_usage {
-                self.usage_sent = true;
             }
-            if let Some(delta) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
-                if self.text.len() < crate::sessions::MAX_TURN_BYTES {
-                    self.text.push_str(delta);
-                }
-            }
-            self.tx.send(sse(&chunk)).await.map_err(|_| End::ClientGone)?;
+            UsageAction::Keep => {}
         }
-        Ok(())
+        if let Some(delta) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+            self.note_text(delta);
+        }
+        self.tx.send(sse(&chunk)).await.map_err(|_| End::ClientGone)
+    }
+
+    /// Sends the upstream's own chunk, cut only of a `usage` the client did not ask for.
+    async fn send_relayed(&mut self, chunk: RelayedChunk) -> Result<(), End> {
+        let json = match self.usage_action(chunk.usage, chunk.choices_empty) {
+            UsageAction::Drop => return Ok(()),
+            UsageAction::Strip => chunk.json_without_usage(),
+            UsageAction::Keep => chunk.json(),
+        };
+        let bytes = sse_text(json);
+        if let Some(delta) = &chunk.first_content {
+            self.note_text(delta);
+        }
+        self.tx.send(bytes).await.map_err(|_| End::ClientGone)
     }
 }
 

@@ -201,6 +201,44 @@ pub fn check_stream(kind: ProviderKind, events: &[SseEvent]) {
         let _ = translator.finished();
     }
     bill(translator.usage());
+    check_relay(kind, events);
+}
+
+/// The stream pump's way through the same events ([`providers::StreamTranslator::translate`],
+/// which relays OpenAI chunks as their own bytes) reads what the `Value` way reads: the
+/// same chunks, usage, completion bytes and end; and a chunk it forwards unparsed is one
+/// that redaction would leave as it is.
+fn check_relay(kind: ProviderKind, events: &[SseEvent]) {
+    let key = tollgate::Secret::new("sk-fuzz-0123456789".into());
+    let redactor = tollgate::redact::Redactor::new(Some(&key));
+    let (mut relay, mut reference) = (kind.adapter().stream("fuzz-model", "req"), kind.adapter().stream("fuzz-model", "req"));
+    for event in events {
+        let expected = reference.event(event);
+        match relay.translate(event) {
+            Ok(providers::Translated::Built(chunks)) => assert_eq!(Ok(chunks), expected),
+            Ok(providers::Translated::Relayed(chunk)) => {
+                // Text the `Value` way refuses (a number out of its range) ends the check.
+                let Ok(expected) = expected else { break };
+                let [mut value]: [Value; 1] = expected.try_into().expect("one chunk per OpenAI event");
+                assert_eq!(chunk.to_value().ok().as_ref(), Some(&value));
+                if !redactor.may_change_json(chunk.json()) {
+                    let before = value.clone();
+                    redactor.json(&mut value);
+                    assert_eq!(value, before, "redaction changed a chunk said to be safe to forward: {}", chunk.json());
+                }
+                let mut stripped = value;
+                if let Some(map) = stripped.as_object_mut() {
+                    map.remove("usage");
+                }
+                assert_eq!(serde_json::from_str::<Value>(chunk.json_without_usage()).ok(), Some(stripped));
+            }
+            Err(_) => {
+                assert!(expected.is_err(), "{kind:?}: relayed refused {event:?}");
+                break;
+            }
+        }
+        assert_eq!((relay.usage(), relay.completion_bytes(), relay.finished()), (reference.usage(), reference.completion_bytes(), reference.finished()), "{event:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
