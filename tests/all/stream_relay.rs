@@ -64,33 +64,34 @@ async fn gateway(upstream: &CannedStream) -> (Gateway, String) {
     (gw, token)
 }
 
+/// Streams `chunks` to a client that did or did not ask for usage, and returns the
+/// `data:` payloads it got, after checking the request was billed from the upstream's
+/// usage chunk.
+async fn relayed(chunks: &[String], include_usage: bool) -> Vec<String> {
+    let upstream = CannedStream::start(chunks).await;
+    let (gw, token) = gateway(&upstream).await;
+    let reply = gw.chat(&token, mocked::streamed(mocked::chat("gpt-up", "Hi"), include_usage)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let row = mocked::ledger_row(&gw, "relay", &reply.header("x-request-id")).await;
+    assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "billed from the upstream's usage: {row}");
+    mocked::sse_data(&reply)
+}
+
 #[tokio::test]
 async fn chunks_reach_a_client_that_asked_for_usage_byte_for_byte() {
     let chunks = upstream_chunks(&["Hel", "lo"]);
-    let upstream = CannedStream::start(&chunks).await;
-    let (gw, token) = gateway(&upstream).await;
-    let reply = gw.chat(&token, mocked::streamed(mocked::chat("gpt-up", "Hi"), true)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
     let mut expected = chunks.clone();
     expected.push("[DONE]".into());
-    assert_eq!(mocked::sse_data(&reply), expected);
-    let row = mocked::ledger_row(&gw, "relay", &reply.header("x-request-id")).await;
-    assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "billed from the upstream's usage: {row}");
+    assert_eq!(relayed(&chunks, true).await, expected);
 }
 
 #[tokio::test]
 async fn a_client_that_did_not_ask_for_usage_gets_the_chunks_without_it() {
     let chunks = upstream_chunks(&["Hel", "lo"]);
-    let upstream = CannedStream::start(&chunks).await;
-    let (gw, token) = gateway(&upstream).await;
-    let reply = gw.chat(&token, mocked::streamed(mocked::chat("gpt-up", "Hi"), false)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
     // Only the `usage` field goes, every other byte stays; the usage-only chunk goes whole.
     let mut expected: Vec<String> = chunks[..chunks.len() - 1].iter().map(|c| c.replace(r#","usage":null"#, "")).collect();
     expected.push("[DONE]".into());
-    assert_eq!(mocked::sse_data(&reply), expected);
-    let row = mocked::ledger_row(&gw, "relay", &reply.header("x-request-id")).await;
-    assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "{row}");
+    assert_eq!(relayed(&chunks, false).await, expected);
 }
 
 #[tokio::test]
