@@ -39,8 +39,9 @@ pub enum UsageField {
 pub struct RelayedChunk {
     /// The event's JSON, as the upstream sent it.
     json: String,
-    /// The same JSON without its `usage` field(s), when it has one.
-    without_usage: Option<String>,
+    /// Its top-level entries, where each ends in `json`, for cutting out `usage` when a
+    /// client did not ask for it (only then: a client that asked gets `json` as it is).
+    entries: Vec<Entry>,
     /// Its `usage`.
     pub usage: UsageField,
     /// Whether `choices` is an empty array (the final usage-only chunk).
@@ -63,16 +64,13 @@ impl RelayedChunk {
         let Fields(fields) = serde_json::from_str(json).ok()?;
         let usage = last(&fields, "usage").map_or(UsageField::Absent, read_usage);
         let choices = last(&fields, "choices");
-        let without_usage = match usage {
-            UsageField::Absent => None,
-            _ => Some(object_without(&fields, "usage")?),
-        };
+        let entries = fields.iter().map(|(name, value)| Entry { end: value.get().as_ptr() as usize - json.as_ptr() as usize + value.get().len(), usage: name == "usage" }).collect();
         let choices: Option<Vec<&RawValue>> = choices.and_then(|raw| serde_json::from_str(raw.get()).ok());
         let choices_empty = choices.as_ref().is_some_and(Vec::is_empty);
         let choices: Vec<Choice> = choices.unwrap_or_default().into_iter().map(Choice::read).collect();
         let completion_bytes = choices.iter().map(|c| c.generated_bytes).sum();
         let first_content = choices.into_iter().next().and_then(|c| c.content);
-        Some(RelayedChunk { json: json.to_owned(), without_usage, usage, choices_empty, first_content, completion_bytes })
+        Some(RelayedChunk { json: json.to_owned(), entries, usage, choices_empty, first_content, completion_bytes })
     }
 
     /// The chunk as the upstream sent it.
@@ -80,9 +78,28 @@ impl RelayedChunk {
         &self.json
     }
 
-    /// The chunk without its `usage` field.
-    pub fn json_without_usage(&self) -> &str {
-        self.without_usage.as_deref().unwrap_or(&self.json)
+    /// The chunk without its `usage` field(s): every other entry's text as it came (its
+    /// name's escapes too), joined by commas.
+    pub fn json_without_usage(&self) -> Cow<'_, str> {
+        if !self.entries.iter().any(|e| e.usage) {
+            return Cow::Borrowed(&self.json);
+        }
+        let mut out = String::with_capacity(self.json.len());
+        out.push('{');
+        // An entry's text runs from the end of the one before (or the `{`) to the end of its
+        // value: the separator, its name, the colon, the value.
+        let mut start = 1;
+        for entry in &self.entries {
+            if !entry.usage {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(self.json[start..entry.end].trim_start().trim_start_matches(',').trim_start());
+            }
+            start = entry.end;
+        }
+        out.push('}');
+        Cow::Owned(out)
     }
 
     /// The chunk as a `Value`, for a caller that must change it.
@@ -102,20 +119,11 @@ fn read_usage(raw: &RawValue) -> UsageField {
     }
 }
 
-/// The object of `fields` without the entries named `name`, written compactly.
-fn object_without(fields: &[(Cow<'_, str>, &RawValue)], name: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(fields.iter().map(|(n, v)| n.len() + v.get().len() + 4).sum::<usize>() + 2);
-    out.push(b'{');
-    for (field, value) in fields.iter().filter(|(field, _)| field != name) {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, field.as_ref()).ok()?;
-        out.push(b':');
-        out.extend_from_slice(value.get().as_bytes());
-    }
-    out.push(b'}');
-    String::from_utf8(out).ok()
+/// Where one top-level entry of a chunk ends, and whether it is a `usage`.
+#[derive(Debug)]
+struct Entry {
+    end: usize,
+    usage: bool,
 }
 
 /// What one choice contributes.
@@ -174,26 +182,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 }
 
 /// An object's key, borrowed from the text unless it holds escapes.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(text)))
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(text.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+#[derive(Deserialize)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[cfg(test)]
 mod tests {
@@ -207,7 +197,7 @@ mod tests {
     fn an_ordinary_chunk_is_kept_byte_for_byte_and_read() {
         let json = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"Hel\"lo"},"logprobs":null,"finish_reason":null}]}"#;
         let chunk = read(json);
-        assert_eq!((chunk.json(), chunk.json_without_usage()), (json, json));
+        assert_eq!((chunk.json(), chunk.json_without_usage().as_ref()), (json, json));
         assert_eq!((chunk.usage, chunk.choices_empty), (UsageField::Absent, false));
         assert_eq!((chunk.first_content.as_deref(), chunk.completion_bytes), (Some("Hel\"lo"), 6));
         assert_eq!(chunk.to_value().ok(), serde_json::from_str(json).ok());

@@ -176,9 +176,9 @@ impl Pump {
         let json = match self.usage_action(chunk.usage, chunk.choices_empty) {
             UsageAction::Drop => return Ok(()),
             UsageAction::Strip => chunk.json_without_usage(),
-            UsageAction::Keep => chunk.json(),
+            UsageAction::Keep => std::borrow::Cow::Borrowed(chunk.json()),
         };
-        let bytes = sse_text(json);
+        let bytes = sse_text(&json);
         if let Some(delta) = &chunk.first_content {
             self.note_text(delta);
         }

@@ -230,7 +230,7 @@ fn check_relay(kind: ProviderKind, events: &[SseEvent]) {
                 if let Some(map) = stripped.as_object_mut() {
                     map.remove("usage");
                 }
-                assert_eq!(serde_json::from_str::<Value>(chunk.json_without_usage()).ok(), Some(stripped));
+                assert_eq!(serde_json::from_str::<Value>(&chunk.json_without_usage()).ok(), Some(stripped));
             }
             Err(_) => {
                 assert!(expected.is_err(), "{kind:?}: relayed refused {event:?}");
